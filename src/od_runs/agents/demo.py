@@ -1,0 +1,41 @@
+"""The built-in `demo` agent: a child process that streams a realistic agent session."""
+
+from __future__ import annotations
+
+import sys
+
+from ..eventlog import RawJSON
+from .base import Adapter, EventItem, Stream
+
+
+class DemoAdapter(Adapter):
+    """Runs demo_agent.py and passes its JSON lines through as `agent` events."""
+
+    agent_id = "demo"
+
+    def argv(self) -> list[str]:
+        """python -m od_runs.agents.demo_agent with the run's demo options."""
+        options = self.request.demo
+        argv = [
+            sys.executable,
+            "-m",
+            "od_runs.agents.demo_agent",
+            "--events",
+            str(options.events),
+            "--duration",
+            str(options.durationSeconds),
+        ]
+        if options.fast:
+            argv.append("--fast")
+        return argv
+
+    def translate(self, stream: Stream, lines: list[tuple[str, bool]]) -> list[EventItem]:
+        """Our own child prints one JSON object per line: keep its text, skip a re-encode."""
+        if stream == "stderr":
+            return super().translate(stream, lines)
+        return [
+            ("agent", RawJSON(text))
+            if not partial and text.startswith("{") and text.endswith("}")
+            else ("stdout", {"text": text, "partial": partial})
+            for text, partial in lines
+        ]

@@ -1,0 +1,397 @@
+"""The od-runs command line: serve | mcp | start | ls | get | cancel | tail."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+import httpx
+
+from . import __version__
+from .client import DaemonClient, DaemonUnavailable
+from .config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
+from .errors import OdRunsError
+from .models import TERMINAL_STATES, DemoOptions, Event, RunCreate, RunStatus
+from .render import EventPrinter, status_line
+
+T = TypeVar("T")
+DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+# How long `od-runs mcp` waits for a daemon it started to answer /api/health.
+DAEMON_START_TIMEOUT = 20.0
+EXIT_CODES = {"succeeded": 0, "failed": 1, "canceled": 2}
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn our errors into one clean line instead of a traceback."""
+    try:
+        return anyio.run(fn)
+    except OdRunsError as exc:
+        raise click.ClickException(f"{exc.message} [{exc.code}]") from None
+
+
+def _client(ctx: click.Context) -> DaemonClient:
+    return DaemonClient(ctx.obj["url"], ctx.obj["token"])
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "OD_RUNS"}
+)
+@click.version_option(__version__, prog_name="od-runs")
+@click.option(
+    "--url",
+    envvar="OD_RUNS_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Daemon URL for client commands (env OD_RUNS_URL).",
+)
+@click.option(
+    "--token", envvar="OD_RUNS_TOKEN", default=None, help="Bearer token (env OD_RUNS_TOKEN)."
+)
+@click.pass_context
+def main(ctx: click.Context, url: str, token: str | None) -> None:
+    """od-runs: run coding agents and watch them over MCP, SSE and JSONL logs.
+
+    Start the daemon with `od-runs serve`, then start runs with `od-runs start`,
+    follow them with `od-runs tail`, or let an MCP client drive them via `od-runs mcp`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(url=url, token=token)
+
+
+@main.command()
+@click.option("--host", envvar="OD_RUNS_HOST", default=DEFAULT_HOST, show_default=True)
+@click.option("--port", envvar="OD_RUNS_PORT", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--data-dir",
+    envvar="OD_RUNS_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where od-runs.sqlite3 and <run-id>/events.jsonl live.",
+)
+@click.option(
+    "--grace",
+    envvar="OD_RUNS_GRACE",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds between SIGTERM and SIGKILL when a run is canceled or the daemon stops.",
+)
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Extra Host header value to accept (DNS-rebinding defence allows loopback only).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    data_dir: Path,
+    grace: float,
+    allowed_hosts: tuple[str, ...],
+) -> None:
+    """Run the daemon (REST, SSE, MCP at /mcp) in the foreground."""
+    import uvicorn
+
+    from .http_app import create_app
+
+    settings = Settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        token=ctx.obj["token"],
+        grace=grace,
+        allowed_hosts=list(allowed_hosts),
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"od-runs {__version__} on {settings.base_url()} data in {data_dir.resolve()}", err=True
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=os.environ.get("OD_RUNS_LOG_LEVEL", "warning"),
+        timeout_graceful_shutdown=int(grace) + 5,
+    )
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    envvar="OD_RUNS_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data dir of the daemon this command starts if none answers.",
+)
+@click.option(
+    "--no-spawn", is_flag=True, help="Fail instead of starting a daemon when none answers."
+)
+@click.pass_context
+def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool) -> None:
+    """Serve MCP over stdio, backed by the daemon at --url (started if needed)."""
+    from .mcp_server import run_stdio
+
+    url, token = ctx.obj["url"], ctx.obj["token"]
+
+    async def go() -> None:
+        async with DaemonClient(url, token) as client:
+            await _ensure_daemon(client, url, data_dir, spawn=not no_spawn)
+            await run_stdio(client)
+
+    _run(go)
+
+
+async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spawn: bool) -> None:
+    """Make sure a daemon answers at url, starting one in the background if allowed."""
+    try:
+        await client.health()
+        return
+    except DaemonUnavailable:
+        if not spawn:
+            raise
+    log_path = await anyio.to_thread.run_sync(_spawn_daemon, url, data_dir)
+    with anyio.move_on_after(DAEMON_START_TIMEOUT):
+        while True:
+            try:
+                await client.health()
+                return
+            except DaemonUnavailable:
+                await anyio.sleep(0.1)
+    raise DaemonUnavailable(
+        f"started a daemon for {url} but it did not answer within {DAEMON_START_TIMEOUT:.0f}s; "
+        f"see {log_path}"
+    )
+
+
+def _spawn_daemon(url: str, data_dir: Path) -> Path:
+    """Start `od-runs serve` for url in its own session; its output goes to daemon.log."""
+    parsed = httpx.URL(url)
+    host, port = parsed.host or DEFAULT_HOST, parsed.port or DEFAULT_PORT
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = data_dir / "daemon.log"
+    argv = [sys.executable, "-m", "od_runs", "serve", "--host", host, "--port", str(port)]
+    with open(log_path, "ab") as log_file:
+        subprocess.Popen(
+            [*argv, "--data-dir", str(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    return log_path
+
+
+def _print_status(status: RunStatus, as_json: bool) -> None:
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+    else:
+        click.echo(status_line(status))
+
+
+@main.command()
+@click.argument("args", nargs=-1)
+@click.option(
+    "--agent",
+    "agent_id",
+    type=click.Choice(["demo", "command"]),
+    default="demo",
+    show_default=True,
+    help="demo: built-in agent; command: run ARGS as argv.",
+)
+@click.option("--prompt", default=None, help="Prompt (for --agent command; demo takes ARGS).")
+@click.option("--project", "project_id", default=None, help="projectId of the run.")
+@click.option("--conversation", "conversation_id", default=None, help="conversationId.")
+@click.option("--cwd", default=None, help="Working directory of the agent.")
+@click.option(
+    "--env",
+    "env_pairs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Extra environment for the agent (repeatable).",
+)
+@click.option("--events", type=int, default=None, help="demo: how many events to emit.")
+@click.option("--duration", type=float, default=None, help="demo: seconds to spread them over.")
+@click.option("--fast", is_flag=True, help="demo: emit as fast as possible.")
+@click.option("--request-id", default=None, help="clientRequestId, makes the create idempotent.")
+@click.option("--follow", "-f", is_flag=True, help="Follow the run's events until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def start(
+    ctx: click.Context,
+    args: tuple[str, ...],
+    agent_id: str,
+    prompt: str | None,
+    project_id: str | None,
+    conversation_id: str | None,
+    cwd: str | None,
+    env_pairs: tuple[str, ...],
+    events: int | None,
+    duration: float | None,
+    fast: bool,
+    request_id: str | None,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """Start a run: `od-runs start "fix the tests"` or `od-runs start --agent command -- ls -l`."""
+    env: dict[str, str] = {}
+    for pair in env_pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--env")
+        env[name] = value
+    demo: dict[str, Any] = {}
+    if events is not None:
+        demo["events"] = events
+    if duration is not None:
+        demo["durationSeconds"] = duration
+    if fast:
+        demo["fast"] = True
+    fields: dict[str, Any] = {"agentId": agent_id, "env": env}
+    if agent_id == "command":
+        if not args:
+            raise click.UsageError(
+                "--agent command needs the command: od-runs start --agent command -- ARGV..."
+            )
+        fields.update(command=list(args), prompt=prompt or "")
+    else:
+        fields["prompt"] = prompt if prompt is not None else " ".join(args)
+    for key, value in (
+        ("projectId", project_id),
+        ("conversationId", conversation_id),
+        ("cwd", cwd),
+        ("clientRequestId", request_id),
+    ):
+        if value is not None:
+            fields[key] = value
+    if demo:
+        fields["demo"] = DemoOptions(**demo)
+    try:
+        request = RunCreate(**fields)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    async def go() -> int:
+        async with _client(ctx) as client:
+            status = await client.start(request)
+            if not follow:
+                _print_status(status, as_json)
+                return 0
+            if not as_json:
+                click.echo(f"{status.id}  log: {status.eventsLogPath}", err=True)
+            return await _follow(client, status.id, 0, as_json)
+
+    ctx.exit(_run(go))
+
+
+async def _follow(client: DaemonClient, run_id: str, after: int, as_json: bool) -> int:
+    printer = EventPrinter(sys.stdout, as_json=as_json)
+    last: Event | None = None
+    async for event in client.stream(run_id, after):
+        printer.print(event)
+        last = event
+    printer.close()
+    final = await client.get(run_id)
+    if last is None or final.status not in TERMINAL_STATES:
+        return 1
+    return EXIT_CODES.get(final.status, 1)
+
+
+@main.command("ls")
+@click.option("--project", "project_id", default=None)
+@click.option("--conversation", "conversation_id", default=None)
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "running", "succeeded", "failed", "canceled", "active"]),
+    default=None,
+)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def ls(
+    ctx: click.Context,
+    project_id: str | None,
+    conversation_id: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List runs, newest first."""
+
+    async def go() -> list[RunStatus]:
+        async with _client(ctx) as client:
+            return await client.list(project_id, conversation_id, status, limit)
+
+    runs = _run(go)
+    if as_json:
+        click.echo(json.dumps({"runs": [r.model_dump(mode="json") for r in runs]}, indent=2))
+        return
+    if not runs:
+        click.echo("no runs")
+    for run in runs:
+        click.echo(status_line(run))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="The full status body as JSON.")
+@click.pass_context
+def get(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show one run's status."""
+
+    async def go() -> RunStatus:
+        async with _client(ctx) as client:
+            return await client.get(run_id)
+
+    status = _run(go)
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+        return
+    click.echo(status_line(status))
+    if status.eventsLogPath:
+        click.echo(f"  log: {status.eventsLogPath}")
+    if status.errorCode:
+        click.echo(f"  error: {status.errorCode}: {status.error}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Cancel a run; returns once its processes are gone."""
+
+    async def go() -> RunStatus:
+        async with _client(ctx) as client:
+            return await client.cancel(run_id)
+
+    _print_status(_run(go), as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--after", type=int, default=0, show_default=True, help="Start after this event id.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.pass_context
+def tail(ctx: click.Context, run_id: str, after: int, as_json: bool) -> None:
+    """Follow a run's events until it ends; exit 0 succeeded, 1 failed, 2 canceled."""
+
+    async def go() -> int:
+        async with _client(ctx) as client:
+            return await _follow(client, run_id, after, as_json)
+
+    ctx.exit(_run(go))

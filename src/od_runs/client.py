@@ -1,0 +1,159 @@
+"""Async HTTP client of the daemon's REST/SSE API, used by the CLI and by stdio MCP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+from httpx_sse import aconnect_sse
+
+from .errors import OdRunsError
+from .models import TERMINAL_STATES, Event, Health, RunCreate, RunList, RunStatus
+
+# A request that is not a long poll or a stream should answer well within this.
+REQUEST_TIMEOUT = 30.0
+
+
+class DaemonUnavailable(OdRunsError):
+    """Nothing answers at the daemon URL."""
+
+    status = 503
+    code = "DAEMON_UNAVAILABLE"
+
+
+class ApiError(OdRunsError):
+    """The daemon answered with an error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+class DaemonClient:
+    """The REST/SSE API as async methods; usable as an async context manager."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=REQUEST_TIMEOUT, trust_env=False
+        )
+
+    async def __aenter__(self) -> DaemonClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise DaemonUnavailable(
+                f"cannot reach the od-runs daemon at {self.base_url} ({type(exc).__name__}); "
+                "start it with `od-runs serve`"
+            ) from exc
+        if response.status_code >= 400:
+            raise _api_error(response.status_code, response.content)
+        return response.json()
+
+    async def health(self) -> Health:
+        """GET /api/health."""
+        return Health.model_validate(await self._request("GET", "/api/health"))
+
+    async def start(self, request: RunCreate) -> RunStatus:
+        """POST /api/runs."""
+        body = request.model_dump(mode="json", exclude_unset=True)
+        return RunStatus.model_validate(await self._request("POST", "/api/runs", json=body))
+
+    async def get(self, run_id: str) -> RunStatus:
+        """GET /api/runs/{id}."""
+        return RunStatus.model_validate(await self._request("GET", f"/api/runs/{run_id}"))
+
+    async def list(
+        self,
+        project_id: str | None = None,
+        conversation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> list[RunStatus]:
+        """GET /api/runs with filters."""
+        params = {
+            k: v
+            for k, v in {
+                "projectId": project_id,
+                "conversationId": conversation_id,
+                "status": status,
+                "limit": limit,
+            }.items()
+            if v is not None
+        }
+        return RunList.model_validate(await self._request("GET", "/api/runs", params=params)).runs
+
+    async def cancel(self, run_id: str, grace: float | None = None) -> RunStatus:
+        """POST /api/runs/{id}/cancel (returns once the process group is gone)."""
+        body = await self._request("POST", f"/api/runs/{run_id}/cancel", timeout=None)
+        return RunStatus.model_validate(body["run"])
+
+    async def events(
+        self, run_id: str, after: int = 0, limit: int = 100
+    ) -> tuple[list[Event], bool]:
+        """A JSON page of events after a cursor, and whether more exist."""
+        page = await self._request(
+            "GET",
+            f"/api/runs/{run_id}/events",
+            params={"format": "json", "after": after, "limit": limit},
+        )
+        return [Event.model_validate(e) for e in page["items"]], bool(page["hasMore"])
+
+    async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Follow a run's SSE stream from a cursor until its end event."""
+        try:
+            async with aconnect_sse(
+                self._http,
+                "GET",
+                f"/api/runs/{run_id}/events",
+                params={"after": after},
+                timeout=httpx.Timeout(REQUEST_TIMEOUT, read=None),
+            ) as source:
+                if source.response.status_code >= 400:
+                    await source.response.aread()
+                    raise _api_error(source.response.status_code, source.response.content)
+                async for sse in source.aiter_sse():
+                    if sse.data:
+                        yield Event.model_validate_json(sse.data)
+        except httpx.TransportError as exc:
+            raise DaemonUnavailable(f"lost the od-runs daemon at {self.base_url}: {exc}") from exc
+
+    async def wait_for_events(self, run_id: str, after: int, timeout: float) -> RunStatus:
+        """Return when the run has events after `after`, is terminal, or timeout passes."""
+        with anyio.move_on_after(timeout):
+            async for _event in self.stream(run_id, after):
+                break
+        return await self.get(run_id)
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
+        """The status once terminal (or when timeout passes)."""
+        status = await self.get(run_id)
+        if status.status in TERMINAL_STATES:
+            return status
+        with anyio.move_on_after(timeout):
+            async for event in self.stream(run_id, status.lastEventId):
+                if event.event == "end":
+                    break
+        return await self.get(run_id)
+
+
+def _api_error(status: int, content: bytes) -> ApiError:
+    try:
+        error = json.loads(content)["error"]
+        return ApiError(status, str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        return ApiError(status, "HTTP_ERROR", f"HTTP {status}: {content[:200]!r}")

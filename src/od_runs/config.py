@@ -1,0 +1,57 @@
+"""Daemon settings: flags first, then OD_RUNS_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7780
+DEFAULT_DATA_DIR = "./runs_log"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """An OD_RUNS_* variable, or default."""
+    return os.environ.get(f"OD_RUNS_{name}", default)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseModel):
+    """Everything the daemon needs to start."""
+
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    token: str | None = None
+    grace: float = Field(default=5.0, ge=0, le=600)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    def check(self) -> None:
+        """Refuse settings that would expose the daemon: a non-loopback bind needs a token."""
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"refusing to listen on {self.host}: a non-loopback address needs a token "
+                "(--token or OD_RUNS_TOKEN)"
+            )
+
+    def base_url(self) -> str:
+        """The URL clients use to reach this daemon."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,307 @@
+"""Per-run event log: single-writer JSONL append and indexed replay from any cursor.
+
+A line is `{"id":N,"event":"name","data":...,"ts":"..."}` with exactly that key order, so
+a reader learns the id and the event name from the line's prefix without parsing JSON.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+LOG_NAME = "events.jsonl"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+# One index entry per this many events: 1M events cost ~4k ints of memory.
+INDEX_EVERY = 256
+READ_CHUNK = 256 * 1024
+_PREFIX = b'{"id":'
+
+
+def now_iso() -> str:
+    """The ts of a line: ISO-8601 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RawJSON(str):
+    """Event data that is already one serialised JSON value; written as is."""
+
+
+class LogCorrupt(Exception):
+    """A line of events.jsonl does not start the way this module writes lines."""
+
+
+class LogLine:
+    """One serialised event: its id, its name and its JSON line without the newline."""
+
+    __slots__ = ("_frame", "event", "id", "line")
+
+    def __init__(self, event_id: int, event: str, line: bytes) -> None:
+        self.id = event_id
+        self.event = event
+        self.line = line
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The SSE frame of this event, built once and shared by every subscriber."""
+        if self._frame is None:
+            self._frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                self.id,
+                self.event.encode(),
+                self.line,
+            )
+        return self._frame
+
+
+def parse_prefix(line: bytes) -> tuple[int, str]:
+    """Read the id and event name from the start of a line we wrote."""
+    if not line.startswith(_PREFIX):
+        raise LogCorrupt(f"unexpected line start: {line[:40]!r}")
+    comma = line.index(b",", 6)
+    event_start = comma + 10  # len(',"event":"')
+    event_end = line.index(b'"', event_start)
+    return int(line[6:comma]), line[event_start:event_end].decode()
+
+
+def to_log_line(raw: bytes) -> LogLine:
+    """Wrap a raw line read from disk."""
+    event_id, event = parse_prefix(raw)
+    return LogLine(event_id, event, raw)
+
+
+def _dumps(value: object) -> str:
+    if isinstance(value, RawJSON):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_lines(
+    first_id: int, items: Sequence[tuple[str, object]], ts: str, scrub: Callable[[str], str]
+) -> tuple[bytes, list[LogLine], list[int]]:
+    """Serialise events once: the bytes to write, the lines to publish, each line's length.
+
+    scrub runs over the whole batch in one pass; it never sees or makes a newline.
+    """
+    text = "\n".join(
+        '{"id":%d,"event":"%s","data":%s,"ts":"%s"}' % (first_id + i, event, _dumps(data), ts)
+        for i, (event, data) in enumerate(items)
+    )
+    raw = scrub(text).encode("utf-8", "replace") + b"\n"
+    parts = raw.split(b"\n")
+    parts.pop()
+    lines = [LogLine(first_id + i, items[i][0], part) for i, part in enumerate(parts)]
+    return raw, lines, [len(p) + 1 for p in parts]
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create a directory (and parents) readable by the owner only."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+
+
+class EventLog:
+    """One run's events.jsonl: the single writer while the run is active, a reader always."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._size = 0
+        # _index[k] is the byte offset of the line with id k * INDEX_EVERY + 1.
+        self._index: list[int] = []
+        self._indexed_upto = 0
+
+    @classmethod
+    def create(cls, run_dir: Path) -> EventLog:
+        """Create the run's directory and an empty log, both private."""
+        ensure_private_dir(run_dir)
+        log = cls(run_dir / LOG_NAME)
+        log._fd = os.open(
+            log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE
+        )
+        log._size = os.fstat(log._fd).st_size
+        return log
+
+    @property
+    def writable(self) -> bool:
+        """True until close()."""
+        return self._fd is not None
+
+    def append(self, first_id: int, data: bytes, lengths: list[int]) -> None:
+        """Append whole lines (data ends with a newline) in one write, then index them.
+
+        A synchronous os.write: it hits the page cache in microseconds, and doing it inline
+        is what makes write-before-publish (invariant 3) hold without any locking.
+        """
+        if self._fd is None:
+            raise OSError(errno.EBADF, "event log is closed", str(self.path))
+        view = memoryview(data)
+        while view:
+            # A regular file takes the whole buffer at once; the loop covers signals.
+            written = os.write(self._fd, view)
+            view = view[written:]
+        offset = self._size
+        next_indexed = len(self._index) * INDEX_EVERY + 1
+        event_id = first_id
+        for length in lengths:
+            if event_id == next_indexed:
+                self._index.append(offset)
+                next_indexed += INDEX_EVERY
+            offset += length
+            event_id += 1
+        self._indexed_upto = event_id - 1
+        self._size = offset
+
+    def close(self) -> None:
+        """Close the writer; idempotent. Reading stays possible."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    # Reading -----------------------------------------------------------------------------
+
+    def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
+        """Yield batches of lines with cursor < id <= upto (blocking: run it in a thread)."""
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
+        except FileNotFoundError:
+            return
+        try:
+            fh.seek(self._start_offset(fh, cursor))
+            rest = b""
+            while True:
+                chunk = fh.read(READ_CHUNK)
+                if not chunk:
+                    return
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()  # an incomplete last line waits for the next chunk
+                batch: list[LogLine] = []
+                for raw in lines:
+                    if not raw:
+                        continue
+                    item = to_log_line(raw)
+                    if item.id <= cursor:
+                        continue
+                    if upto is not None and item.id > upto:
+                        if batch:
+                            yield batch
+                        return
+                    batch.append(item)
+                if batch:
+                    yield batch
+        finally:
+            fh.close()
+
+    def _start_offset(self, fh: object, cursor: int) -> int:
+        """A byte offset at or before the line with id cursor + 1."""
+        wanted = cursor + 1
+        if wanted <= 1:
+            return 0
+        if self._index and wanted <= self._indexed_upto + 1:
+            slot = min((wanted - 1) // INDEX_EVERY, len(self._index) - 1)
+            return self._index[slot]
+        return _bisect_offset(self.path, wanted)
+
+
+def _line_at(fh, offset: int) -> tuple[int, int] | None:
+    """The (id, start offset) of the first whole line starting at or after offset."""
+    fh.seek(offset)
+    if offset > 0:
+        fh.readline()  # skip the rest of the line offset fell into
+    start = fh.tell()
+    raw = fh.readline()
+    if not raw.endswith(b"\n"):
+        return None
+    return parse_prefix(raw)[0], start
+
+
+def _bisect_offset(path: Path, wanted: int) -> int:
+    """Binary-search a log not indexed by this process (written before a restart)."""
+    with open(path, "rb") as fh:
+        lo, hi = 0, os.fstat(fh.fileno()).st_size
+        best = 0
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found = _line_at(fh, mid)
+            if found is None or found[0] >= wanted:
+                hi = mid
+            else:
+                best = found[1]
+                lo = mid + 1
+        return best
+
+
+def recover_tail(path: Path) -> LogLine | None:
+    """Cut a torn last line left by a crash and return the last whole line, if any."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        pos = size
+        tail = b""
+        while pos > 0:
+            step = min(READ_CHUNK, pos)
+            pos -= step
+            tail = os.pread(fd, step, pos) + tail
+            if tail.count(b"\n") >= 2 or pos == 0:
+                break
+        cut = tail.rfind(b"\n")
+        if cut == -1:
+            os.ftruncate(fd, 0)
+            return None
+        if cut != len(tail) - 1:
+            os.ftruncate(fd, pos + cut + 1)
+        tail = tail[: cut + 1]
+        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        return to_log_line(lines[-1])
+    finally:
+        os.close(fd)
+
+
+class MemoryLog:
+    """The log of a daemon run without a data dir: the same interface, nothing on disk."""
+
+    path: Path | None = None
+
+    def __init__(self) -> None:
+        self._lines: list[LogLine] = []
+        self.writable = True
+
+    def append_lines(self, lines: list[LogLine]) -> None:
+        """Keep the lines; ids are dense and start at 1, so position is id - 1."""
+        self._lines.extend(lines)
+
+    def close(self) -> None:
+        """Nothing to release; kept for symmetry with EventLog."""
+        self.writable = False
+
+    def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
+        """Yield the lines with cursor < id <= upto as one batch."""
+        end = len(self._lines) if upto is None else min(upto, len(self._lines))
+        if max(cursor, 0) < end:
+            yield self._lines[max(cursor, 0) : end]
+
+
+def last_line(path: Path) -> LogLine | None:
+    """The last whole line of a log, read from its end (read-only)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            pos, tail = size, b""
+            while pos > 0 and tail.count(b"\n") < 2:
+                step = min(READ_CHUNK, pos)
+                pos -= step
+                fh.seek(pos)
+                tail = fh.read(step) + tail
+    except FileNotFoundError:
+        return None
+    whole = tail[: tail.rfind(b"\n") + 1].rstrip(b"\n")
+    if not whole:
+        return None
+    return to_log_line(whole.rsplit(b"\n", 1)[-1])

@@ -1,0 +1,168 @@
+"""The daemon's HTTP face: REST routes, the SSE route, the /mcp mount."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .config import Settings
+from .errors import OdRunsError
+from .mcp_server import RunsMcp
+from .models import (
+    ApiErrorBody,
+    CancelResult,
+    EventPage,
+    Health,
+    RunCreate,
+    RunList,
+    RunStatus,
+)
+from .runs import RunService, open_service
+from .security import BodyTooLarge, GuardMiddleware
+from .sse import PING_SECONDS, SEND_TIMEOUT, resolve_cursor, run_frames
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ApiErrorBody, "description": "Bad request"},
+    404: {"model": ApiErrorBody, "description": "No such run"},
+}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "MALFORMED_JSON", "the request body is not valid JSON"
+    if any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return 400, "INVALID_REQUEST", "the body must be a JSON object (application/json)"
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return 422, "INVALID_REQUEST", "; ".join(parts)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app of a daemon with these settings."""
+    mcp = RunsMcp()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            open_service(settings.data_dir, grace=settings.grace) as service,
+            mcp.serving(service),
+        ):
+            app.state.service = service
+            yield
+
+    app = FastAPI(
+        title="od-runs",
+        version=__version__,
+        summary="Runs coding agents and lets everyone watch them.",
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+    app.add_middleware(
+        GuardMiddleware,
+        token=settings.token,
+        allowed_hosts=[settings.host, *settings.allowed_hosts],
+        allowed_origins=settings.allowed_origins,
+    )
+
+    @app.exception_handler(OdRunsError)
+    async def _od_error(request: Request, exc: OdRunsError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(*_validation_message(exc))
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _error(413, "BODY_TOO_LARGE", "the request body is too large")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    def service_of(request: Request) -> RunService:
+        return request.app.state.service  # type: ignore[no-any-return]
+
+    @app.get("/api/health", response_model=Health, tags=["daemon"])
+    async def health(request: Request) -> Health:
+        """Liveness and the number of active runs."""
+        return Health(version=__version__, activeRuns=service_of(request).active_count())
+
+    @app.post("/api/runs", status_code=202, response_model=RunStatus, tags=["runs"])
+    async def create_run(body: RunCreate, request: Request) -> RunStatus:
+        """Create and start a run; idempotent with clientRequestId."""
+        return await service_of(request).start(body)
+
+    @app.get("/api/runs", response_model=RunList, tags=["runs"])
+    async def list_runs(
+        request: Request,
+        projectId: Annotated[str | None, Query(max_length=128)] = None,
+        conversationId: Annotated[str | None, Query(max_length=128)] = None,
+        status: Annotated[
+            Literal["queued", "running", "succeeded", "failed", "canceled", "active"] | None,
+            Query(),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> RunList:
+        """Runs, newest first; status=active means not terminal."""
+        runs = await service_of(request).list(projectId, conversationId, status, limit)
+        return RunList(runs=runs)
+
+    @app.get("/api/runs/{run_id}", response_model=RunStatus, tags=["runs"])
+    async def get_run(run_id: str, request: Request) -> RunStatus:
+        """The status body of a run."""
+        return await service_of(request).get(run_id)
+
+    @app.get(
+        "/api/runs/{run_id}/events",
+        tags=["runs"],
+        response_model=EventPage,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def run_events(
+        run_id: str,
+        request: Request,
+        after: Annotated[str | None, Query(max_length=40)] = None,
+        format: Annotated[Literal["sse", "json"], Query()] = "sse",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    ) -> Any:
+        """SSE stream of a run's events (or a JSON page with format=json)."""
+        service = service_of(request)
+        cursor = resolve_cursor(last_event_id, after)
+        await service.get(run_id)  # 404 before the stream starts
+        if format == "json":
+            items, more = await service.events(run_id, cursor, limit)
+            return EventPage(
+                items=items, nextCursor=items[-1].id if items else cursor, hasMore=more
+            )
+        return EventSourceResponse(
+            run_frames(service, run_id, cursor),
+            ping=PING_SECONDS,
+            send_timeout=SEND_TIMEOUT,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.post("/api/runs/{run_id}/cancel", response_model=CancelResult, tags=["runs"])
+    async def cancel_run(run_id: str, request: Request) -> CancelResult:
+        """Cancel a run; answers once its process group is gone."""
+        return CancelResult(run=await service_of(request).cancel(run_id))
+
+    app.router.routes.extend(mcp.http_routes())
+    return app

@@ -1,0 +1,116 @@
+"""Start-up recovery: close out runs a crash left active, and kill what they left running."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+import anyio
+
+from .agents.process import kill_recorded_group
+from .eventlog import EventLog, encode_lines, ensure_private_dir, now_iso, recover_tail
+from .models import RunStatus
+from .store import RunRow, RunStore
+
+log = logging.getLogger("od_runs.recovery")
+
+RESTART_CODE = "DAEMON_RESTARTED"
+RESTART_MESSAGE = (
+    "The od-runs daemon stopped while this run was active; its processes were stopped. "
+    "Start the run again."
+)
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data dir private to its owner."""
+    ensure_private_dir(data_dir)
+
+
+def processes_marked(marker: str) -> list[int]:
+    """Pids whose environment carries marker (NAME=value), our own children's descendants."""
+    needle = marker.encode() + b"\0"
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = Path(entry.path, "environ").read_bytes()
+        except OSError:
+            continue
+        if environ.startswith(needle) or b"\0" + needle in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_leftovers(row: RunRow, env_name: str) -> None:
+    pid = row.body.childPid
+    if pid is not None and kill_recorded_group(pid, row.child_start_time):
+        log.warning("run %s: killed process group %d left by a crash", row.body.id, pid)
+    # Children that changed their group (or whose pid we never recorded) still carry the marker.
+    for orphan in processes_marked(f"{env_name}={row.body.id}"):
+        try:
+            os.kill(orphan, signal.SIGKILL)
+            log.warning("run %s: killed leftover process %d", row.body.id, orphan)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _close_log(body: RunStatus, now: str) -> RunStatus:
+    """Finish the log with an end line unless the run had written one; return the new body."""
+    update: dict[str, object] = {"updatedAt": now}
+    if body.eventsLogPath is None:
+        update.update(
+            status="failed", errorCode=RESTART_CODE, error=RESTART_MESSAGE, retryable=True
+        )
+        update["finishedAt"] = now
+        return body.model_copy(update=update)
+    path = Path(body.eventsLogPath)
+    last = recover_tail(path)
+    if last is not None and last.event == "end":
+        line = json.loads(last.line)
+        end = line["data"]
+        update.update(
+            status=end.get("status", "failed"),
+            exitCode=end.get("code"),
+            signal=end.get("signal"),
+            errorCode=end.get("errorCode"),
+            error=end.get("error"),
+            lastEventId=last.id,
+            finishedAt=line["ts"],
+        )
+        return body.model_copy(update=update)
+    first = (last.id if last is not None else 0) + 1
+    error = {"code": RESTART_CODE, "message": RESTART_MESSAGE, "retryable": True}
+    end = {"status": "failed", "code": None, "signal": None}
+    items = [
+        ("error", {"message": RESTART_MESSAGE, "error": error}),
+        ("end", {**end, "errorCode": RESTART_CODE, "error": RESTART_MESSAGE}),
+    ]
+    raw, _, lengths = encode_lines(first, items, now, lambda s: s)
+    writer = EventLog.create(path.parent)
+    try:
+        writer.append(first, raw, lengths)
+    finally:
+        writer.close()
+    update.update(
+        status="failed",
+        errorCode=RESTART_CODE,
+        error=RESTART_MESSAGE,
+        retryable=True,
+        finishedAt=now,
+        lastEventId=first + 1,
+    )
+    return body.model_copy(update=update)
+
+
+async def recover(store: RunStore, env_name: str) -> int:
+    """Mark runs left queued/running as failed, close their logs, reap their processes."""
+    rows = await store.unfinished()
+    for row in rows:
+        await anyio.to_thread.run_sync(_kill_leftovers, row, env_name)
+        row.body = await anyio.to_thread.run_sync(_close_log, row.body, now_iso())
+        await store.insert(row)
+    return len(rows)

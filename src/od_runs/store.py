@@ -1,0 +1,240 @@
+"""SQLite run store: schema, numbered migrations, and a single coalescing writer.
+
+Status bodies are written when a run changes state and, while it streams, at most every
+FLUSH_INTERVAL seconds; never once per event.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+import anyio
+
+from .models import RunStatus
+
+DB_NAME = "od-runs.sqlite3"
+# How stale lastEventId in SQLite may get while a run streams; the log is the truth anyway.
+FLUSH_INTERVAL = 0.5
+
+MIGRATIONS: Sequence[str] = (
+    # 1: runs, with the status body as JSON and the columns we filter or recover by.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        project_id TEXT,
+        conversation_id TEXT,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        client_request_id TEXT UNIQUE,
+        request_hash TEXT,
+        child_pid INTEGER,
+        child_start_time INTEGER,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_project ON runs (project_id, created_at);
+    CREATE INDEX runs_by_conversation ON runs (conversation_id, created_at);
+    CREATE INDEX runs_by_status ON runs (status, created_at);
+    """,
+)
+
+
+@dataclass(slots=True)
+class RunRow:
+    """What the store keeps of a run besides its status body."""
+
+    body: RunStatus
+    client_request_id: str | None = None
+    request_hash: str | None = None
+    child_start_time: int | None = None
+
+
+def _params(row: RunRow) -> tuple[object, ...]:
+    body = row.body
+    return (
+        body.id,
+        body.projectId,
+        body.conversationId,
+        body.status,
+        body.createdAt,
+        row.client_request_id,
+        row.request_hash,
+        body.childPid,
+        row.child_start_time,
+        body.model_dump_json(),
+    )
+
+
+_UPSERT = """
+INSERT INTO runs (id, project_id, conversation_id, status, created_at, client_request_id,
+                  request_hash, child_pid, child_start_time, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    child_pid = excluded.child_pid,
+    child_start_time = excluded.child_start_time,
+    body = excluded.body
+"""
+_COLUMNS = "body, client_request_id, request_hash, child_start_time"
+
+
+def _row(record: tuple[str, str | None, str | None, int | None]) -> RunRow:
+    return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
+
+
+class RunStore:
+    """The runs table behind one aiosqlite connection (its own thread, one writer)."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._pending: dict[str, RunRow] = {}
+        self._wake = anyio.Event()
+        self._flushed = anyio.Event()
+        self._urgent = anyio.Event()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> RunStore:
+        """Open (creating and migrating) the database at path."""
+        in_memory = str(path) == ":memory:"
+        if not in_memory and not await anyio.Path(path).exists():
+            # Create the file private before SQLite opens it with the umask's mode.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        (version,) = await (await self._db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    await self._db.execute(statement)
+                await self._db.execute(f"PRAGMA user_version = {number}")
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        """Write what is pending and close; idempotent."""
+        if self._closed:
+            return
+        await self._write_pending()
+        self._closed = True
+        await self._db.close()
+
+    # Writing ------------------------------------------------------------------------------
+
+    async def insert(self, row: RunRow) -> None:
+        """Write a new run now (creation must be durable before we answer 202)."""
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.execute(_UPSERT, _params(row))
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    def schedule(self, row: RunRow) -> None:
+        """Queue a row for the writer task; later rows for the same run replace earlier ones."""
+        self._pending[row.body.id] = row
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once everything scheduled so far is committed."""
+        while self._pending:
+            flushed = self._flushed
+            self._urgent.set()
+            self._wake.set()
+            await flushed.wait()
+
+    async def run_writer(self) -> None:
+        """The writer task: commit scheduled rows in batches until cancelled."""
+        try:
+            while True:
+                await self._wake.wait()
+                # Coalesce a burst of updates unless somebody is waiting in flush().
+                with anyio.move_on_after(FLUSH_INTERVAL):
+                    await self._urgent.wait()
+                self._wake = anyio.Event()
+                self._urgent = anyio.Event()
+                await self._write_pending()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        if self._closed:
+            return
+        rows, self._pending = list(self._pending.values()), {}
+        if rows:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.executemany(_UPSERT, [_params(r) for r in rows])
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        flushed, self._flushed = self._flushed, anyio.Event()
+        flushed.set()
+
+    # Reading ------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> RunRow | None:
+        """The stored row of a run, or None."""
+        cursor = await self._db.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        record = await cursor.fetchone()
+        return _row(record) if record else None  # type: ignore[arg-type]
+
+    async def by_request_id(self, client_request_id: str) -> RunRow | None:
+        """The run created with this clientRequestId, or None."""
+        cursor = await self._db.execute(
+            f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = ?", (client_request_id,)
+        )
+        record = await cursor.fetchone()
+        return _row(record) if record else None  # type: ignore[arg-type]
+
+    async def list(
+        self,
+        *,
+        project_id: str | None = None,
+        conversation_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> list[RunStatus]:
+        """Status bodies, newest first, filtered."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if project_id is not None:
+            clauses.append("project_id = ?")
+            params.append(project_id)
+        if conversation_id is not None:
+            clauses.append("conversation_id = ?")
+            params.append(conversation_id)
+        if statuses is not None:
+            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        cursor = await self._db.execute(
+            f"SELECT body FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [RunStatus.model_validate_json(r[0]) for r in await cursor.fetchall()]
+
+    async def unfinished(self) -> list[RunRow]:
+        """Rows a crash left queued or running."""
+        cursor = await self._db.execute(
+            f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
+        )
+        return [_row(r) for r in await cursor.fetchall()]  # type: ignore[arg-type]

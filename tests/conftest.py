@@ -1,0 +1,131 @@
+"""Shared test helpers: a real daemon in a subprocess, child scripts, log readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+# How long a daemon may take to answer /api/health after start.
+DAEMON_START_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Every line of an events.jsonl, parsed; fails on a torn or invalid line."""
+    text = Path(path).read_text(encoding="utf-8")
+    assert text == "" or text.endswith("\n"), "log ends in a torn line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_dense(events: list[dict]) -> None:
+    """Ids are 1..n without a gap, and the last event is the only `end`."""
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["event"] for e in events].count("end") == 1
+    assert events[-1]["event"] == "end"
+
+
+def write_script(tmp_path: Path, name: str, body: str) -> Path:
+    """A small Python child script in tmp_path."""
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def process_alive(pid: int) -> bool:
+    """True if pid is a live, non-zombie process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+class Daemon:
+    """`od-runs serve` in a subprocess on a loopback port, with its own data dir."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra = extra
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, "OD_RUNS_LOG_LEVEL": "warning"}
+
+    def start(self, grace: float = 2.0) -> Daemon:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "od_runs", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--grace", str(grace), *self.extra],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data_dir.parent / f"daemon-{self.port}.log", "ab"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("daemon did not become healthy")
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the daemon's graceful shutdown."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def kill(self) -> None:
+        """kill -9: a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "runs_log"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def daemon(data_dir: Path) -> Iterator[Daemon]:
+    """A running daemon on an ephemeral loopback port; stopped after the test."""
+    d = Daemon(data_dir).start()
+    try:
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.send_signal(signal.SIGTERM)
+            try:
+                d.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
