@@ -73,14 +73,27 @@ class Daemon:
         self.env = {**os.environ, "OD_RUNS_LOG_LEVEL": "warning"}
 
     def start(self, grace: float = 2.0) -> Daemon:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "od_runs", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--grace", str(grace), *self.extra],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data_dir.parent / f"daemon-{self.port}.log", "ab"),  # noqa: SIM115
-        )
+        self.log_path = self.data_dir.parent / f"daemon-{self.port}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "od_runs",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--grace",
+                    str(grace),
+                    *self.extra,
+                ],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

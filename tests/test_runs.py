@@ -72,15 +72,25 @@ async def test_a_failed_run_keeps_its_structured_error_on_status_and_in_wait() -
             service.emit(
                 run,
                 "error",
-                {"message": message, "error": {"code": "AGENT_STALLED", "message": message,
-                                               "retryable": True}},
+                {
+                    "message": message,
+                    "error": {"code": "AGENT_STALLED", "message": message, "retryable": True},
+                },
             )
             service.finish(run, "failed", 1, None)
         body = run.status_body()
         assert (body.status, body.errorCode, body.error, body.retryable) == (
-            "failed", "AGENT_STALLED", message, True)
+            "failed",
+            "AGENT_STALLED",
+            message,
+            True,
+        )
         waited = waiter_result["status"]
-        assert (waited.status, waited.errorCode, waited.error) == ("failed", "AGENT_STALLED", message)
+        assert (waited.status, waited.errorCode, waited.error) == (
+            "failed",
+            "AGENT_STALLED",
+            message,
+        )
 
 
 async def test_only_the_first_finish_counts_and_there_is_exactly_one_end() -> None:
@@ -91,7 +101,11 @@ async def test_only_the_first_finish_counts_and_there_is_exactly_one_end() -> No
         assert service.finish(run, "failed", 1, "SIGTERM", RunError(code="X", message="y")) is False
         body = await service.wait(run.id)
         assert (body.status, body.exitCode, body.signal, body.errorCode) == (
-            "succeeded", 0, None, None)
+            "succeeded",
+            0,
+            None,
+            None,
+        )
         items, _ = await service.events(run.id)
         assert [e.event for e in items] == ["end"]
         assert items[0].data == {"status": "succeeded", "code": 0, "signal": None}
@@ -123,17 +137,29 @@ async def test_media_execution_policy_is_stored_and_shown() -> None:
         )
         assert plain.status_body().model_dump()["mediaExecution"] == {"mode": "enabled"}
         assert scoped.status_body().model_dump()["mediaExecution"] == {
-            "mode": "enabled", "allowedSurfaces": ["image"]}
+            "mode": "enabled",
+            "allowedSurfaces": ["image"],
+        }
 
 
 async def test_a_tool_bundle_is_stored_whole_but_shown_as_a_summary() -> None:
     """Invariant 8: the status body carries id, transport, enabled only."""
     bundle = {
         "mcpServers": [
-            {"id": "run-tools", "transport": "stdio", "command": "node",
-             "args": ["server.js", "--token=hunter2-secret"], "env": {"API_TOKEN": "hunter2-secret"}},
-            {"id": "remote", "transport": "http", "url": "https://example.test/mcp?k=hunter2-secret",
-             "headers": {"Authorization": "Bearer hunter2-secret"}, "enabled": False},
+            {
+                "id": "run-tools",
+                "transport": "stdio",
+                "command": "node",
+                "args": ["server.js", "--token=hunter2-secret"],
+                "env": {"API_TOKEN": "hunter2-secret"},
+            },
+            {
+                "id": "remote",
+                "transport": "http",
+                "url": "https://example.test/mcp?k=hunter2-secret",
+                "headers": {"Authorization": "Bearer hunter2-secret"},
+                "enabled": False,
+            },
         ]
     }
     async with open_service(None) as service:
@@ -142,10 +168,12 @@ async def test_a_tool_bundle_is_stored_whole_but_shown_as_a_summary() -> None:
         assert stored is not None and stored.mcpServers[0].command == "node"
         assert stored.mcpServers[0].env == {"API_TOKEN": "hunter2-secret"}
         body = run.status_body().model_dump()
-        assert body["toolBundle"] == {"mcpServers": [
-            {"id": "run-tools", "transport": "stdio", "enabled": True, "label": None},
-            {"id": "remote", "transport": "http", "enabled": False, "label": None},
-        ]}
+        assert body["toolBundle"] == {
+            "mcpServers": [
+                {"id": "run-tools", "transport": "stdio", "enabled": True, "label": None},
+                {"id": "remote", "transport": "http", "enabled": False, "label": None},
+            ]
+        }
         text = json.dumps(body)
         for leaked in ("hunter2-secret", "server.js", "node", "example.test"):
             assert leaked not in text
@@ -234,9 +262,7 @@ async def collect(service: RunService, run_id: str, cursor: int) -> list[tuple[i
     with anyio.fail_after(10):
         async for chunk in run_frames(service, run_id, cursor):
             for block in chunk.decode().split("\n\n"):
-                fields = dict(
-                    line.split(": ", 1) for line in block.splitlines() if ": " in line
-                )
+                fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
                 if "id" in fields:
                     frames.append((int(fields["id"]), fields["event"]))
     return frames

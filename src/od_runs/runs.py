@@ -74,7 +74,7 @@ def request_hash(request: RunCreate) -> str:
 class Subscriber:
     """One live reader of a run: a bounded backlog of event batches and a wake-up."""
 
-    def __init__(self, limit: int = SUBSCRIBER_LIMIT) -> None:
+    def __init__(self, limit: int) -> None:
         self._batches: list[list[LogLine]] = []
         self._pending = 0
         self._limit = limit
@@ -547,7 +547,7 @@ class RunService:
         if run is not None:
             if run.terminal:
                 return Attachment(run.log, run.last_event_id, None, run)
-            subscriber = Subscriber()
+            subscriber = Subscriber(SUBSCRIBER_LIMIT)
             run.subscribers.add(subscriber)
             return Attachment(run.log, run.last_event_id, subscriber, run)
         row = await self._stored(run_id)
