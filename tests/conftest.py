@@ -9,14 +9,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 # How long a daemon may take to answer /api/health after start.
 DAEMON_START_TIMEOUT = 20.0
+# How long a test run may take to reach a terminal status.
+RUN_DEADLINE = 30.0
+TERMINAL = ("succeeded", "failed", "canceled")
 
 
 @pytest.fixture
@@ -43,6 +47,45 @@ def assert_dense(events: list[dict]) -> None:
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     assert [e["event"] for e in events].count("end") == 1
     assert events[-1]["event"] == "end"
+
+
+def poll(what: str, probe: Callable[[], Any], deadline: float = RUN_DEADLINE) -> Any:
+    """Call probe until it returns something truthy; fail after deadline seconds."""
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {deadline} s waiting for {what}")
+
+
+def wait_terminal(target: Daemon | httpx.Client, run_id: str) -> dict[str, Any]:
+    """Poll a run's status body until it is terminal."""
+
+    def probe(http: httpx.Client) -> dict[str, Any] | None:
+        body = http.get(f"/api/runs/{run_id}").json()
+        return body if body["status"] in TERMINAL else None
+
+    if isinstance(target, httpx.Client):
+        return poll(f"run {run_id} to finish", lambda: probe(target))  # type: ignore[no-any-return]
+    with target.client() as http:
+        return poll(f"run {run_id} to finish", lambda: probe(http))  # type: ignore[no-any-return]
+
+
+def parse_frames(text: str) -> list[dict[str, str]]:
+    """The fields of each SSE frame in text that carries an id."""
+    frames = []
+    for block in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith(":") or ": " not in line:
+                continue
+            key, value = line.split(": ", 1)
+            fields[key] = value
+        if "id" in fields:
+            frames.append(fields)
+    return frames
 
 
 def write_script(tmp_path: Path, name: str, body: str) -> Path:
@@ -119,7 +162,15 @@ class Daemon:
         self.proc.wait(timeout=10)
 
     def client(self) -> httpx.Client:
+        """An HTTP client of this daemon that ignores proxy settings."""
         return httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/runs; the status body of the new run."""
+        with self.client() as http:
+            response = http.post("/api/runs", json=body)
+        assert response.status_code == 202, response.text
+        return response.json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -127,6 +178,18 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "runs_log"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for a whole test module, for tests that only need the defaults."""
+    data_dir = tmp_path_factory.mktemp("shared") / "runs_log"
+    data_dir.mkdir()
+    daemon = Daemon(data_dir).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import anyio
@@ -14,24 +13,7 @@ from od_runs.models import RunCreate
 from od_runs.runs import open_service
 from od_runs.sse import run_frames
 
-from .conftest import Daemon, assert_dense, read_log
-
-RUN_DEADLINE = 30.0
-
-
-def parse_frames(text: str) -> list[dict]:
-    """(id, event, data) of each complete SSE frame in text."""
-    frames = []
-    for block in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line.startswith(":") or ": " not in line:
-                continue
-            key, value = line.split(": ", 1)
-            fields[key] = value
-        if "id" in fields:
-            frames.append(fields)
-    return frames
+from .conftest import Daemon, assert_dense, parse_frames, read_log, wait_terminal
 
 
 def read_stream(
@@ -63,17 +45,6 @@ def start_demo(daemon: Daemon, events: int, seconds: float) -> dict:
         )
     assert response.status_code == 202, response.text
     return response.json()
-
-
-def wait_terminal(daemon: Daemon, run_id: str) -> dict:
-    deadline = time.monotonic() + RUN_DEADLINE
-    with daemon.client() as http:
-        while time.monotonic() < deadline:
-            body = http.get(f"/api/runs/{run_id}").json()
-            if body["status"] in ("succeeded", "failed", "canceled"):
-                return body
-            time.sleep(0.02)
-    raise AssertionError("run did not finish")
 
 
 def test_a_client_reads_a_demo_run_to_its_end_and_the_stream_closes(daemon: Daemon) -> None:

@@ -66,8 +66,21 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
 
 
 @main.command()
-@click.option("--host", envvar="OD_RUNS_HOST", default=DEFAULT_HOST, show_default=True)
-@click.option("--port", envvar="OD_RUNS_PORT", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--host",
+    envvar="OD_RUNS_HOST",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="Address to listen on; a non-loopback address needs --token.",
+)
+@click.option(
+    "--port",
+    envvar="OD_RUNS_PORT",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=int,
+    help="TCP port to listen on.",
+)
 @click.option(
     "--data-dir",
     envvar="OD_RUNS_DATA_DIR",
@@ -312,14 +325,17 @@ async def _follow(client: DaemonClient, run_id: str, after: int, as_json: bool) 
 
 
 @main.command("ls")
-@click.option("--project", "project_id", default=None)
-@click.option("--conversation", "conversation_id", default=None)
+@click.option("--project", "project_id", default=None, help="Only runs of this projectId.")
+@click.option(
+    "--conversation", "conversation_id", default=None, help="Only runs of this conversationId."
+)
 @click.option(
     "--status",
     type=click.Choice(["queued", "running", "succeeded", "failed", "canceled", "active"]),
     default=None,
+    help="Only runs in this status; active means queued or running.",
 )
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def ls(

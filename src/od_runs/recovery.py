@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -24,9 +25,29 @@ RESTART_MESSAGE = (
 )
 
 
+LOCK_NAME = "od-runs.lock"
+
+
+class DataDirInUse(RuntimeError):
+    """Another live daemon owns this data dir: recovering it would kill that daemon's runs."""
+
+
 def prepare_data_dir(data_dir: Path) -> None:
     """Create the data dir private to its owner."""
     ensure_private_dir(data_dir)
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir's exclusive lock (held while the fd is open); fail if it is taken."""
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirInUse(
+            f"another od-runs daemon is using the data dir {data_dir}; stop it first"
+        ) from None
+    return fd
 
 
 def processes_marked(marker: str) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import secrets
 from collections import deque
@@ -272,7 +273,7 @@ class RunService:
         if not items or (run.terminal and not force):
             return
         first = run.last_event_id + 1
-        raw, lines, lengths = encode_lines(first, items, now_iso(), run.scrubber.scrub)
+        raw, lines, lengths = encode_lines(first, items, now_iso(), run.scrubber.scrub_json)
         if isinstance(run.log, EventLog):
             if run.log.writable:
                 run.log.append(first, raw, lengths)
@@ -660,10 +661,17 @@ async def open_service(
     finished_ttl: float = FINISHED_TTL,
 ) -> AsyncIterator[RunService]:
     """Open the store, recover from a crash, run the service, and shut it down cleanly."""
+    lock: int | None = None
     if data_dir is not None:
         data_dir = Path(await anyio.Path(data_dir).resolve())
         await anyio.to_thread.run_sync(recovery.prepare_data_dir, data_dir)
-        store = await RunStore.open(data_dir / DB_NAME)
+        # Before recovery: a second daemon on this dir must not reap the first one's runs.
+        lock = recovery.lock_data_dir(data_dir)
+        try:
+            store = await RunStore.open(data_dir / DB_NAME)
+        except BaseException:
+            os.close(lock)
+            raise
     else:
         store = await RunStore.open(Path(":memory:"))
     try:
@@ -683,6 +691,8 @@ async def open_service(
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
+        if lock is not None:
+            os.close(lock)
 
 
 __all__ = ["Attachment", "Run", "RunService", "Subscriber", "now_iso", "open_service"]

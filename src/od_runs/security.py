@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable
 from urllib.parse import parse_qs, urlsplit
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import LOOPBACK_NAMES
@@ -105,5 +106,11 @@ def _limited(receive: Receive) -> Receive:
     return wrapped
 
 
-class BodyTooLarge(Exception):
-    """A streamed request body went past MAX_BODY_BYTES."""
+class BodyTooLarge(HTTPException):
+    """A streamed request body went past MAX_BODY_BYTES.
+
+    An HTTPException, so FastAPI's body parsing re-raises it instead of answering 400.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")

@@ -95,6 +95,8 @@ class RunStore:
         self._flushed = anyio.Event()
         self._urgent = anyio.Event()
         self._closed = False
+        # One connection, one transaction at a time: insert() and the writer task interleave.
+        self._tx_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> RunStore:
@@ -138,13 +140,14 @@ class RunStore:
 
     async def insert(self, row: RunRow) -> None:
         """Write a new run now (creation must be durable before we answer 202)."""
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._db.execute(_UPSERT, _params(row))
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
+        async with self._tx_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute(_UPSERT, _params(row))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
 
     def schedule(self, row: RunRow) -> None:
         """Queue a row for the writer task; later rows for the same run replace earlier ones."""
@@ -175,17 +178,18 @@ class RunStore:
                 await self._write_pending()
 
     async def _write_pending(self) -> None:
-        if self._closed:
-            return
-        rows, self._pending = list(self._pending.values()), {}
-        if rows:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.executemany(_UPSERT, [_params(r) for r in rows])
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+        async with self._tx_lock:
+            if self._closed:
+                return
+            rows, self._pending = list(self._pending.values()), {}
+            if rows:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._db.executemany(_UPSERT, [_params(r) for r in rows])
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
 

@@ -1,0 +1,281 @@
+"""The `od-runs` command line as a person uses it, against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from od_runs.cli import main as cli_main
+
+from .conftest import RUN_DEADLINE, TERMINAL, Daemon, assert_dense, free_port, read_log
+
+RUN_ID = re.compile(r"run-[0-9a-f]{16}")
+COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail")
+
+
+def cli_env(url: str | None) -> dict[str, str]:
+    """The environment of a CLI call: no OD_RUNS_* of the developer's, OD_RUNS_URL if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OD_RUNS_")}
+    if url is not None:
+        env["OD_RUNS_URL"] = url
+    return env
+
+
+def od(url: str | None, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `python -m od_runs ARGS` with OD_RUNS_URL=url and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "od_runs", *args],
+        env=cli_env(url),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def od_many(url: str | None, calls: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Several CLI calls at once (each is a fresh interpreter), results in order."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "od_runs", *args],
+            env=cli_env(url),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in calls
+    ]
+    results = []
+    for args, proc in zip(calls, procs, strict=True):
+        out, err = proc.communicate(timeout=30)
+        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return results
+
+
+def create(daemon: Daemon, body: dict[str, Any]) -> dict[str, Any]:
+    """A run created over REST."""
+    with daemon.client() as http:
+        response = http.post("/api/runs", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def wait_status(daemon: Daemon, run_id: str, wanted: tuple[str, ...]) -> dict[str, Any]:
+    """The status body once the run's status is one of wanted."""
+    deadline = time.monotonic() + RUN_DEADLINE
+    with daemon.client() as http:
+        while time.monotonic() < deadline:
+            body = http.get(f"/api/runs/{run_id}").json()
+            if body["status"] in wanted:
+                return body
+            time.sleep(0.02)
+    raise AssertionError(f"run {run_id} never reached {wanted}")
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Non-zero exit, one readable error on stderr, no traceback."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith("Error: "), result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+def test_start_follow_prints_the_run_as_it_goes_and_exits_0(shared: Daemon) -> None:
+    """`start --agent demo "prompt" --follow` shows start, the agent's work and the end; exit 0."""
+    result = od(
+        shared.url, "start", "--agent", "demo", "fix the tests", "--events", "10", "--fast", "-f"
+    )
+    assert result.returncode == 0, result.stderr
+    found = RUN_ID.search(result.stderr)
+    assert found, result.stderr
+    run_id = found.group()
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("▶ started demo (pid ")
+    assert "fix the tests" in result.stdout
+    assert lines[-1] == "■ succeeded (code 0)"
+    status = wait_status(shared, run_id, TERMINAL)
+    assert status["status"] == "succeeded"
+    assert status["eventsLogPath"] in result.stderr
+    assert_dense(read_log(status["eventsLogPath"]))
+
+
+def test_start_without_follow_prints_the_new_run(shared: Daemon) -> None:
+    """`start --json` prints the status body; plain `start` prints one status line with the id."""
+    as_json = od(shared.url, "start", "--json", "--events", "4", "--fast", "quick one")
+    assert as_json.returncode == 0, as_json.stderr
+    body = json.loads(as_json.stdout)
+    assert RUN_ID.fullmatch(body["id"]) and body["agentId"] == "demo"
+    plain = od(shared.url, "start", "--events", "4", "--fast", "--project", "p-start", "another")
+    assert plain.returncode == 0, plain.stderr
+    assert RUN_ID.match(plain.stdout) and "p-start" in plain.stdout
+    wait_status(shared, body["id"], TERMINAL)
+    wait_status(shared, plain.stdout.split()[0], TERMINAL)
+
+
+def test_ls_and_get_show_a_run(shared: Daemon) -> None:
+    """`ls` lists the run, `get ID` shows its status and log, `get --json` is the status body."""
+    run = create(
+        shared,
+        {"prompt": "list me", "projectId": "p-ls", "demo": {"events": 5, "fast": True}},
+    )
+    wait_status(shared, run["id"], TERMINAL)
+    listing, filtered, other, as_json, got, got_json = od_many(
+        shared.url,
+        [
+            ["ls"],
+            ["ls", "--project", "p-ls"],
+            ["ls", "--project", "p-nobody"],
+            ["ls", "--json", "--project", "p-ls"],
+            ["get", run["id"]],
+            ["get", run["id"], "--json"],
+        ],
+    )
+    for result in (listing, filtered, other, as_json, got, got_json):
+        assert result.returncode == 0, (result.args, result.stderr)
+    assert run["id"] in listing.stdout
+    [line] = filtered.stdout.splitlines()
+    assert line.startswith(run["id"]) and "succeeded" in line and "p-ls" in line
+    assert other.stdout.strip() == "no runs"
+    assert [r["id"] for r in json.loads(as_json.stdout)["runs"]] == [run["id"]]
+    assert got.stdout.startswith(run["id"]) and "succeeded" in got.stdout
+    assert f"log: {run['eventsLogPath']}" in got.stdout
+    body = json.loads(got_json.stdout)
+    assert body["id"] == run["id"] and body["status"] == "succeeded"
+    assert body["eventsLogPath"] == run["eventsLogPath"]
+
+
+def test_tail_of_a_finished_run_prints_every_event_and_exits_0(shared: Daemon) -> None:
+    """`tail ID` replays the whole finished run; `--json` gives every event of the log, in order."""
+    run = create(shared, {"prompt": "tail me", "demo": {"events": 12, "fast": True}})
+    wait_status(shared, run["id"], TERMINAL)
+    log = read_log(run["eventsLogPath"])
+    plain, as_json, after = od_many(
+        shared.url,
+        [["tail", run["id"]], ["tail", run["id"], "--json"], ["tail", run["id"], "--after", "5"]],
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("▶ started demo")
+    assert plain.stdout.splitlines()[-1] == "■ succeeded (code 0)"
+    assert as_json.returncode == 0, as_json.stderr
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == log
+    assert after.returncode == 0, after.stderr
+    assert "▶ started" not in after.stdout and "■ succeeded" in after.stdout
+
+
+def test_tail_of_a_failed_run_exits_non_zero(shared: Daemon) -> None:
+    """A command run that exits 3: `tail` shows the failure and exits 1 (like `start -f`)."""
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    run = create(shared, {"agentId": "command", "command": failing})
+    wait_status(shared, run["id"], TERMINAL)
+    result = od(shared.url, "tail", run["id"])
+    assert result.returncode == 1, result
+    assert "■ failed (code 3, errorCode AGENT_EXITED)" in result.stdout
+    followed = od(shared.url, "start", "--agent", "command", "-f", "--", *failing)
+    assert followed.returncode == 1, followed
+    assert "■ failed" in followed.stdout
+
+
+def test_cancel_stops_a_running_run(shared: Daemon) -> None:
+    """`cancel ID` returns once the run is canceled; `tail` of it then exits 2."""
+    started = od(
+        shared.url,
+        "start",
+        "--json",
+        "--agent",
+        "command",
+        "--",
+        sys.executable,
+        "-c",
+        "import time; time.sleep(60)",
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+    running = wait_status(shared, run_id, ("running", *TERMINAL))
+    assert running["status"] == "running"
+    result = od(shared.url, "cancel", run_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(run_id) and "canceled" in result.stdout
+    with shared.client() as http:
+        status = http.get(f"/api/runs/{run_id}").json()
+    assert status["status"] == "canceled" and status["cancelRequested"] is True
+    tail = od(shared.url, "tail", run_id)
+    assert tail.returncode == 2, tail
+    assert "■ canceled" in tail.stdout
+
+
+def test_an_unknown_run_id_fails_cleanly(shared: Daemon) -> None:
+    """get, tail and cancel of a missing run: non-zero, `Error: no run with id …`, no traceback."""
+    missing = "run-0123456789abcdef"
+    results = od_many(
+        shared.url,
+        [
+            ["get", missing],
+            ["get", missing, "--json"],
+            ["tail", missing],
+            ["cancel", missing],
+            ["get", "../../etc/passwd"],
+        ],
+    )
+    for result in results[:4]:
+        assert_clean_failure(result, f"no run with id '{missing}'", "NOT_FOUND")
+    assert_clean_failure(results[4], "NOT_FOUND")
+
+
+def test_an_unreachable_daemon_is_reported_without_a_traceback() -> None:
+    """With nothing listening at --url, client commands say so and exit non-zero."""
+    url = f"http://127.0.0.1:{free_port()}"
+    results = od_many(None, [["--url", url, "ls"], ["--url", url, "get", "run-0123456789abcdef"]])
+    for result in results:
+        assert_clean_failure(result, "cannot reach the od-runs daemon", url)
+
+
+def test_the_url_flag_and_the_env_var_both_find_the_daemon(shared: Daemon) -> None:
+    """`--url` works without OD_RUNS_URL, and OD_RUNS_URL works without `--url`."""
+    by_flag, by_env = od_many(None, [["--url", shared.url, "ls", "--json"]]) + od_many(
+        shared.url, [["ls", "--json"]]
+    )
+    assert by_flag.returncode == 0 and by_env.returncode == 0, (by_flag.stderr, by_env.stderr)
+    assert "runs" in json.loads(by_flag.stdout) and "runs" in json.loads(by_env.stdout)
+
+
+def test_every_subcommand_explains_itself_in_help() -> None:
+    """`--help` of the tool and of each subcommand exits 0 with usage, purpose and every option."""
+    group = cli_main
+    assert isinstance(group, click.Group)
+    assert set(COMMANDS) <= set(group.commands)
+    names = sorted(group.commands)
+    results = od_many(None, [["--help"], *[[name, "--help"] for name in names]])
+    top = results[0]
+    assert top.returncode == 0 and top.stdout.startswith("Usage: ")
+    for name in names:
+        assert name in top.stdout
+    for name, result in zip(names, results[1:], strict=True):
+        command = group.commands[name]
+        assert result.returncode == 0, (name, result.stderr)
+        assert result.stdout.startswith("Usage: "), name
+        assert f" {name} " in result.stdout.splitlines()[0]
+        summary = (command.help or "").split("\n")[0].split(":")[0]
+        assert summary and summary.split()[0] in result.stdout, name
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"{name} {param.opts[0]} has no help text"
+                assert param.opts[-1] in result.stdout, (name, param.opts)
+
+
+def test_start_refuses_a_bad_env_pair_before_talking_to_the_daemon() -> None:
+    """A usage mistake is a usage error (exit 2) with the option named, even with no daemon."""
+    url = f"http://127.0.0.1:{free_port()}"
+    result = od(url, "start", "--env", "NOEQUALS", "hello")
+    assert result.returncode == 2, result
+    assert "--env" in result.stderr and "Traceback" not in result.stderr
+    command = od(url, "start", "--agent", "command")
+    assert command.returncode == 2 and "needs the command" in command.stderr

@@ -1,0 +1,333 @@
+"""MCP end to end: a real SDK client over Streamable HTTP (/mcp) and over stdio (`od-runs mcp`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult, TextContent
+
+from .conftest import Daemon, assert_dense, free_port, read_log
+
+# Upper bound for one whole test: a small demo run takes well under a second.
+TEST_DEADLINE = 30.0
+# How long `od-runs mcp` may take to exit once its stdin is closed.
+EXIT_DEADLINE = 5.0
+PAGE_LIMIT = 7
+SMALL_DEMO = {"events": 30, "durationSeconds": 0.3}
+# Long enough to still be running while a test looks at it; canceled before it ends.
+LONG_DEMO = {"events": 2000, "durationSeconds": 60}
+TOOLS = {"start_run", "get_run", "list_runs", "cancel_run", "wait_run", "get_run_events"}
+READ_ONLY_TOOLS = {"get_run", "list_runs", "wait_run", "get_run_events"}
+
+
+def stdio_params(url: str, *args: str) -> StdioServerParameters:
+    """`python -m od_runs mcp ARGS` with OD_RUNS_URL pointing at url."""
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "od_runs", "mcp", *args],
+        env={"OD_RUNS_URL": url, "OD_RUNS_LOG_LEVEL": "warning"},
+    )
+
+
+@asynccontextmanager
+async def connect(daemon: Daemon, transport: str, mode: str = "auto") -> AsyncIterator[Client]:
+    """An initialised SDK client on the daemon's /mcp ("http") or via `od-runs mcp` ("stdio")."""
+    target: str | StdioServerParameters = (
+        f"{daemon.url}/mcp" if transport == "http" else stdio_params(daemon.url, "--no-spawn")
+    )
+    async with Client(target, mode=mode) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, f"{tool} failed: {error_text(result)}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    """The text blocks of a tool result, joined."""
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+async def check_tools(client: Client) -> None:
+    """All six tools are listed with input schemas; read-only ones say so."""
+    listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(listed) >= TOOLS
+    for name in TOOLS:
+        tool = listed[name]
+        assert tool.input_schema["type"] == "object"
+        assert tool.description
+        read_only = tool.annotations.read_only_hint if tool.annotations else None
+        assert read_only is (name in READ_ONLY_TOOLS), name
+    assert "runId" in listed["get_run"].input_schema["required"]
+    wait_props = listed["wait_run"].input_schema["properties"]
+    assert {"runId", "after", "timeoutSeconds"} <= set(wait_props)
+    assert wait_props["timeoutSeconds"]["maximum"] == 50
+    assert {"items", "nextCursor", "hasMore"} <= set(
+        listed["get_run_events"].output_schema["properties"]  # type: ignore[index]
+    )
+
+
+async def wait_until_done(client: Client, run_id: str) -> dict[str, Any]:
+    """Follow a run with wait_run and its cursor until done; the last result."""
+    cursor = 0
+    seen: list[dict[str, Any]] = []
+    while True:
+        result = await call(
+            client,
+            "wait_run",
+            {"runId": run_id, "after": cursor, "timeoutSeconds": 10, "returnOnEvent": True},
+        )
+        assert result["run"]["id"] == run_id
+        assert all(event["id"] > cursor for event in result["events"])
+        assert result["nextCursor"] >= cursor
+        cursor = result["nextCursor"]
+        seen += result["events"]
+        if result["done"]:
+            break
+    assert cursor == result["run"]["lastEventId"]
+    assert seen[-1]["event"] == "end"
+    ids = [event["id"] for event in seen]
+    assert ids == sorted(set(ids)), "wait_run repeated or reordered events"
+    return result
+
+
+async def page_events(client: Client, run_id: str) -> list[dict[str, Any]]:
+    """Every event of a run via get_run_events, PAGE_LIMIT at a time."""
+    cursor = 0
+    items: list[dict[str, Any]] = []
+    while True:
+        page = await call(
+            client, "get_run_events", {"runId": run_id, "after": cursor, "limit": PAGE_LIMIT}
+        )
+        assert 0 < len(page["items"]) <= PAGE_LIMIT
+        assert page["items"][0]["id"] == cursor + 1
+        assert page["nextCursor"] == page["items"][-1]["id"]
+        items += page["items"]
+        cursor = page["nextCursor"]
+        if not page["hasMore"]:
+            break
+    past_end = await call(
+        client, "get_run_events", {"runId": run_id, "after": cursor, "limit": PAGE_LIMIT}
+    )
+    assert past_end == {"items": [], "nextCursor": cursor, "hasMore": False}
+    return items
+
+
+async def demo_flow(client: Client, data_dir: Path) -> None:
+    """list_tools, start_run, wait_run to the end, get_run, page all events = the log."""
+    await check_tools(client)
+    started = await call(client, "start_run", {"prompt": "fix the tests", "demo": SMALL_DEMO})
+    run = started["run"]
+    run_id = run["id"]
+    assert run["status"] in ("queued", "running")
+    assert run["eventsLogPath"] == str(data_dir.resolve() / run_id / "events.jsonl")
+    assert run_id in started["hint"]
+
+    final = await wait_until_done(client, run_id)
+    assert final["run"]["status"] == "succeeded"
+
+    got = await call(client, "get_run", {"runId": run_id})
+    assert got["run"]["status"] == "succeeded"
+    assert got["run"]["exitCode"] == 0
+    assert "tail -F" not in got["hint"]
+
+    events = await page_events(client, run_id)
+    log = read_log(run["eventsLogPath"])
+    assert_dense(log)
+    assert events == log
+    assert len(events) > 2 * PAGE_LIMIT
+    assert events[-1]["data"]["status"] == "succeeded"
+
+    listed = await call(client, "list_runs", {"status": "succeeded"})
+    assert run_id in [r["id"] for r in listed["runs"]]
+
+
+async def wait_for_status(client: Client, run_id: str, status: str) -> dict[str, Any]:
+    """Poll get_run until the run has this status; the get_run result."""
+    while True:
+        got = await call(client, "get_run", {"runId": run_id})
+        if got["run"]["status"] == status:
+            return got
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_demo_flow(daemon: Daemon, data_dir: Path, transport: str, mode: str) -> None:
+    """Over /mcp and over `od-runs mcp` on stdio, a client runs a demo and pages its events."""
+    with anyio.fail_after(TEST_DEADLINE):
+        async with connect(daemon, transport, mode) as client:
+            await demo_flow(client, data_dir)
+
+
+def spawned_daemons(data_dir: Path) -> list[psutil.Process]:
+    """`od-runs serve` processes whose --data-dir is data_dir (how `od-runs mcp` spawns one)."""
+    wanted = str(data_dir.resolve())
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "serve" in argv and "--data-dir" in argv and wanted in argv:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.anyio
+async def test_stdio_spawns_daemon(tmp_path: Path) -> None:
+    """With no daemon running, `od-runs mcp --data-dir X` starts one and runs work there."""
+    data_dir = tmp_path / "spawned_runs"
+    url = f"http://127.0.0.1:{free_port()}"
+    try:
+        with anyio.fail_after(TEST_DEADLINE):
+            async with Client(stdio_params(url, "--data-dir", str(data_dir))) as client:
+                await demo_flow(client, data_dir)
+            assert (data_dir / "od-runs.sqlite3").exists()
+            assert (data_dir / "daemon.log").exists()
+            daemons = spawned_daemons(data_dir)
+            # The spawned daemon outlives `od-runs mcp`: it is detached on purpose.
+            assert len(daemons) == 1
+    finally:
+        for proc in spawned_daemons(data_dir):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except psutil.TimeoutExpired:
+                proc.kill()
+    assert spawned_daemons(data_dir) == []
+
+
+@pytest.mark.anyio
+async def test_get_run_hint_while_running(daemon: Daemon) -> None:
+    """get_run on a running run tells the user the exact `tail -F <eventsLogPath>` command."""
+    with anyio.fail_after(TEST_DEADLINE):
+        async with connect(daemon, "http") as client:
+            started = await call(client, "start_run", {"demo": LONG_DEMO})
+            run_id = started["run"]["id"]
+            got = await wait_for_status(client, run_id, "running")
+            path = got["run"]["eventsLogPath"]
+            assert Path(path).is_file()
+            assert f"tail -F {shlex.quote(path)}" in got["hint"]
+            assert "wait_run" in got["hint"]
+            await call(client, "cancel_run", {"runId": run_id})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_tool_errors(daemon: Daemon, transport: str) -> None:
+    """An unknown run id is a NOT_FOUND tool error; wait_run refuses a timeout over 50 s."""
+    with anyio.fail_after(TEST_DEADLINE):
+        async with connect(daemon, transport) as client:
+            missing = await client.call_tool("get_run", {"runId": "run-0000000000000000"})
+            assert missing.is_error
+            assert "NOT_FOUND" in error_text(missing)
+
+            started = await call(client, "start_run", {"demo": SMALL_DEMO})
+            with anyio.fail_after(5):
+                too_long = await client.call_tool(
+                    "wait_run", {"runId": started["run"]["id"], "timeoutSeconds": 51}
+                )
+            assert too_long.is_error
+            text = error_text(too_long)
+            assert "timeoutSeconds" in text
+            assert "50" in text
+
+
+@pytest.mark.anyio
+async def test_cancel_running_run(daemon: Daemon) -> None:
+    """cancel_run on a running run returns it canceled, and its log ends with a canceled end."""
+    with anyio.fail_after(TEST_DEADLINE):
+        async with connect(daemon, "http") as client:
+            started = await call(client, "start_run", {"demo": LONG_DEMO})
+            run_id = started["run"]["id"]
+            await wait_for_status(client, run_id, "running")
+            canceled = await call(client, "cancel_run", {"runId": run_id})
+            assert canceled["run"]["status"] == "canceled"
+            assert canceled["run"]["cancelRequested"] is True
+            got = await call(client, "get_run", {"runId": run_id})
+            assert got["run"]["status"] == "canceled"
+    log = read_log(started["run"]["eventsLogPath"])
+    assert_dense(log)
+    assert log[-1]["data"]["status"] == "canceled"
+
+
+async def read_message(stdout: BufferedByteReceiveStream, lines: list[bytes]) -> dict[str, Any]:
+    """The next stdout line as a JSON-RPC 2.0 message (every line must be one)."""
+    line = await stdout.receive_until(b"\n", 1 << 20)
+    lines.append(line)
+    message = json.loads(line)
+    assert message["jsonrpc"] == "2.0", line
+    assert "id" in message or "method" in message, line
+    return message
+
+
+@pytest.mark.anyio
+async def test_stdio_stdout_is_only_jsonrpc(daemon: Daemon, tmp_path: Path) -> None:
+    """Raw `od-runs mcp`: every stdout line is JSON-RPC 2.0, and closing stdin ends it."""
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "0"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    env = {**os.environ, "OD_RUNS_URL": daemon.url, "OD_RUNS_LOG_LEVEL": "warning"}
+    lines: list[bytes] = []
+    with open(tmp_path / "mcp-stderr.log", "wb") as stderr:
+        async with await anyio.open_process(
+            [sys.executable, "-m", "od_runs", "mcp", "--no-spawn"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        ) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            stdout = BufferedByteReceiveStream(proc.stdout)
+            with anyio.fail_after(TEST_DEADLINE):
+                await proc.stdin.send(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
+                responses: dict[int, dict[str, Any]] = {}
+                while 2 not in responses:
+                    message = await read_message(stdout, lines)
+                    if "id" in message and "method" not in message:
+                        responses[message["id"]] = message
+            assert responses[1]["result"]["protocolVersion"] == "2025-11-25"
+            wire_tools = {tool["name"]: tool for tool in responses[2]["result"]["tools"]}
+            assert set(wire_tools) >= TOOLS
+            for name in READ_ONLY_TOOLS:
+                assert wire_tools[name]["annotations"]["readOnlyHint"] is True
+
+            await proc.stdin.aclose()
+            with anyio.fail_after(EXIT_DEADLINE):
+                rest = b""
+                while True:
+                    try:
+                        rest += await stdout.receive()
+                    except anyio.EndOfStream:
+                        break
+                code = await proc.wait()
+    for line in rest.splitlines():
+        assert json.loads(line)["jsonrpc"] == "2.0", line
+    assert code == 0, (tmp_path / "mcp-stderr.log").read_text()
