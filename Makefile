@@ -32,7 +32,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: lint node_modules/.installed
+# The web monitor's browser tests drive Debian's Chromium (Playwright downloads none).
+/usr/bin/chromium:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: lint node_modules/.installed /usr/bin/chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test

@@ -9,12 +9,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult, TextContent
 
 # How long a daemon may take to answer /api/health after start.
 DAEMON_START_TIMEOUT = 20.0
@@ -107,13 +110,19 @@ def process_alive(pid: int) -> bool:
 class Daemon:
     """`od-runs serve` in a subprocess on a loopback port, with its own data dir."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *extra: str, token: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.extra = extra
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "OD_RUNS_LOG_LEVEL": "warning"}
+        # A daemon with a token: every request of this helper bears it.
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if token:
+            self.env["OD_RUNS_TOKEN"] = token
 
     def start(self, grace: float = 2.0) -> Daemon:
         self.log_path = self.data_dir.parent / f"daemon-{self.port}.log"
@@ -142,7 +151,8 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}")
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.url}/api/health", headers=self.headers, timeout=1)
+                if health.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -163,7 +173,7 @@ class Daemon:
 
     def client(self) -> httpx.Client:
         """An HTTP client of this daemon that ignores proxy settings."""
-        return httpx.Client(base_url=self.url, timeout=30, trust_env=False)
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30, trust_env=False)
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /api/runs; the status body of the new run."""
@@ -205,3 +215,40 @@ def daemon(data_dir: Path) -> Iterator[Daemon]:
                 d.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 d.proc.kill()
+
+
+# MCP clients ----------------------------------------------------------------------------
+
+
+def stdio_params(url: str, *args: str) -> StdioServerParameters:
+    """`python -m od_runs mcp ARGS` with OD_RUNS_URL pointing at url."""
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "od_runs", "mcp", *args],
+        env={"OD_RUNS_URL": url, "OD_RUNS_LOG_LEVEL": "warning"},
+    )
+
+
+@asynccontextmanager
+async def connect(
+    daemon: Daemon, transport: str, mode: str = "auto", **client_options: Any
+) -> AsyncIterator[Client]:
+    """An initialised SDK client on the daemon's /mcp ("http") or via `od-runs mcp` ("stdio")."""
+    target: str | StdioServerParameters = (
+        f"{daemon.url}/mcp" if transport == "http" else stdio_params(daemon.url, "--no-spawn")
+    )
+    async with Client(target, mode=mode, **client_options) as client:
+        yield client
+
+
+async def call(client: Client, tool: str, args: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    result = await client.call_tool(tool, args, **options)
+    assert not result.is_error, f"{tool} failed: {error_text(result)}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_text(result: CallToolResult) -> str:
+    """The text blocks of a tool result, joined."""
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))

@@ -17,7 +17,7 @@ from od_runs.cli import main as cli_main
 from .conftest import RUN_DEADLINE, TERMINAL, Daemon, assert_dense, free_port, read_log
 
 RUN_ID = re.compile(r"run-[0-9a-f]{16}")
-COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail")
+COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail", "mcp-config")
 
 
 def cli_env(url: str | None) -> dict[str, str]:
@@ -122,7 +122,7 @@ def test_start_without_follow_prints_the_new_run(shared: Daemon) -> None:
 
 
 def test_ls_and_get_show_a_run(shared: Daemon) -> None:
-    """`ls` lists the run, `get ID` shows its status and log, `get --json` is the status body."""
+    """`ls` is a table of runs, `get ID` shows status and log, `get --json` is the status body."""
     run = create(
         shared,
         {"prompt": "list me", "projectId": "p-ls", "demo": {"events": 5, "fast": True}},
@@ -142,8 +142,13 @@ def test_ls_and_get_show_a_run(shared: Daemon) -> None:
     for result in (listing, filtered, other, as_json, got, got_json):
         assert result.returncode == 0, (result.args, result.stderr)
     assert run["id"] in listing.stdout
-    [line] = filtered.stdout.splitlines()
-    assert line.startswith(run["id"]) and "succeeded" in line and "p-ls" in line
+    header, line = filtered.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "AGENT", "PROJECT/CONV", "CREATED", "EVENTS", "ERROR"]
+    assert line.split()[:4] == [run["id"], "succeeded", "demo", "p-ls"]
+    # Aligned columns: every cell starts where its header does.
+    assert line.index("succeeded") == header.index("STATUS")
+    assert line.index("p-ls") == header.index("PROJECT/CONV")
+    assert line.split()[6] == str(len(read_log(run["eventsLogPath"])))
     assert other.stdout.strip() == "no runs"
     assert [r["id"] for r in json.loads(as_json.stdout)["runs"]] == [run["id"]]
     assert got.stdout.startswith(run["id"]) and "succeeded" in got.stdout

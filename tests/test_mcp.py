@@ -1,25 +1,27 @@
-"""MCP end to end: a real SDK client over Streamable HTTP (/mcp) and over stdio (`od-runs mcp`)."""
+"""MCP tools end to end: a real SDK client over Streamable HTTP (/mcp) and over stdio
+(`od-runs mcp`). Resources, progress and stdio hygiene: test_mcp_resources.py."""
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 import pytest
-from anyio.streams.buffered import BufferedByteReceiveStream
-from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult, TextContent
+from mcp import Client
 
-from .conftest import Daemon, assert_dense, free_port, read_log
+from .conftest import (
+    Daemon,
+    assert_dense,
+    call,
+    connect,
+    error_text,
+    free_port,
+    read_log,
+    stdio_params,
+)
 
 # Upper bound for one whole test: a small demo run takes well under a second.
 TEST_DEADLINE = 30.0
@@ -31,38 +33,6 @@ SMALL_DEMO = {"events": 30, "durationSeconds": 0.3}
 LONG_DEMO = {"events": 2000, "durationSeconds": 60}
 TOOLS = {"start_run", "get_run", "list_runs", "cancel_run", "wait_run", "get_run_events"}
 READ_ONLY_TOOLS = {"get_run", "list_runs", "wait_run", "get_run_events"}
-
-
-def stdio_params(url: str, *args: str) -> StdioServerParameters:
-    """`python -m od_runs mcp ARGS` with OD_RUNS_URL pointing at url."""
-    return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "od_runs", "mcp", *args],
-        env={"OD_RUNS_URL": url, "OD_RUNS_LOG_LEVEL": "warning"},
-    )
-
-
-@asynccontextmanager
-async def connect(daemon: Daemon, transport: str, mode: str = "auto") -> AsyncIterator[Client]:
-    """An initialised SDK client on the daemon's /mcp ("http") or via `od-runs mcp` ("stdio")."""
-    target: str | StdioServerParameters = (
-        f"{daemon.url}/mcp" if transport == "http" else stdio_params(daemon.url, "--no-spawn")
-    )
-    async with Client(target, mode=mode) as client:
-        yield client
-
-
-async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Call a tool that must succeed; its structured result."""
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, f"{tool} failed: {error_text(result)}"
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    """The text blocks of a tool result, joined."""
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 async def check_tools(client: Client) -> None:
@@ -265,69 +235,3 @@ async def test_cancel_running_run(daemon: Daemon) -> None:
     log = read_log(started["run"]["eventsLogPath"])
     assert_dense(log)
     assert log[-1]["data"]["status"] == "canceled"
-
-
-async def read_message(stdout: BufferedByteReceiveStream, lines: list[bytes]) -> dict[str, Any]:
-    """The next stdout line as a JSON-RPC 2.0 message (every line must be one)."""
-    line = await stdout.receive_until(b"\n", 1 << 20)
-    lines.append(line)
-    message = json.loads(line)
-    assert message["jsonrpc"] == "2.0", line
-    assert "id" in message or "method" in message, line
-    return message
-
-
-@pytest.mark.anyio
-async def test_stdio_stdout_is_only_jsonrpc(daemon: Daemon, tmp_path: Path) -> None:
-    """Raw `od-runs mcp`: every stdout line is JSON-RPC 2.0, and closing stdin ends it."""
-    requests = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "raw-test", "version": "0"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-    ]
-    env = {**os.environ, "OD_RUNS_URL": daemon.url, "OD_RUNS_LOG_LEVEL": "warning"}
-    lines: list[bytes] = []
-    with open(tmp_path / "mcp-stderr.log", "wb") as stderr:
-        async with await anyio.open_process(
-            [sys.executable, "-m", "od_runs", "mcp", "--no-spawn"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-        ) as proc:
-            assert proc.stdin is not None and proc.stdout is not None
-            stdout = BufferedByteReceiveStream(proc.stdout)
-            with anyio.fail_after(TEST_DEADLINE):
-                await proc.stdin.send(b"".join(json.dumps(r).encode() + b"\n" for r in requests))
-                responses: dict[int, dict[str, Any]] = {}
-                while 2 not in responses:
-                    message = await read_message(stdout, lines)
-                    if "id" in message and "method" not in message:
-                        responses[message["id"]] = message
-            assert responses[1]["result"]["protocolVersion"] == "2025-11-25"
-            wire_tools = {tool["name"]: tool for tool in responses[2]["result"]["tools"]}
-            assert set(wire_tools) >= TOOLS
-            for name in READ_ONLY_TOOLS:
-                assert wire_tools[name]["annotations"]["readOnlyHint"] is True
-
-            await proc.stdin.aclose()
-            with anyio.fail_after(EXIT_DEADLINE):
-                rest = b""
-                while True:
-                    try:
-                        rest += await stdout.receive()
-                    except anyio.EndOfStream:
-                        break
-                code = await proc.wait()
-    for line in rest.splitlines():
-        assert json.loads(line)["jsonrpc"] == "2.0", line
-    assert code == 0, (tmp_path / "mcp-stderr.log").read_text()

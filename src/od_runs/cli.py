@@ -1,4 +1,4 @@
-"""The od-runs command line: serve | mcp | start | ls | get | cancel | tail."""
+"""The od-runs command line: serve | mcp | start | ls | get | cancel | tail | mcp-config."""
 
 from __future__ import annotations
 
@@ -15,17 +15,30 @@ import click
 import httpx
 
 from . import __version__
+from .agents import agent_ids
 from .client import DaemonClient, DaemonUnavailable
-from .config import DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
+from .config import CONVERSATION_LIMIT, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
 from .errors import OdRunsError
+from .mcpconfig import (
+    CLIENTS,
+    SERVER_NAME,
+    Client,
+    ConfigError,
+    config_path,
+    server_spec,
+    snippet,
+)
+from .mcpconfig import install as install_entry
 from .models import TERMINAL_STATES, DemoOptions, Event, RunCreate, RunStatus
-from .render import EventPrinter, status_line
+from .render import EventPrinter, Printer, runs_table, status_line
 
 T = TypeVar("T")
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 # How long `od-runs mcp` waits for a daemon it started to answer /api/health.
 DAEMON_START_TIMEOUT = 20.0
 EXIT_CODES = {"succeeded": 0, "failed": 1, "canceled": 2}
+# How often tail/--follow push buffered output (and batch many small events into one write).
+FLUSH_INTERVAL = 0.1
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -65,6 +78,18 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
     ctx.obj.update(url=url, token=token)
 
 
+def data_dir_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The --data-dir option (env OD_RUNS_DATA_DIR) with a help text for its command."""
+    return click.option(
+        "--data-dir",
+        envvar="OD_RUNS_DATA_DIR",
+        default=DEFAULT_DATA_DIR,
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
 @main.command()
 @click.option(
     "--host",
@@ -81,14 +106,7 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
     type=int,
     help="TCP port to listen on.",
 )
-@click.option(
-    "--data-dir",
-    envvar="OD_RUNS_DATA_DIR",
-    default=DEFAULT_DATA_DIR,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where od-runs.sqlite3 and <run-id>/events.jsonl live.",
-)
+@data_dir_option("Where od-runs.sqlite3 and <run-id>/events.jsonl live.")
 @click.option(
     "--grace",
     envvar="OD_RUNS_GRACE",
@@ -96,6 +114,14 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
     show_default=True,
     type=float,
     help="Seconds between SIGTERM and SIGKILL when a run is canceled or the daemon stops.",
+)
+@click.option(
+    "--max-conversations",
+    envvar="OD_RUNS_MAX_CONVERSATIONS",
+    default=CONVERSATION_LIMIT,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Conversations whose runs may execute at once (runs of one conversation take turns).",
 )
 @click.option(
     "--allow-host",
@@ -110,6 +136,7 @@ def serve(
     port: int,
     data_dir: Path,
     grace: float,
+    max_conversations: int,
     allowed_hosts: tuple[str, ...],
 ) -> None:
     """Run the daemon (REST, SSE, MCP at /mcp) in the foreground."""
@@ -123,6 +150,7 @@ def serve(
         data_dir=data_dir,
         token=ctx.obj["token"],
         grace=grace,
+        max_conversations=max_conversations,
         allowed_hosts=list(allowed_hosts),
     )
     try:
@@ -142,20 +170,25 @@ def serve(
 
 
 @main.command()
-@click.option(
-    "--data-dir",
-    envvar="OD_RUNS_DATA_DIR",
-    default=DEFAULT_DATA_DIR,
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Data dir of the daemon this command starts if none answers.",
-)
+@data_dir_option("Data dir of the daemon this command starts if none answers.")
 @click.option(
     "--no-spawn", is_flag=True, help="Fail instead of starting a daemon when none answers."
 )
+@click.option(
+    "--idle-exit",
+    "idle_exit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Exit after SECONDS with no MCP message, request in flight or subscribed run "
+    "(env OD_RUNS_MCP_IDLE_EXIT; default: never). Closing stdin always exits.",
+)
 @click.pass_context
-def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool) -> None:
-    """Serve MCP over stdio, backed by the daemon at --url (started if needed)."""
+def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool, idle_exit: float | None) -> None:
+    """Serve MCP over stdio, backed by the daemon at --url (started if needed).
+
+    Stdout carries nothing but MCP messages; logs go to stderr.
+    """
     from .mcp_server import run_stdio
 
     url, token = ctx.obj["url"], ctx.obj["token"]
@@ -163,7 +196,7 @@ def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool) -> None:
     async def go() -> None:
         async with DaemonClient(url, token) as client:
             await _ensure_daemon(client, url, data_dir, spawn=not no_spawn)
-            await run_stdio(client)
+            await run_stdio(client, idle_exit)
 
     _run(go)
 
@@ -221,10 +254,10 @@ def _print_status(status: RunStatus, as_json: bool) -> None:
 @click.option(
     "--agent",
     "agent_id",
-    type=click.Choice(["demo", "command"]),
+    type=click.Choice(agent_ids()),
     default="demo",
     show_default=True,
-    help="demo: built-in agent; command: run ARGS as argv.",
+    help="demo: built-in agent; command: run ARGS as argv; codex: the Codex CLI on the prompt.",
 )
 @click.option("--prompt", default=None, help="Prompt (for --agent command; demo takes ARGS).")
 @click.option("--project", "project_id", default=None, help="projectId of the run.")
@@ -311,13 +344,33 @@ def start(
     ctx.exit(_run(go))
 
 
+def _printer(status: RunStatus, as_json: bool) -> Printer:
+    """JSON lines, rich on a terminal, plain text otherwise."""
+    if not as_json and sys.stdout.isatty():
+        from .render_tty import TtyPrinter
+
+        return TtyPrinter(status)
+    return EventPrinter(sys.stdout, as_json=as_json)
+
+
+async def _flush_every(printer: Printer, interval: float) -> None:
+    while True:
+        await anyio.sleep(interval)
+        printer.flush()
+
+
 async def _follow(client: DaemonClient, run_id: str, after: int, as_json: bool) -> int:
-    printer = EventPrinter(sys.stdout, as_json=as_json)
+    printer = _printer(await client.get(run_id), as_json)
     last: Event | None = None
-    async for event in client.stream(run_id, after):
-        printer.print(event)
-        last = event
-    printer.close()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_flush_every, printer, FLUSH_INTERVAL)
+            async for event in client.stream(run_id, after):
+                printer.print(event)
+                last = event
+            tg.cancel_scope.cancel()
+    finally:
+        printer.close()
     final = await client.get(run_id)
     if last is None or final.status not in TERMINAL_STATES:
         return 1
@@ -355,11 +408,16 @@ def ls(
     runs = _run(go)
     if as_json:
         click.echo(json.dumps({"runs": [r.model_dump(mode="json") for r in runs]}, indent=2))
-        return
-    if not runs:
+    elif not runs:
         click.echo("no runs")
-    for run in runs:
-        click.echo(status_line(run))
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        from .render_tty import runs_table as rich_runs_table
+
+        Console(highlight=False).print(rich_runs_table(runs))
+    else:
+        click.echo(runs_table(runs))
 
 
 @main.command()
@@ -411,3 +469,62 @@ def tail(ctx: click.Context, run_id: str, after: int, as_json: bool) -> None:
             return await _follow(client, run_id, after, as_json)
 
     ctx.exit(_run(go))
+
+
+@main.command("mcp-config")
+@click.argument("client", type=click.Choice(CLIENTS))
+@click.option(
+    "--http",
+    "use_http",
+    is_flag=True,
+    help="Streamable HTTP form (<url>/mcp of the daemon) instead of stdio.",
+)
+@data_dir_option("Data dir pinned (as an absolute path) in the stdio form.")
+@click.option("--name", default=SERVER_NAME, show_default=True, help="Server name in the config.")
+@click.option(
+    "--install",
+    is_flag=True,
+    help="Write it into the client's config file (backed up first, the rest kept).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def mcp_config(
+    ctx: click.Context,
+    client: Client,
+    use_http: bool,
+    data_dir: Path,
+    name: str,
+    install: bool,
+    as_json: bool,
+) -> None:
+    """Print (or --install) the MCP server entry for codex, cursor, zed, claude or vscode."""
+    spec = server_spec(
+        url=ctx.obj["url"],
+        default_url=DEFAULT_URL,
+        data_dir=data_dir,
+        token=ctx.obj["token"],
+        http=use_http,
+    )
+    path = config_path(client, os.environ, Path.cwd())
+    snip = snippet(client, spec, name=name, path=path)
+    result = None
+    if install:
+        try:
+            result = install_entry(client, snip, path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        body = snip.model_dump(mode="json")
+        body["install"] = result.model_dump(mode="json") if result else None
+        click.echo(json.dumps(body, indent=2))
+    elif result is None:
+        where = "run" if client == "claude" else f"add to {path}:"
+        click.echo(f"# {client}: {where}", err=True)
+        click.echo(snip.text, nl=False)
+    elif result.changed:
+        backup = f" (backup: {result.backupPath})" if result.backupPath else ""
+        click.echo(f"installed {name} into {path}{backup}")
+    else:
+        click.echo(f"{name} is already installed in {path}; nothing changed")
+    if ctx.obj["token"] and not as_json:
+        click.echo("note: this entry contains your token", err=True)

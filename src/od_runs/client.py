@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -15,6 +15,8 @@ from .models import TERMINAL_STATES, Event, Health, RunCreate, RunList, RunStatu
 
 # A request that is not a long poll or a stream should answer well within this.
 REQUEST_TIMEOUT = 30.0
+# Pause before re-following a stream that ended without news, so a broken one cannot spin.
+RESUME_BACKOFF = 0.5
 
 
 class DaemonUnavailable(OdRunsError):
@@ -149,6 +151,52 @@ class DaemonClient:
                 if event.event == "end":
                     break
         return await self.get(run_id)
+
+    async def watch(self, run_id: str, on_change: Callable[[RunStatus], Awaitable[None]]) -> None:
+        """Call on_change with the status now and after each change, until it is terminal.
+
+        One SSE stream is read throughout, so a slow on_change never makes the daemon drop
+        us; whatever arrives while it runs is folded into the next call.
+        """
+        status = await self.get(run_id)
+        changed = anyio.Event()
+        failure: OdRunsError | None = None
+
+        async def read(after: int) -> None:
+            nonlocal failure
+            try:
+                while True:
+                    resumed_at = after
+                    async for event in self.stream(run_id, after):
+                        after = event.id
+                        changed.set()
+                        if event.event == "end":
+                            return
+                    # The daemon ended the stream early (we fell behind): resume from the
+                    # cursor, without spinning if it keeps ending with nothing new.
+                    if after == resumed_at:
+                        await anyio.sleep(RESUME_BACKOFF)
+            except OdRunsError as exc:
+                failure = exc
+                changed.set()
+
+        # Errors are carried out of the task group, so callers catch OdRunsError itself.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, status.lastEventId)
+            try:
+                while failure is None:
+                    await on_change(status)
+                    if status.status in TERMINAL_STATES:
+                        break
+                    await changed.wait()
+                    changed = anyio.Event()
+                    if failure is None:
+                        status = await self.get(run_id)
+            except OdRunsError as exc:
+                failure = exc
+            tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
 
 def _api_error(status: int, content: bytes) -> ApiError:

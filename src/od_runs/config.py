@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7780
 DEFAULT_DATA_DIR = "./runs_log"
+# Conversations whose runs may execute at once (conversations.DEFAULT_LIMIT).
+CONVERSATION_LIMIT = 8
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -38,6 +40,7 @@ class Settings(BaseModel):
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     token: str | None = None
     grace: float = Field(default=5.0, ge=0, le=600)
+    max_conversations: int = Field(default=CONVERSATION_LIMIT, ge=1, le=10_000)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
 

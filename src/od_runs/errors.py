@@ -39,3 +39,10 @@ class Unavailable(OdRunsError):
 
     status = 503
     code = "UNAVAILABLE"
+
+
+class Invalid(OdRunsError):
+    """A field has a value the daemon cannot use (an agentId no adapter is registered for)."""
+
+    status = 422
+    code = "INVALID_REQUEST"

@@ -6,6 +6,7 @@ a reader learns the id and the event name from the line's prefix without parsing
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -140,10 +141,16 @@ class EventLog:
         if self._fd is None:
             raise OSError(errno.EBADF, "event log is closed", str(self.path))
         view = memoryview(data)
-        while view:
-            # A regular file takes the whole buffer at once; the loop covers signals.
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                # A regular file takes the whole buffer at once; the loop covers signals.
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            # A full disk can take part of a batch: cut it so the log keeps whole lines.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
         offset = self._size
         next_indexed = len(self._index) * INDEX_EVERY + 1
         event_id = first_id

@@ -1,4 +1,4 @@
-"""The daemon's HTTP face: REST routes, the SSE route, the /mcp mount."""
+"""The daemon's HTTP face: REST routes, the SSE routes, the /mcp mount, the web monitor."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -25,9 +24,11 @@ from .models import (
     RunList,
     RunStatus,
 )
+from .monitor import is_public, monitor_routes
 from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
-from .sse import PING_SECONDS, SEND_TIMEOUT, resolve_cursor, run_frames
+from .sse import DroppableStream, resolve_cursor, run_stream
+from .status_events import status_frames
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ApiErrorBody, "description": "Bad request"},
@@ -52,6 +53,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "INVALID_REQUEST", "; ".join(parts)
 
 
+# ?status= of the run lists: a run status, or active (not terminal).
+StatusFilter = Annotated[
+    Literal["queued", "running", "succeeded", "failed", "canceled", "active"] | None, Query()
+]
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app of a daemon with these settings."""
     mcp = RunsMcp()
@@ -59,7 +66,11 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
-            open_service(settings.data_dir, grace=settings.grace) as service,
+            open_service(
+                settings.data_dir,
+                grace=settings.grace,
+                max_conversations=settings.max_conversations,
+            ) as service,
             mcp.serving(service),
         ):
             app.state.service = service
@@ -77,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         token=settings.token,
         allowed_hosts=[settings.host, *settings.allowed_hosts],
         allowed_origins=settings.allowed_origins,
+        public=is_public,
     )
 
     @app.exception_handler(OdRunsError)
@@ -104,6 +116,30 @@ def create_app(settings: Settings) -> FastAPI:
         """Liveness and the number of active runs."""
         return Health(version=__version__, activeRuns=service_of(request).active_count())
 
+    # Left out of /openapi.json: it never ends, and schema-driven fuzzers wait for a body end.
+    @app.get("/api/events", include_in_schema=False)
+    async def status_events(
+        request: Request,
+        projectId: Annotated[str | None, Query(max_length=128)] = None,
+        conversationId: Annotated[str | None, Query(max_length=128)] = None,
+        status: StatusFilter = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> DroppableStream:
+        """SSE of run status changes: `event: snapshot` ({runs}, filtered), then `event: run`
+        (a status body) on every change of a run in the project and conversation."""
+        service = service_of(request)
+        return DroppableStream(
+            lambda on_drop: status_frames(
+                service.status_hub,
+                service.list,
+                project_id=projectId,
+                conversation_id=conversationId,
+                status=status,
+                limit=limit,
+                on_drop=on_drop,
+            )
+        )
+
     @app.post("/api/runs", status_code=202, response_model=RunStatus, tags=["runs"])
     async def create_run(body: RunCreate, request: Request) -> RunStatus:
         """Create and start a run; idempotent with clientRequestId."""
@@ -114,10 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request,
         projectId: Annotated[str | None, Query(max_length=128)] = None,
         conversationId: Annotated[str | None, Query(max_length=128)] = None,
-        status: Annotated[
-            Literal["queued", "running", "succeeded", "failed", "canceled", "active"] | None,
-            Query(),
-        ] = None,
+        status: StatusFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> RunList:
         """Runs, newest first; status=active means not terminal."""
@@ -152,12 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
             return EventPage(
                 items=items, nextCursor=items[-1].id if items else cursor, hasMore=more
             )
-        return EventSourceResponse(
-            run_frames(service, run_id, cursor),
-            ping=PING_SECONDS,
-            send_timeout=SEND_TIMEOUT,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return run_stream(service, run_id, cursor)
 
     @app.post("/api/runs/{run_id}/cancel", response_model=CancelResult, tags=["runs"])
     async def cancel_run(run_id: str, request: Request) -> CancelResult:
@@ -165,4 +193,5 @@ def create_app(settings: Settings) -> FastAPI:
         return CancelResult(run=await service_of(request).cancel(run_id))
 
     app.router.routes.extend(mcp.http_routes())
+    app.router.routes.extend(monitor_routes())
     return app

@@ -23,6 +23,8 @@ STATUS_FILTERS = ("queued", "running", "succeeded", "failed", "canceled", "activ
 # Ids travel in URLs and become directory names under runs_log/: keep them boring.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 RUN_ID_PATTERN = r"^run-[0-9a-f]{16}$"
+# Longest idle or wall-clock limit a run may ask for: one week.
+MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 
 
 class _Model(BaseModel):
@@ -84,10 +86,21 @@ class DemoOptions(_Model):
     fast: bool = False
 
 
+class SessionRef(_Model):
+    """The agent's own session a run belongs to (Codex: its thread id)."""
+
+    threadId: str | None = Field(default=None, pattern=ID_PATTERN)
+
+
 class RunCreate(_Model):
     """Body of POST /api/runs and the MCP start_run tool."""
 
-    agentId: Literal["demo", "command"] = "demo"
+    agentId: str = Field(
+        default="demo",
+        pattern=ID_PATTERN,
+        description="Which agent runs: demo, command, codex (GET /openapi.json lists no "
+        "enum: the adapter registry decides, and an unknown id is a 422)",
+    )
     prompt: str = Field(default="", max_length=1_000_000)
     projectId: str | None = Field(default=None, pattern=ID_PATTERN)
     conversationId: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -104,6 +117,31 @@ class RunCreate(_Model):
     demo: DemoOptions = Field(default_factory=DemoOptions)
     mediaExecution: MediaExecution = Field(default_factory=MediaExecution)
     toolBundle: ToolBundle | None = None
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s\x00-]\S*$",
+        description="Model the agent should use; omitted, the agent's own config decides",
+    )
+    idleTimeoutMs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TIMEOUT_MS,
+        description="Fail with AGENT_STALLED after this long without any output; "
+        "0 turns the watchdog off, null takes the agent's default",
+    )
+    timeoutMs: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TIMEOUT_MS,
+        description="Wall-clock limit (AGENT_TIMEOUT); null: none",
+    )
+    sessionRef: SessionRef | None = Field(
+        default=None,
+        description="Continue this agent session; without it a run in a conversation "
+        "continues the conversation's last session",
+    )
 
     @field_validator("command")
     @classmethod
@@ -144,6 +182,7 @@ class RunStatus(_Model):
     lastEventId: int = 0
     mediaExecution: MediaExecution = Field(default_factory=MediaExecution)
     toolBundle: ToolBundleSummary | None = None
+    sessionRef: SessionRef | None = None
 
 
 class Event(_Model):

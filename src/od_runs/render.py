@@ -1,10 +1,71 @@
-"""Events and statuses as a person reads them in a terminal."""
+"""Events and statuses as a person reads them in a terminal (plain text; see render_tty for rich).
+
+`EventReader` decides *what* a person sees (deltas joined into paragraphs, split lines joined,
+tool calls with their output, the final answer kept for the end); a sink decides *how*.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TextIO
 
 from .models import Event, RunStatus
+
+BlockKind = Literal[
+    "start",
+    "status",
+    "text",
+    "tool",
+    "tool_done",
+    "tool_failed",
+    "output",
+    "stdout",
+    "stderr",
+    "error",
+    "final",
+    "end",
+    "other",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One readable piece of a run: its kind, its text, and for `end` the final status."""
+
+    kind: BlockKind
+    text: str
+    status: str | None = None
+
+
+class Sink(Protocol):
+    """Where a reader's output goes: streamed assistant text and whole blocks."""
+
+    def delta(self, text: str) -> None:
+        """A piece of the assistant paragraph being written."""
+
+    def end_paragraph(self) -> None:
+        """The paragraph written by delta() is complete."""
+
+    def block(self, block: Block) -> None:
+        """A complete piece of output."""
+
+
+class Printer(Protocol):
+    """What `od-runs tail` and `start --follow` feed events to."""
+
+    def print(self, event: Event) -> None:
+        """Render one event."""
+
+    def flush(self) -> None:
+        """Push out whatever is buffered."""
+
+    def close(self) -> None:
+        """Finish the output (half-written lines, live displays)."""
+
+
+def short_time(iso: str | None) -> str:
+    """An ISO-8601 timestamp to the second, as `2026-11-21 20:49:53`."""
+    return iso[:19].replace("T", " ") if iso else "-"
 
 
 def status_line(status: RunStatus) -> str:
@@ -16,70 +77,195 @@ def status_line(status: RunStatus) -> str:
     return "  ".join(parts)
 
 
+RUN_COLUMNS = ("ID", "STATUS", "AGENT", "PROJECT/CONV", "CREATED", "EVENTS", "ERROR")
+
+
+def run_row(status: RunStatus) -> tuple[str, ...]:
+    """The cells of one run in `od-runs ls`, in RUN_COLUMNS order."""
+    where = "/".join(x for x in (status.projectId, status.conversationId) if x)
+    return (
+        status.id,
+        status.status,
+        status.agentId,
+        where or "-",
+        short_time(status.createdAt),
+        str(status.lastEventId),
+        status.errorCode or "",
+    )
+
+
+def runs_table(runs: list[RunStatus]) -> str:
+    """`od-runs ls` without a terminal: a header and one aligned line per run."""
+    rows = [RUN_COLUMNS, *(run_row(run) for run in runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUN_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def end_summary(data: dict[str, Any]) -> str:
+    """`succeeded (code 0)`, `failed (code 3, errorCode AGENT_EXITED)`, …"""
+    detail = ", ".join(
+        f"{k} {data[k]}" for k in ("code", "signal", "errorCode") if data.get(k) is not None
+    )
+    return f"{data.get('status')}" + (f" ({detail})" if detail else "")
+
+
+class EventReader:
+    """Turns a run's events into what a person reads, handing it to a sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._in_paragraph = False
+        self._partial: dict[str, list[str]] = {}
+        self._final: str | None = None
+        self._tool_output_seen: set[str] = set()
+
+    def _emit(self, kind: BlockKind, text: str, status: str | None = None) -> None:
+        if self._in_paragraph:
+            self._sink.end_paragraph()
+            self._in_paragraph = False
+        self._sink.block(Block(kind, text, status))
+
+    def feed(self, event: Event) -> None:
+        """Read one event."""
+        name, data = event.event, event.data
+        data = data if isinstance(data, dict) else {"value": data}
+        if name == "agent":
+            self._agent(data)
+        elif name in ("stdout", "stderr"):
+            self._output(name, data)
+        elif name == "start":
+            self._emit("start", f"started {data.get('agentId', '')} (pid {data.get('pid')})")
+        elif name == "error":
+            self._emit("error", f"error: {data.get('message', data)}")
+        elif name == "end":
+            self._flush_partial()
+            self._flush_final()
+            if data.get("error"):
+                self._emit("error", str(data["error"]))
+            self._emit("end", end_summary(data), str(data.get("status")))
+        else:
+            self._emit("other", f"{name}: {data}")
+
+    def _output(self, stream: str, data: dict[str, Any]) -> None:
+        # A line longer than the daemon's piece size arrives as partial pieces: join them.
+        pieces = self._partial.setdefault(stream, [])
+        pieces.append(str(data.get("text", "")))
+        if not data.get("partial"):
+            del self._partial[stream]
+            self._emit("stdout" if stream == "stdout" else "stderr", "".join(pieces))
+
+    def _agent(self, data: dict[str, Any]) -> None:
+        kind = data.get("type")
+        if kind == "text_delta":
+            self._in_paragraph = True
+            self._sink.delta(str(data.get("delta", "")))
+        elif kind == "tool_call" and data.get("phase") == "started":
+            self._emit("tool", str(data.get("summary") or data.get("name")))
+        elif kind == "tool_call":
+            self._tool_done(data)
+        elif kind == "tool_output":
+            self._tool_output_seen.add(str(data.get("callId")))
+            self._emit("output", str(data.get("text", "")).rstrip("\n"))
+        elif kind == "message" and data.get("final"):
+            # Shown after everything else, just before the end line.
+            self._final = str(data.get("text", ""))
+        elif kind == "message":
+            self._emit("text", str(data.get("text", "")))
+        elif kind == "status":
+            self._emit("status", str(data.get("text")))
+        elif kind == "error":
+            self._emit("error", f"error: {data.get('message', data)}")
+        else:
+            self._emit("other", f"agent: {data}")
+
+    def _tool_done(self, data: dict[str, Any]) -> None:
+        output = data.get("output")
+        if output and str(data.get("callId")) not in self._tool_output_seen:
+            self._emit("output", str(output).rstrip("\n"))
+        code = data.get("exitCode")
+        failed = data.get("phase") == "failed" or (code is not None and code != 0)
+        detail = f" (exit {code})" if code is not None else ""
+        self._emit("tool_failed" if failed else "tool_done", f"{data.get('name')}{detail}")
+
+    def _flush_partial(self) -> None:
+        for stream, pieces in list(self._partial.items()):
+            del self._partial[stream]
+            self._emit("stdout" if stream == "stdout" else "stderr", "".join(pieces))
+
+    def _flush_final(self) -> None:
+        if self._final is not None:
+            final, self._final = self._final, None
+            self._emit("final", final)
+
+    def finish(self) -> None:
+        """The stream ended: show whatever is still held back."""
+        self._flush_partial()
+        self._flush_final()
+        if self._in_paragraph:
+            self._sink.end_paragraph()
+            self._in_paragraph = False
+
+
+PLAIN_PREFIX: dict[str, str] = {
+    "start": "▶ ",
+    "status": "… ",
+    "tool": "$ ",
+    "tool_done": "✓ ",
+    "tool_failed": "✗ ",
+    "stderr": "stderr: ",
+    "error": "✗ ",
+    "end": "■ ",
+}
+
+
+class PlainSink:
+    """Plain text for pipes and files: one prefix per kind, assistant text as it streams."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def delta(self, text: str) -> None:
+        """Write assistant text as it comes."""
+        self._out.write(text)
+
+    def end_paragraph(self) -> None:
+        """End the assistant paragraph's line."""
+        self._out.write("\n")
+
+    def block(self, block: Block) -> None:
+        """Write one block with its prefix."""
+        if block.kind == "output":
+            self._out.write("".join(f"  │ {row}\n" for row in block.text.splitlines()))
+        elif block.kind == "final":
+            self._out.write(f"── final answer ──\n{block.text}\n")
+        else:
+            self._out.write(f"{PLAIN_PREFIX.get(block.kind, '')}{block.text}\n")
+
+
 class EventPrinter:
-    """Prints a run's events readably: deltas joined into text, tools as short blocks."""
+    """Prints a run's events readably as plain text, or as JSON lines with as_json."""
 
     def __init__(self, out: TextIO, *, as_json: bool = False) -> None:
         self._out = out
         self._json = as_json
-        self._mid_line = False
-
-    def _line(self, text: str) -> None:
-        if self._mid_line:
-            self._out.write("\n")
-            self._mid_line = False
-        self._out.write(text + "\n")
+        self._reader = EventReader(PlainSink(out))
 
     def print(self, event: Event) -> None:
         """Render one event."""
         if self._json:
             self._out.write(event.model_dump_json() + "\n")
         else:
-            self._render(event.event, event.data)
+            self._reader.feed(event)
+
+    def flush(self) -> None:
+        """Push buffered output to the stream."""
         self._out.flush()
 
-    def _render(self, name: str, data: Any) -> None:
-        data = data if isinstance(data, dict) else {"value": data}
-        if name == "start":
-            self._line(f"▶ started {data.get('agentId', '')} (pid {data.get('pid')})")
-        elif name == "agent":
-            self._agent(data)
-        elif name in ("stdout", "stderr"):
-            prefix = "" if name == "stdout" else "stderr: "
-            self._line(prefix + str(data.get("text", "")))
-        elif name == "error":
-            self._line(f"✗ error: {data.get('message', data)}")
-        elif name == "end":
-            detail = ", ".join(
-                f"{k} {data[k]}" for k in ("code", "signal", "errorCode") if data.get(k) is not None
-            )
-            self._line(f"■ {data.get('status')}" + (f" ({detail})" if detail else ""))
-        else:
-            self._line(f"{name}: {data}")
-
-    def _agent(self, data: dict[str, Any]) -> None:
-        kind = data.get("type")
-        if kind == "text_delta":
-            self._out.write(str(data.get("delta", "")))
-            self._mid_line = True
-        elif kind == "tool_call" and data.get("phase") == "started":
-            self._line(f"$ {data.get('summary') or data.get('name')}")
-        elif kind == "tool_call":
-            self._line(f"✓ {data.get('name')} (exit {data.get('exitCode')})")
-        elif kind == "tool_output":
-            for row in str(data.get("text", "")).rstrip("\n").splitlines():
-                self._line(f"  │ {row}")
-        elif kind == "message" and data.get("final"):
-            self._line("── final answer ──")
-            self._line(str(data.get("text", "")))
-        elif kind == "status":
-            self._line(f"… {data.get('text')}")
-        else:
-            self._line(f"agent: {data}")
-
     def close(self) -> None:
-        """End a half-written line."""
-        if self._mid_line:
-            self._out.write("\n")
-            self._mid_line = False
-            self._out.flush()
+        """Show what was held back and flush."""
+        if not self._json:
+            self._reader.finish()
+        self._out.flush()

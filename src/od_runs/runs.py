@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +32,18 @@ from .agents.process import (
     pump,
     signal_group,
     signal_name,
+    signal_pid,
     spawn,
     start_time,
     terminate,
     wait_group_gone,
 )
+from .agents.watchdog import Watchdog
+from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
+from .conversations import Conversations, Ticket
 from .errors import BadRequest, Conflict, NotFound
 from .eventlog import EventLog, LogLine, MemoryLog, encode_lines, last_line, now_iso
+from .failures import failure
 from .models import (
     RUN_ID_PATTERN,
     TERMINAL_STATES,
@@ -49,6 +54,7 @@ from .models import (
     RunStatus,
 )
 from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values, summarize_bundle
+from .status_events import StatusHub
 from .store import DB_NAME, RunRow, RunStore
 
 log = logging.getLogger("od_runs.runs")
@@ -81,24 +87,43 @@ class Subscriber:
         self._limit = limit
         self._wake = anyio.Event()
         self.dropped = False
+        self.closed = False
+        # Called once on drop: a reader stuck writing to a full socket never calls take().
+        self.on_drop: Callable[[], None] | None = None
 
     def push(self, lines: list[LogLine]) -> None:
-        """Queue a batch, or mark the subscriber dropped if it is too far behind."""
+        """Queue a batch, or drop the subscriber if it is too far behind."""
         if self.dropped:
             return
         if self._pending + len(lines) > self._limit:
-            self.dropped = True
+            self.drop()
         else:
             self._batches.append(lines)
             self._pending += len(lines)
         self._wake.set()
 
+    def drop(self) -> None:
+        """Disconnect this reader; it resumes from the log with its cursor."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self._batches, self._pending = [], 0
+        self._wake.set()
+        if self.on_drop is not None:
+            self.on_drop()
+
+    def close(self) -> None:
+        """End the live part: take() returns empty and the reader goes to the run's end."""
+        self.closed = True
+        self._wake.set()
+
     async def take(self) -> list[LogLine]:
-        """Everything pending, in order; waits if nothing is. Empty once dropped."""
-        await self._wake.wait()
+        """Everything pending, in order; waits if nothing is. Empty once dropped or closed."""
+        if not self._batches and not self.closed:
+            await self._wake.wait()
         self._wake = anyio.Event()
         batches, self._batches, self._pending = self._batches, [], 0
-        if self.dropped:
+        if self.dropped or not batches:
             return []
         return batches[0] if len(batches) == 1 else [line for b in batches for line in b]
 
@@ -135,6 +160,11 @@ class Run:
     tick: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
     cancel_event: anyio.Event = field(default_factory=anyio.Event)
+    # Set when events.jsonl cannot be written: nothing more is published (invariant 3).
+    log_error: RunError | None = None
+    # Why the daemon stopped the child itself (watchdog, adapter); cancel_event follows.
+    stop_error: RunError | None = None
+    ticket: Ticket | None = None
     finished_mono: float = 0.0
 
     @property
@@ -166,6 +196,7 @@ class Run:
             lastEventId=self.last_event_id,
             mediaExecution=req.mediaExecution,
             toolBundle=summarize_bundle(req.toolBundle),
+            sessionRef=self.adapter.session_ref() if self.adapter is not None else None,
         )
 
 
@@ -190,6 +221,7 @@ class RunService:
         *,
         grace: float = DEFAULT_GRACE,
         finished_ttl: float = FINISHED_TTL,
+        max_conversations: int = CONVERSATION_LIMIT,
     ) -> None:
         self.store = store
         self.log_root = log_root
@@ -199,6 +231,9 @@ class RunService:
         self._runs: dict[str, Run] = {}
         self._create_lock = anyio.Lock()
         self._daemon_secrets = daemon_secrets()
+        # Status changes of every run, for GET /api/events (the web monitor's list).
+        self.status_hub = StatusHub()
+        self.conversations = Conversations(max_conversations)
 
     # Creating -----------------------------------------------------------------------------
 
@@ -225,6 +260,9 @@ class RunService:
             run.adapter = adapter
             await self.store.insert(self._row(run))
             self._runs[run.id] = run
+            # Under the lock: a conversation's runs take their places in creation order.
+            run.ticket = self.conversations.enqueue(run.id, request, run.created_at)
+        self._status_changed(run)
         return run
 
     def _new_run(self, request: RunCreate, digest: str) -> Run:
@@ -275,8 +313,14 @@ class RunService:
         first = run.last_event_id + 1
         raw, lines, lengths = encode_lines(first, items, now_iso(), run.scrubber.scrub_json)
         if isinstance(run.log, EventLog):
+            if run.log_error is not None:
+                return
             if run.log.writable:
-                run.log.append(first, raw, lengths)
+                try:
+                    run.log.append(first, raw, lengths)
+                except OSError as exc:
+                    self._log_broken(run, exc)
+                    return
         else:
             run.log.append_lines(lines)
         run.last_event_id = lines[-1].id
@@ -285,6 +329,23 @@ class RunService:
                 self._record_error(run, data["error"])
         self._publish(run, lines)
         self.store.schedule(self._row(run))
+
+    def _log_broken(self, run: Run, exc: OSError) -> None:
+        """The disk refused a write: stop the run, it cannot be recorded any more."""
+        log.error("run %s: cannot write %s: %s", run.id, run.events_log_path, exc)
+        where = Path(run.events_log_path).parent if run.events_log_path else "the data dir"
+        run.log_error = RunError(
+            code="LOG_WRITE_FAILED",
+            message=(
+                f"The run's event log could not be written ({exc.strerror or exc}), so the run "
+                f"was stopped. Check free space and permissions of {where}."
+            ),
+            retryable=True,
+        )
+        run.log.close()
+        for subscriber in list(run.subscribers):
+            subscriber.close()
+        run.cancel_event.set()  # the signal ladder stops the child; _conclude says why
 
     def _record_error(self, run: Run, error: dict[str, Any]) -> None:
         code, message = error.get("code"), error.get("message")
@@ -327,10 +388,17 @@ class RunService:
             end["error"] = run.error.message
         self.emit_many(run, [("end", end)], force=True)
         run.log.close()
+        if run.ticket is not None and not run.driven:
+            self.conversations.abandon(run.ticket)
         run.finished_mono = anyio.current_time()
         run.done.set()
         self.store.schedule(self._row(run))
+        self._status_changed(run)
         return True
+
+    def _status_changed(self, run: Run) -> None:
+        if len(self.status_hub):  # building a status body costs more than asking
+            self.status_hub.publish(run.status_body())
 
     def _row(self, run: Run) -> RunRow:
         return RunRow(
@@ -343,21 +411,33 @@ class RunService:
     # Driving ------------------------------------------------------------------------------
 
     async def _drive(self, run: Run) -> None:
-        """Spawn the run's child, pump its output, and finish the run however it ends."""
+        """Wait for the run's turn in its conversation, then run it."""
         adapter = run.adapter
-        assert adapter is not None
+        assert adapter is not None and run.ticket is not None
+        async with self.conversations.turn(run.ticket, run.cancel_event, adapter.session_ref) as go:
+            if not go:
+                self.finish(run, "canceled")
+                return
+            await self._drive_now(run, adapter)
+
+    async def _drive_now(self, run: Run, adapter: Adapter) -> None:
+        """Spawn the run's child, pump its output, and finish the run however it ends."""
         if run.cancel_requested:
             self.finish(run, "canceled")
             return
         try:
+            session = await self.conversations.session_to_resume(run.ticket, self._history)
+            if session is not None:
+                adapter.resume(session)
             await self._supervise(run, adapter)
         except FileNotFoundError as exc:
+            hint = f"; {adapter.install_hint}" if adapter.install_hint else ""
             self.finish(
                 run,
                 "failed",
-                error=RunError(
-                    code="AGENT_NOT_FOUND",
-                    message=f"The agent's program was not found: {exc.filename or exc}.",
+                error=failure(
+                    "AGENT_NOT_FOUND",
+                    f"The agent's program was not found: {exc.filename or exc}{hint}.",
                 ),
             )
         except PermissionError as exc:
@@ -381,6 +461,9 @@ class RunService:
                 if not run.terminal:
                     self.finish(run, "canceled" if run.cancel_requested else "failed")
 
+    async def _history(self, conversation_id: str) -> list[RunStatus]:
+        return await self.list(conversation_id=conversation_id, limit=50)
+
     async def _reap(self, run: Run) -> None:
         process = run.process
         if process is None:
@@ -389,6 +472,14 @@ class RunService:
             signal_group(process.pid, 9)
             await process.wait()
         await wait_group_gone(process.pid)
+        await self._kill_escaped(run)
+
+    async def _kill_escaped(self, run: Run) -> None:
+        """SIGKILL descendants that left the run's process group (setsid) but kept its marker."""
+        marker = f"{RUN_ID_ENV}={run.id}"
+        for pid in await anyio.to_thread.run_sync(recovery.processes_marked, marker):
+            if signal_pid(pid, 9):
+                log.info("run %s: killed process %d that had left the run's group", run.id, pid)
 
     async def _supervise(self, run: Run, adapter: Adapter) -> None:
         env = child_env(adapter.env())
@@ -401,12 +492,27 @@ class RunService:
         run.status = "running"
         run.started_at = run.updated_at = now_iso()
         self.emit(run, "start", {"agentId": run.request.agentId, "pid": process.pid})
+        self._status_changed(run)
         # The pid must be durable before anything else: crash recovery kills by it.
         await self.store.flush()
 
-        def sink(stream: str) -> Any:
-            return lambda lines: self.emit_many(run, adapter.translate(stream, lines))
+        watchdog = Watchdog.for_run(run.request, adapter.default_idle_timeout_ms)
 
+        def sink(stream: str) -> Any:
+            def handle(lines: list[tuple[str, bool]]) -> None:
+                watchdog.touch()
+                self.emit_many(run, adapter.translate(stream, lines))
+                if adapter.failure is not None:
+                    self._stop(run, adapter.failure)
+
+            return handle
+
+        async def watch() -> None:
+            with watching:
+                expiry = await watchdog.expired()
+                self._stop(run, _expiry_error(expiry, watchdog))
+
+        watching = anyio.CancelScope()
         assert process.stdout is not None and process.stderr is not None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_cancel, run, process, adapter)
@@ -414,13 +520,16 @@ class RunService:
                 pumps_done = _Countdown(2)
                 readers.start_soon(pumps_done.wrap(pump), process.stdout, sink("stdout"))
                 readers.start_soon(pumps_done.wrap(pump), process.stderr, sink("stderr"))
+                readers.start_soon(watch)
                 if stdin is not None:
                     readers.start_soon(feed_stdin, process, stdin)
                 await process.wait()
+                watching.cancel()
                 # Grandchildren may hold the pipes open; they die with the run.
                 with anyio.move_on_after(DRAIN_TIMEOUT):
                     await pumps_done.wait()
                 await wait_group_gone(process.pid)
+                await self._kill_escaped(run)
             if not run.cancel_event.is_set():
                 tg.cancel_scope.cancel()
         self._conclude(run, adapter, process.returncode)
@@ -428,14 +537,36 @@ class RunService:
     def _conclude(self, run: Run, adapter: Adapter, returncode: int | None) -> None:
         killed_by = signal_name(returncode)
         exit_code = returncode if returncode is not None and returncode >= 0 else None
+        if run.log_error is not None:
+            self.finish(run, "failed", exit_code, killed_by or run.signal_sent, run.log_error)
+            return
+        self.emit_many(run, adapter.finish_events())
         if run.cancel_requested:
             self.finish(run, "canceled", exit_code, killed_by or run.signal_sent)
+            return
+        if run.stop_error is not None:
+            self.finish(run, "failed", exit_code, killed_by or run.signal_sent, run.stop_error)
             return
         error = adapter.outcome(returncode if returncode is not None else -9)
         if error is None:
             self.finish(run, "succeeded", exit_code, None)
-        else:
-            self.finish(run, "failed", exit_code, killed_by, error)
+            return
+        if error.code != "AGENT_EXITED":
+            # The end event says "exit code N" well enough; anything subtler gets its line.
+            self._emit_error(run, error)
+        self.finish(run, "failed", exit_code, killed_by, error)
+
+    def _stop(self, run: Run, error: RunError) -> None:
+        """Stop the child on the daemon's own initiative (stall, timeout, adapter verdict)."""
+        if run.stop_error is not None or run.cancel_event.is_set():
+            return
+        run.stop_error = error
+        run.cancel_grace = self.grace
+        self._emit_error(run, error)
+        run.cancel_event.set()
+
+    def _emit_error(self, run: Run, error: RunError) -> None:
+        self.emit(run, "error", {"message": error.message, "error": error.model_dump()})
 
     async def _watch_cancel(self, run: Run, process: Process, adapter: Adapter) -> None:
         await run.cancel_event.wait()
@@ -453,6 +584,7 @@ class RunService:
             run.cancel_requested = True
             run.updated_at = now_iso()
             self.store.schedule(self._row(run))
+            self._status_changed(run)
         run.cancel_grace = self.grace if grace is None else grace
         if not run.driven:
             self.finish(run, "canceled")
@@ -542,11 +674,28 @@ class RunService:
                 await run.tick.wait()
         return run.status_body()
 
+    async def watch(self, run_id: str, on_change: Callable[[RunStatus], Awaitable[None]]) -> None:
+        """Call on_change with the status now and after each change, until it is terminal.
+
+        Changes that happen while on_change runs are folded into the next call.
+        """
+        run = self._runs.get(run_id)
+        if run is None:
+            await on_change(await self.get(run_id))
+            return
+        while True:
+            tick = run.tick
+            status = run.status_body()
+            await on_change(status)
+            if status.status in TERMINAL_STATES:
+                return
+            await tick.wait()
+
     async def attach(self, run_id: str) -> Attachment:
         """Register a live subscriber and note the head id in one step (invariant 5)."""
         run = self._runs.get(run_id)
         if run is not None:
-            if run.terminal:
+            if run.terminal or run.log_error is not None:
                 return Attachment(run.log, run.last_event_id, None, run)
             subscriber = Subscriber(SUBSCRIBER_LIMIT)
             run.subscribers.add(subscriber)
@@ -623,6 +772,20 @@ class RunService:
         return len(stale)
 
 
+def _expiry_error(expiry: str, watchdog: Watchdog) -> RunError:
+    if expiry == "timeout":
+        return failure(
+            "AGENT_TIMEOUT",
+            f"The run reached its time limit of {watchdog.timeout:g} s (timeoutMs) "
+            "and was stopped.",
+        )
+    return failure(
+        "AGENT_STALLED",
+        f"The agent printed nothing for {watchdog.idle:g} s (idleTimeoutMs) and was stopped; "
+        "it may be waiting on something that never comes.",
+    )
+
+
 class _Existing(Exception):
     """An idempotent create that matched a run no longer in memory."""
 
@@ -659,6 +822,7 @@ async def open_service(
     *,
     grace: float = DEFAULT_GRACE,
     finished_ttl: float = FINISHED_TTL,
+    max_conversations: int = CONVERSATION_LIMIT,
 ) -> AsyncIterator[RunService]:
     """Open the store, recover from a crash, run the service, and shut it down cleanly."""
     lock: int | None = None
@@ -678,7 +842,14 @@ async def open_service(
         if data_dir is not None:
             await recovery.recover(store, RUN_ID_ENV)
         async with anyio.create_task_group() as tg:
-            service = RunService(store, tg, data_dir, grace=grace, finished_ttl=finished_ttl)
+            service = RunService(
+                store,
+                tg,
+                data_dir,
+                grace=grace,
+                finished_ttl=finished_ttl,
+                max_conversations=max_conversations,
+            )
             tg.start_soon(store.run_writer)
             tg.start_soon(service._janitor)
             try:
@@ -686,6 +857,7 @@ async def open_service(
             finally:
                 with anyio.CancelScope(shield=True):
                     await service.shutdown_active(grace)
+                    service.status_hub.close()
                     await store.flush()
                 tg.cancel_scope.cancel()
     finally:

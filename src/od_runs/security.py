@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.exceptions import HTTPException
@@ -43,9 +43,12 @@ class GuardMiddleware:
         token: str | None,
         allowed_hosts: Iterable[str] = (),
         allowed_origins: Iterable[str] = (),
+        public: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.app = app
         self.token = token
+        # (method, path) -> True for what needs no token (the web monitor's static page).
+        self.public = public or (lambda method, path: False)
         self.hosts = {h.lower().strip("[]") for h in (*LOOPBACK_NAMES, *allowed_hosts)}
         self.origins = {o.rstrip("/").lower() for o in allowed_origins}
 
@@ -62,7 +65,11 @@ class GuardMiddleware:
         if origin is not None and not self._origin_ok(origin):
             await _refuse(send, 403, "FORBIDDEN_ORIGIN", f"Origin {origin[:100]!r} is not allowed")
             return
-        if self.token is not None and not self._token_ok(headers, scope):
+        if (
+            self.token is not None
+            and not self.public(scope["method"], scope["path"])
+            and not self._token_ok(headers, scope)
+        ):
             await _refuse(send, 401, "UNAUTHORIZED", "a valid bearer token is required")
             return
         length = headers.get("content-length")

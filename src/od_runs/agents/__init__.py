@@ -1,21 +1,36 @@
-"""Agent adapters: one module per agent behind the small interface in base.py."""
+"""Agent adapters: one module per agent behind the small interface in base.py.
+
+Adding an agent means adding its module and one line to ADAPTERS below; the API, the MCP
+tool and the CLI read their list of agents from here.
+"""
 
 from __future__ import annotations
 
+from ..errors import Invalid
 from ..models import RunCreate
 from .base import Adapter
+from .codex import CodexAdapter
 from .command import CommandAdapter
 from .demo import DemoAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    DemoAdapter.agent_id: DemoAdapter,
-    CommandAdapter.agent_id: CommandAdapter,
+    adapter.agent_id: adapter for adapter in (DemoAdapter, CommandAdapter, CodexAdapter)
 }
 
 
+def agent_ids() -> list[str]:
+    """The agentIds a run may ask for."""
+    return sorted(ADAPTERS)
+
+
 def make_adapter(request: RunCreate) -> Adapter:
-    """The adapter for a run request's agentId."""
-    return ADAPTERS[request.agentId](request)
+    """The adapter for a run request's agentId; 422 for an id no adapter is registered for."""
+    adapter = ADAPTERS.get(request.agentId)
+    if adapter is None:
+        raise Invalid(
+            f"agentId: unknown agent {request.agentId!r}; known agents: {', '.join(agent_ids())}"
+        )
+    return adapter(request)
 
 
-__all__ = ["ADAPTERS", "Adapter", "make_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "agent_ids", "make_adapter"]

@@ -168,6 +168,15 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def signal_pid(pid: int, sig: int) -> bool:
+    """Send sig to one process; False if it is gone (or not ours)."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 async def wait_group_gone(pgid: int, timeout: float = REAP_TIMEOUT) -> bool:
     """SIGKILL whatever is left of a group and wait until no live member remains."""
     with anyio.move_on_after(timeout):

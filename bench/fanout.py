@@ -1,0 +1,133 @@
+"""Fan-out: 500 SSE clients on one run that emits 2,000 events/s.
+
+Figure: p99 delivery latency (an event's `ts`, stamped when the daemon writes it, to the
+moment a client's read returns it) and whether every client got every event.
+Baseline: the same measurement with a single client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+from typing import Any
+
+import httpx
+import uvloop
+
+from common import Figure, create_run, daemon, percentile, report, ts_epoch, wait_terminal
+
+CLIENTS = 500
+RATE = 2000
+SECONDS = 6.0
+TS = re.compile(rb'"ts":"([^"]{24})"')
+
+
+class Client(asyncio.Protocol):
+    """One raw HTTP/1.1 SSE reader as a protocol: the cheapest way for 500 to share a core."""
+
+    def __init__(self, request: bytes, measure_from: list[float], done: asyncio.Event) -> None:
+        self.request = request
+        self.measure_from = measure_from
+        self.done = done
+        self.events = 0
+        self.ended = False
+        self.samples: list[tuple[float, int]] = []  # (latency s, events it covers)
+        self.carry = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport  # uvloop's transports are not asyncio.Transport
+        self.transport.write(self.request)
+
+    def data_received(self, chunk: bytes) -> None:
+        now = time.time()
+        data = self.carry + chunk
+        # Each body message of the server holds whole frames, so patterns never straddle an
+        # HTTP chunk header; a TCP read can still cut one, hence the carry.
+        cut = data.rfind(b"\n\n")
+        whole, self.carry = data[: cut + 2], data[cut + 2 :]
+        count = whole.count(b"\nevent: ")
+        if not count:
+            return
+        self.events += count
+        first = TS.search(whole)
+        # The oldest event of a read waited longest: charging its latency to every event of
+        # the read over-states the tail, never under-states it.
+        if first and self.measure_from[0]:
+            sent = ts_epoch(first.group(1))
+            if sent >= self.measure_from[0]:
+                self.samples.append((now - sent, count))
+        if b"\nevent: end\n" in whole:
+            self.ended = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done.set()
+
+
+async def fan_out(port: int, run_id: str, clients: int) -> list[Client]:
+    """Connect all clients, then note the time from which latency counts."""
+    loop = asyncio.get_running_loop()
+    request = (
+        f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    measure_from = [0.0]
+    began = time.monotonic()
+    readers = []
+    for _ in range(clients):
+        reader = Client(request, measure_from, asyncio.Event())
+        await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+        readers.append(reader)
+    # Events stamped once everyone is connected and streaming (plus a beat) are measured.
+    deadline = time.monotonic() + 30
+    while sum(1 for c in readers if c.events) < clients and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench polls a count
+        await asyncio.sleep(0.05)
+    measure_from[0] = time.time() + 0.2
+    if os.environ.get("BENCH_VERBOSE"):
+        print(f"connected and streaming after {time.monotonic() - began:.2f} s", file=sys.stderr)
+    for reader in readers:
+        await asyncio.wait_for(reader.done.wait(), timeout=SECONDS * 5 + 60)
+    return readers
+
+
+def measure(url: str, port: int, clients: int) -> tuple[float, bool, int]:
+    """p99 latency in ms, whether every client got every event, and the events per client."""
+    events = int(RATE * SECONDS)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        run = create_run(
+            http, agentId="demo", prompt="fan", demo={"events": events, "durationSeconds": SECONDS}
+        )
+        readers = uvloop.run(fan_out(port, run["id"], clients))
+        status = wait_terminal(http, run["id"])
+    expected = status["lastEventId"]
+    complete = all(c.ended and c.events == expected for c in readers)
+    weighted = [lat for c in readers for lat, n in c.samples for _ in range(n)]
+    return percentile(weighted, 99) * 1000, complete, expected
+
+
+def main() -> None:
+    """One client first (baseline), then 500."""
+    with daemon() as d:
+        base, base_ok, _ = measure(d.url, d.port, 1)
+        p99, ok, expected = measure(d.url, d.port, CLIENTS)
+    report(
+        [
+            Figure(
+                f"fan-out p99 latency, {CLIENTS} SSE clients at {RATE:,} events/s",
+                p99,
+                "ms",
+                "<= 50 ms",
+                f"1 client {base:.1f} ms",
+                p99 <= 50 and ok,
+                f"every client got all {expected:,} events: {'yes' if ok else 'NO'}",
+            )
+        ]
+    )
+    assert base_ok
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,589 @@
+"""The `codex` agent: `codex exec --json`, its JSONL turned into our `agent` events.
+
+Command line (in the run's cwd; the prompt on stdin, then stdin closed):
+
+    codex exec --json --skip-git-repo-check [-m MODEL] [resume THREAD_ID] -
+
+The binary is `codex` on PATH, or OD_RUNS_CODEX_BIN. Codex reads its own config and login
+from CODEX_HOME (default ~/.codex); the daemon passes CODEX_HOME, OPENAI_API_KEY and the
+proxy/TLS variables through when it has them.
+
+Codex JSONL -> `agent` event data (each `type` below is the data's "type"):
+
+| Codex                                | ours                                                  |
+|--------------------------------------|-------------------------------------------------------|
+| thread.started                       | session {threadId, resumed}                           |
+| turn.started                         | status "Turn started"                                 |
+| item agent_message (completed)       | message {role: assistant, itemId, text, phase?}       |
+| item command_execution               | tool_call started; tool_output; tool_call completed   |
+| item file_change                     | tool_call started/completed (apply_patch); file_change|
+| item mcp_tool_call, web_search       | tool_call started / completed                         |
+| item todo_list                       | plan {items: [{text, done}]}                          |
+| item error, top-level error          | warning (Codex carries on; turn.failed decides)       |
+| top-level error "Reconnecting... N/M"| status with retry {attempt, max}: progress only       |
+| turn.completed                       | usage; then message {final: true}: the final answer   |
+| turn.failed                          | remembered; the run fails with a classified errorCode |
+| item reasoning, message updates      | left out; one `suppressed` event counts them by kind  |
+| unknown item or event, non-JSON line | warning; the run goes on                              |
+
+The final answer is the last completed assistant message, preferring one whose phase is
+`final_answer`; progress messages are never concatenated into it. Failures are classified
+(see failures.py for the table) from Codex's own error messages; stderr is kept as a bounded
+tail to help choose the kind, and never pasted into the error a user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+from ..errors import BadRequest
+from ..failures import failure
+from ..models import RunCreate, RunError, SessionRef
+from .base import Adapter, EventItem, Stream
+
+BINARY_ENV = "OD_RUNS_CODEX_BIN"
+# What a Codex child inherits from the daemon besides the generic allowlist.
+INHERITED_ENV = (
+    "CODEX_HOME",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "CODEX_API_KEY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
+# Codex prints nothing while the model thinks or a command runs between its polls; half an
+# hour of total silence means it is wedged, not busy.
+IDLE_TIMEOUT_MS = 30 * 60 * 1000
+# A JSONL line may arrive in pieces (the process layer splits lines at 64 KiB).
+MAX_JSON_LINE = 16 * 1024 * 1024
+# How much of a tool's output one event carries.
+MAX_OUTPUT_CHARS = 64 * 1024
+# stderr lines kept to classify a failure.
+STDERR_TAIL_LINES = 50
+SUMMARY_CHARS = 160
+
+_RECONNECT = re.compile(r"^Reconnecting\.\.\.\s*(\d+)\s*/\s*(\d+)")
+_HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
+_RESUME_GONE = re.compile(
+    r"thread/resume|no rollout found|(?:thread|session|conversation) not found", re.I
+)
+_AUTH = re.compile(
+    r"\b40[13]\b|unauthori[sz]ed|forbidden|invalid[_ ]api[_ ]key|incorrect api key|"
+    r"missing (?:environment variable|api key)|not logged in|log ?in again|sign in again|"
+    r"refresh token|token (?:has )?expired|authenticat",
+    re.I,
+)
+_RATE = re.compile(r"\b429\b|too many requests|rate[_ -]?limit|usage limit|quota", re.I)
+_UNAVAILABLE = re.compile(
+    r"\b5\d\d\b|service unavailable|internal server error|bad gateway|gateway timeout|"
+    r"high demand|overloaded|stream disconnected|error sending request|connection (?:refused|"
+    r"reset|closed)|timed out|timeout",
+    re.I,
+)
+_WRAPPED_SHELL = ("bash", "sh", "zsh", "dash")
+
+
+class CodexAdapter(Adapter):
+    """Drives `codex exec --json` and maps its events."""
+
+    agent_id = "codex"
+    description = "OpenAI Codex CLI (`codex exec --json`), resumable per conversation"
+    default_idle_timeout_ms = IDLE_TIMEOUT_MS
+    takes_model = True
+    has_sessions = True
+    install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
+
+    def __init__(self, request: RunCreate) -> None:
+        super().__init__(request)
+        self._resume: str | None = None
+        if request.sessionRef is not None and request.sessionRef.threadId is not None:
+            if not _is_uuid(request.sessionRef.threadId):
+                raise BadRequest("sessionRef.threadId must be a Codex thread id (a UUID)")
+            self._resume = request.sessionRef.threadId
+        self.thread_id: str | None = None
+        self.turn_completed = False
+        self.turn_error: str | None = None
+        self.last_error: str | None = None
+        self.retries = 0
+        self.saw_json = False
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.suppressed: Counter[str] = Counter()
+        self._messages: list[tuple[str, str, str | None]] = []
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._dropping = False
+        self._started: set[str] = set()
+        self._output_sent: dict[str, int] = {}
+        self._warned: set[str] = set()
+
+    # Spawning -----------------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        """codex exec --json --skip-git-repo-check [-m MODEL] [resume THREAD_ID] -"""
+        argv = [os.environ.get(BINARY_ENV) or "codex", "exec", "--json", "--skip-git-repo-check"]
+        if self.request.model:
+            argv += ["-m", self.request.model]
+        if self._resume:
+            argv += ["resume", self._resume]
+        argv.append("-")
+        return argv
+
+    def env(self) -> dict[str, str]:
+        """Codex's home, key and network settings from the daemon, then the run's own env."""
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(self.request.env)
+        return env
+
+    def resume(self, ref: SessionRef) -> None:
+        """Continue ref's thread (a conversation's previous run), unless the run names one."""
+        if self._resume is None and ref.threadId is not None:
+            self._resume = ref.threadId
+
+    def session_ref(self) -> SessionRef | None:
+        """The thread Codex reported, or the one this run was asked to resume."""
+        thread = self.thread_id or self._resume
+        return SessionRef(threadId=thread) if thread else None
+
+    # Reading ------------------------------------------------------------------------------
+
+    def translate(self, stream: Stream, lines: list[tuple[str, bool]]) -> list[EventItem]:
+        """stderr: kept as a tail and passed on; stdout: JSONL mapped event by event."""
+        if stream == "stderr":
+            self.stderr_tail.extend(text for text, partial in lines if not partial)
+            return super().translate(stream, lines)
+        out: list[EventItem] = []
+        for text, partial in lines:
+            whole = self._join(text, partial, out)
+            if whole is not None:
+                out += self.translate_line(whole)
+        return out
+
+    def _join(self, text: str, partial: bool, out: list[EventItem]) -> str | None:
+        """Reassemble a line the process layer delivered in pieces; skip an absurd one."""
+        if self._dropping:
+            self._dropping = partial
+            return None
+        if not partial and not self._pending:
+            return text
+        self._pending.append(text)
+        self._pending_size += len(text)
+        if self._pending_size > MAX_JSON_LINE:
+            out.append(_warning("Codex printed an over-long line; it was skipped."))
+            self._pending, self._pending_size = [], 0
+            self._dropping = partial
+            return None
+        if partial:
+            return None
+        whole = "".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        return whole
+
+    def translate_line(self, line: str) -> list[EventItem]:
+        """One line of `codex exec --json` output as zero or more events."""
+        if not line.strip():
+            return []
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return [_warning("Codex printed a line that is not JSON.", line=line[:500])]
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return [_warning("Codex printed JSON that is not an event.", line=line[:500])]
+        self.saw_json = True
+        kind = event["type"]
+        if kind == "thread.started":
+            return self._thread_started(event)
+        if kind == "turn.started":
+            return [_agent({"type": "status", "text": "Turn started"})]
+        if kind in ("item.started", "item.updated", "item.completed"):
+            item = event.get("item")
+            if not isinstance(item, dict):
+                return [_warning(f"Codex sent {kind} without an item.")]
+            return self._item(kind.removeprefix("item."), item)
+        if kind == "turn.completed":
+            return self._turn_completed(event)
+        if kind == "turn.failed":
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self.turn_error = str(message or self.last_error or "the turn failed")
+            return [_agent({"type": "status", "text": "Turn failed"})]
+        if kind == "error":
+            return self._error(str(event.get("message") or ""))
+        return self._unknown(f"event:{kind}", f"Codex sent an event of unknown type {kind!r}.")
+
+    def _thread_started(self, event: dict[str, Any]) -> list[EventItem]:
+        thread = event.get("thread_id")
+        if not isinstance(thread, str) or not thread:
+            return [_warning("Codex started a thread without an id.")]
+        self.thread_id = thread
+        resumed = self._resume is not None
+        if resumed and thread.lower() != str(self._resume).lower():
+            self.failure = failure(
+                "SESSION_RESUME_FAILED",
+                f"Codex could not resume thread {self._resume} and started a new one instead; "
+                "the run was stopped. Start a new conversation to continue without it.",
+            )
+        return [_agent({"type": "session", "threadId": thread, "resumed": resumed})]
+
+    def _error(self, message: str) -> list[EventItem]:
+        match = _RECONNECT.match(message)
+        if match:
+            self.retries = int(match.group(1))
+            self.last_error = message
+            return [
+                _agent(
+                    {
+                        "type": "status",
+                        "text": _one_line(message),
+                        "retry": {"attempt": int(match.group(1)), "max": int(match.group(2))},
+                    }
+                )
+            ]
+        self.last_error = message
+        return [_warning(_one_line(message) or "Codex reported an error.")]
+
+    def _turn_completed(self, event: dict[str, Any]) -> list[EventItem]:
+        self.turn_completed = True
+        out: list[EventItem] = []
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            out.append(
+                _agent(
+                    {
+                        "type": "usage",
+                        "inputTokens": usage.get("input_tokens"),
+                        "cachedInputTokens": usage.get("cached_input_tokens"),
+                        "outputTokens": usage.get("output_tokens"),
+                        "reasoningOutputTokens": usage.get("reasoning_output_tokens"),
+                    }
+                )
+            )
+        final = self.final_answer()
+        if final is not None:
+            item_id, text = final
+            out.append(
+                _agent(
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "final": True,
+                        "itemId": item_id,
+                        "text": text,
+                    }
+                )
+            )
+        return out
+
+    def final_answer(self) -> tuple[str, str] | None:
+        """(itemId, text) of the last completed assistant message, phase final_answer first."""
+        finals = [m for m in self._messages if m[2] == "final_answer"]
+        chosen = (finals or self._messages)[-1:] or None
+        return (chosen[0][0], chosen[0][1]) if chosen else None
+
+    # Items --------------------------------------------------------------------------------
+
+    def _item(self, phase: str, item: dict[str, Any]) -> list[EventItem]:
+        item_type = str(item.get("type") or "")
+        item_id = str(item.get("id") or "")
+        if item_type == "reasoning":
+            self.suppressed["reasoning"] += 1
+            return []
+        if item_type == "agent_message":
+            if phase != "completed":
+                self.suppressed[f"agent_message.{phase}"] += 1
+                return []
+            text = str(item.get("text") or "")
+            message_phase = item.get("phase") if isinstance(item.get("phase"), str) else None
+            self._messages.append((item_id, text, message_phase))
+            data: dict[str, Any] = {"type": "message", "role": "assistant", "itemId": item_id}
+            if message_phase:
+                data["phase"] = message_phase
+            data["text"] = text
+            return [_agent(data)]
+        if item_type == "command_execution":
+            return self._command(phase, item_id, item)
+        if item_type in ("file_change", "mcp_tool_call", "web_search"):
+            return self._tool(phase, item_id, item_type, item)
+        if item_type == "todo_list":
+            entries = item.get("items") if isinstance(item.get("items"), list) else []
+            plan = [
+                {"text": str(e.get("text") or ""), "done": bool(e.get("completed"))}
+                for e in entries
+                if isinstance(e, dict)
+            ]
+            return [_agent({"type": "plan", "itemId": item_id, "items": plan})]
+        if item_type == "error":
+            if phase != "completed":
+                return []
+            message = str(item.get("message") or "")
+            self.last_error = message
+            return [_warning(_one_line(message) or "Codex reported an error.")]
+        return self._unknown(
+            f"item:{item_id or item_type}",
+            f"Codex sent an item of unknown type {item_type!r}; it is not shown.",
+        )
+
+    def _unknown(self, key: str, text: str) -> list[EventItem]:
+        if key in self._warned:
+            self.suppressed["unknown"] += 1
+            return []
+        self._warned.add(key)
+        return [_warning(text)]
+
+    def _command(self, phase: str, item_id: str, item: dict[str, Any]) -> list[EventItem]:
+        command = str(item.get("command") or "")
+        summary = _command_summary(command)
+        out: list[EventItem] = []
+        if item_id not in self._started:
+            self._started.add(item_id)
+            out.append(
+                _agent(
+                    {
+                        "type": "tool_call",
+                        "phase": "started",
+                        "callId": item_id,
+                        "name": "shell",
+                        "summary": summary,
+                        "input": {"command": command},
+                    }
+                )
+            )
+        output = str(item.get("aggregated_output") or "")
+        sent = self._output_sent.get(item_id, 0)
+        if len(output) > sent:
+            # Codex repeats the whole output so far; pass on only what is new.
+            out.append(
+                _agent(
+                    {
+                        "type": "tool_output",
+                        "callId": item_id,
+                        "text": _bounded(output[sent:]),
+                    }
+                )
+            )
+            self._output_sent[item_id] = len(output)
+        if phase == "completed":
+            self._output_sent.pop(item_id, None)
+            status = str(item.get("status") or "completed")
+            out.append(
+                _agent(
+                    {
+                        "type": "tool_call",
+                        "phase": "completed",
+                        "callId": item_id,
+                        "name": "shell",
+                        "summary": summary,
+                        "status": status,
+                        "exitCode": item.get("exit_code"),
+                        "output": _bounded(output),
+                    }
+                )
+            )
+        return out
+
+    def _tool(
+        self, phase: str, item_id: str, item_type: str, item: dict[str, Any]
+    ) -> list[EventItem]:
+        name, summary, extra = _describe_tool(item_type, item, self.request.cwd)
+        out: list[EventItem] = []
+        if item_id not in self._started:
+            self._started.add(item_id)
+            started = {"type": "tool_call", "phase": "started", "callId": item_id}
+            out.append(_agent({**started, "name": name, "summary": summary, **extra["input"]}))
+        if phase != "completed":
+            return out
+        done: dict[str, Any] = {
+            "type": "tool_call",
+            "phase": "completed",
+            "callId": item_id,
+            "name": name,
+            "summary": summary,
+            "status": str(item.get("status") or "completed"),
+            **extra["result"],
+        }
+        out.append(_agent(done))
+        if item_type == "file_change":
+            out.append(
+                _agent({"type": "file_change", "callId": item_id, "changes": extra["changes"]})
+            )
+        return out
+
+    # Ending -------------------------------------------------------------------------------
+
+    def finish_events(self) -> list[EventItem]:
+        """One summary of what was left out, by kind (never the text itself)."""
+        if not self.suppressed:
+            return []
+        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
+        return [
+            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
+        ]
+
+    def outcome(self, returncode: int) -> RunError | None:
+        """Success only with turn.completed and exit 0; otherwise the most specific kind."""
+        if self.failure is not None:
+            return self.failure
+        if self.turn_error is not None:
+            return self.classify(self.turn_error, returncode)
+        if returncode == 0:
+            if self.turn_completed:
+                return None
+            return failure(
+                "AGENT_PROTOCOL_ERROR",
+                "Codex exited without finishing its turn (no turn.completed event).",
+            )
+        if returncode < 0:
+            return super().outcome(returncode)
+        if returncode == 127 and not self.saw_json:
+            return failure(
+                "AGENT_NOT_FOUND",
+                f"Codex or its interpreter (node) was not found (exit 127); {self.install_hint}.",
+            )
+        return self.classify(self.last_error or "", returncode)
+
+    def classify(self, message: str, returncode: int) -> RunError:
+        """The failure kind of a Codex error message, with the stderr tail as a hint only."""
+        hint = "\n".join(self.stderr_tail)
+        status = _HTTP_STATUS.search(message)
+        http = f" (HTTP {status.group(1)})" if status else ""
+        if self._resume is not None and self.thread_id is None and _RESUME_GONE.search(hint):
+            return failure(
+                "SESSION_RESUME_FAILED",
+                f"Codex could not resume thread {self._resume}: it no longer exists in "
+                "CODEX_HOME. Start a new conversation to continue without it.",
+            )
+        for text in (message, hint):
+            if not text:
+                continue
+            if _AUTH.search(text):
+                return failure(
+                    "PROVIDER_AUTH_FAILED",
+                    f"The model provider refused Codex's credentials{http}. Run `codex login` "
+                    "(or give the daemon the provider's API key) and start the run again.",
+                )
+            if _RATE.search(text):
+                return failure(
+                    "PROVIDER_RATE_LIMITED",
+                    f"The model provider is rate limiting requests{http}. Wait, or check the "
+                    "account's usage limits, then retry.",
+                )
+            if _UNAVAILABLE.search(text):
+                after = f" after {self.retries} retries" if self.retries else ""
+                return failure(
+                    "PROVIDER_UNAVAILABLE",
+                    f"The model provider is unavailable{http}; Codex gave up{after}. Retry later.",
+                )
+            if status:
+                return failure(
+                    "PROVIDER_REJECTED",
+                    f"The model provider rejected the request{http}: {_short(message)}",
+                )
+        if self.turn_error is not None:
+            return failure("AGENT_EXITED", f"Codex reported the turn failed: {_short(message)}")
+        return failure("AGENT_EXITED", f"Codex exited with code {returncode}.")
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def _agent(data: dict[str, Any]) -> EventItem:
+    return ("agent", data)
+
+
+def _warning(text: str, **extra: Any) -> EventItem:
+    return ("agent", {"type": "warning", "text": text, **extra})
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _short(text: str, limit: int = 200) -> str:
+    line = _one_line(text)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_OUTPUT_CHARS else text[-MAX_OUTPUT_CHARS:]
+
+
+def _command_summary(command: str) -> str:
+    """`/bin/bash -lc 'make test'` reads as `make test`."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return _short(command, SUMMARY_CHARS)
+    if (
+        len(argv) == 3
+        and argv[0].rsplit("/", 1)[-1] in _WRAPPED_SHELL
+        and argv[1] in ("-c", "-lc", "-ic")
+    ):
+        return _short(argv[2], SUMMARY_CHARS)
+    return _short(command, SUMMARY_CHARS)
+
+
+def _describe_tool(
+    item_type: str, item: dict[str, Any], cwd: str | None
+) -> tuple[str, str, dict[str, Any]]:
+    """(name, summary, {"input", "result", "changes"}) of a non-shell tool item."""
+    if item_type == "file_change":
+        raw = item.get("changes") if isinstance(item.get("changes"), list) else []
+        changes = [
+            {"path": _relative(str(c.get("path") or ""), cwd), "kind": str(c.get("kind") or "")}
+            for c in raw
+            if isinstance(c, dict)
+        ]
+        summary = ", ".join(f"{c['kind']} {c['path']}" for c in changes) or "edit files"
+        return (
+            "apply_patch",
+            _short(summary, SUMMARY_CHARS),
+            {"input": {}, "result": {"changes": changes}, "changes": changes},
+        )
+    if item_type == "mcp_tool_call":
+        server, tool = str(item.get("server") or ""), str(item.get("tool") or "")
+        arguments = item.get("arguments")
+        preview = ""
+        if isinstance(arguments, dict):
+            preview = ", ".join(f"{k}={json.dumps(v)}" for k, v in arguments.items())
+        result: dict[str, Any] = {}
+        error = item.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            result["error"] = _short(str(error["message"]), 500)
+        content = (item.get("result") or {}).get("content") if item.get("result") else None
+        if isinstance(content, list):
+            texts = [str(c.get("text")) for c in content if isinstance(c, dict) and "text" in c]
+            result["output"] = _bounded("\n".join(texts))
+        return (
+            f"{server}.{tool}",
+            _short(f"{server}.{tool}({preview})", SUMMARY_CHARS),
+            {"input": {"input": {"arguments": arguments}}, "result": result, "changes": []},
+        )
+    query = str(item.get("query") or "")
+    return (
+        "web_search",
+        _short(f"search: {query}" if query else "web search", SUMMARY_CHARS),
+        {"input": {"input": {"query": query}}, "result": {}, "changes": []},
+    )
+
+
+def _relative(path: str, cwd: str | None) -> str:
+    if cwd and path.startswith(cwd.rstrip("/") + "/"):
+        return path[len(cwd.rstrip("/")) + 1 :]
+    return path

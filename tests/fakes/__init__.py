@@ -1,0 +1,1 @@
+"""Scripted stand-ins for the network services real agent CLIs talk to."""

@@ -1,0 +1,126 @@
+"""Invariant 10 under fire: a client that stops reading next to one that keeps up."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import h11
+
+from ..conftest import Daemon, assert_dense, parse_frames, read_log, wait_terminal
+
+# Paced, so the run's duration is set by the agent, not by how busy the machine is; big
+# enough (about 7 MB of frames) to fill a stalled reader's socket buffers and its queue.
+PACED = {"prompt": "stall", "demo": {"events": 60_000, "durationSeconds": 3.0}}
+
+
+class Reader(threading.Thread):
+    """A client that reads a run's SSE stream to the end and notes when it got there."""
+
+    def __init__(self, daemon: Daemon, run_id: str, after: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.daemon_ = daemon
+        self.run_id = run_id
+        self.after = after
+        self.text = ""
+        self.finished_at = 0.0
+
+    def run(self) -> None:
+        with (
+            self.daemon_.client() as http,
+            http.stream("GET", f"/api/runs/{self.run_id}/events?after={self.after}") as response,
+        ):
+            self.text = "".join(response.iter_text())
+        self.finished_at = time.monotonic()
+
+
+def open_stalled(daemon: Daemon, run_id: str) -> socket.socket:
+    """Send a stream request and then never read: a browser tab frozen by the OS."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", daemon.port))
+    sock.sendall(
+        f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
+    return sock
+
+
+def drain_stalled(sock: socket.socket) -> tuple[str, bool]:
+    """Read what the server sent until it closed the connection; (body text, clean end)."""
+    conn = h11.Connection(our_role=h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.send(h11.EndOfMessage())
+    sock.settimeout(20)
+    body = bytearray()
+    with sock:
+        while True:
+            data = sock.recv(1 << 20)
+            conn.receive_data(data)
+            try:
+                while (event := conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                    if isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage):
+                        return body.decode(), True  # the whole response: never dropped
+            except h11.RemoteProtocolError:
+                break  # closed in the middle of the chunked body: the server dropped us
+            if not data:
+                break
+    return body.decode(), False
+
+
+def run_once(daemon: Daemon, stalled: bool) -> tuple[dict, Reader, socket.socket | None]:
+    """One paced run with a normal reader, and optionally a stalled one beside it."""
+    run = daemon.create(PACED)
+    sock = open_stalled(daemon, run["id"]) if stalled else None
+    reader = Reader(daemon, run["id"])
+    started = time.monotonic()
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "the normal reader never saw the end of the run"
+    reader.finished_at -= started
+    return wait_terminal(daemon, run["id"]), reader, sock
+
+
+def seconds(status: dict) -> float:
+    """How long a run ran, from its status timestamps."""
+
+    def parse(ts: str) -> float:
+        return time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1] or 0)
+
+    return parse(status["finishedAt"]) - parse(status["startedAt"])
+
+
+def test_a_stalled_client_is_dropped_while_the_run_and_other_clients_go_on(
+    daemon: Daemon,
+) -> None:
+    """Ingest and a normal client keep pace (within 10 %); the stalled one is cut and resumes."""
+    control, control_reader, _ = run_once(daemon, stalled=False)
+    status, reader, sock = run_once(daemon, stalled=True)
+    assert sock is not None
+    log = read_log(status["eventsLogPath"])
+    assert_dense(log)
+
+    # The run and the reader that keeps up are as fast as without the stalled client.
+    assert status["status"] == "succeeded"
+    assert seconds(status) <= seconds(control) * 1.10 + 0.05
+    assert reader.finished_at <= control_reader.finished_at * 1.10 + 0.05
+    got = [json.loads(f["data"]) for f in parse_frames(reader.text)]
+    assert got == log
+
+    # The stalled client was disconnected before the end instead of buffering without bound.
+    text, clean = drain_stalled(sock)
+    assert not clean
+    frames = parse_frames(text.rpartition("\n\n")[0] + "\n\n")
+    assert frames and frames[-1]["event"] != "end"
+    assert len(frames) < len(log)
+
+    # It reconnects with its cursor and ends with exactly the log, no gap, no duplicate.
+    resumed = Reader(daemon, status["id"], after=int(frames[-1]["id"]))
+    resumed.start()
+    resumed.join(timeout=30)
+    union = [json.loads(f["data"]) for f in frames + parse_frames(resumed.text)]
+    assert union == log
