@@ -38,7 +38,7 @@ lint: $(VENV)/.installed-test
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test: lint node_modules/.installed /usr/bin/chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_all.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
+PR_SET_PDEATHSIG = 1
 # How long a daemon may take to answer /api/health after start.
 DAEMON_START_TIMEOUT = 20.0
 # How long a test run may take to reach a terminal status.
@@ -107,6 +109,15 @@ def process_alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def stop_with_parent() -> None:
+    """In a child before exec: SIGTERM it when the test process dies, however it dies.
+
+    A test killed by its timeout skips its teardown; this keeps its daemon from living on.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Daemon:
     """`od-runs serve` in a subprocess on a loopback port, with its own data dir."""
 
@@ -145,6 +156,7 @@ class Daemon:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                preexec_fn=stop_with_parent,
             )
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -157,6 +169,7 @@ class Daemon:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.proc.kill()
         raise RuntimeError("daemon did not become healthy")
 
     def stop(self) -> int:

@@ -258,3 +258,152 @@ def test_tail_and_ls_on_a_terminal_use_colour_and_keep_the_exit_codes(shared: Da
     assert "\x1b[1m" in out  # the header is bold
     text = ANSI.sub("", out)
     assert "PROJECT/CONV" in text and good["id"] in text and "succeeded" in text
+
+
+def agent_session() -> list[Event]:
+    """A coding-agent run with every agent event type codex and claude emit."""
+    return as_events(
+        ("start", {"agentId": "claude", "pid": 99}),
+        ("agent", {"type": "session", "threadId": "0199-abc", "resumed": True, "model": "opus"}),
+        ("agent", {"type": "status", "text": "Retrying after HTTP 529 (attempt 1/2)"}),
+        (
+            "agent",
+            {
+                "type": "plan",
+                "items": [
+                    {"text": "read the code", "done": True},
+                    {"text": "fix the bug", "done": False},
+                ],
+            },
+        ),
+        (
+            "agent",
+            {
+                "type": "message",
+                "role": "assistant",
+                "itemId": "m1",
+                "text": "Looking around first.",
+            },
+        ),
+        (
+            "agent",
+            {
+                "type": "tool_call",
+                "phase": "started",
+                "callId": "t1",
+                "name": "Write",
+                "summary": "write notes.md",
+            },
+        ),
+        (
+            "agent",
+            {
+                "type": "tool_call",
+                "phase": "completed",
+                "callId": "t1",
+                "name": "Write",
+                "summary": "write notes.md",
+                "status": "completed",
+                "output": "File created",
+            },
+        ),
+        (
+            "agent",
+            {
+                "type": "file_change",
+                "callId": "t1",
+                "changes": [
+                    {"path": "notes.md", "kind": "add"},
+                    {"path": "src/app.py", "kind": "update"},
+                ],
+            },
+        ),
+        (
+            "agent",
+            {
+                "type": "tool_call",
+                "phase": "started",
+                "callId": "t2",
+                "name": "Bash",
+                "summary": "touch /etc/x",
+            },
+        ),
+        ("agent", {"type": "warning", "text": "Permission denied: touch /etc/x", "callId": "t2"}),
+        (
+            "agent",
+            {
+                "type": "tool_call",
+                "phase": "completed",
+                "callId": "t2",
+                "name": "Bash",
+                "summary": "touch /etc/x",
+                "status": "denied",
+                "output": "needs approval",
+            },
+        ),
+        (
+            "agent",
+            {
+                "type": "usage",
+                "inputTokens": 140,
+                "cachedInputTokens": 20,
+                "outputTokens": 30,
+                "costUsd": 0.00108,
+            },
+        ),
+        ("agent", {"type": "message", "role": "assistant", "final": True, "text": "All done."}),
+        (
+            "agent",
+            {
+                "type": "suppressed",
+                "total": 3,
+                "kinds": [
+                    {"kind": "reasoning", "count": 2},
+                    {"kind": "unknown", "count": 1},
+                ],
+            },
+        ),
+        ("end", {"status": "succeeded", "code": 0, "signal": None}),
+    )
+
+
+def test_plain_output_renders_every_agent_event_type_readably() -> None:
+    """Session, retries, plan, messages, tool calls (a denied one as ✗), file changes, warnings,
+    usage and the suppressed summary each read as a line of prose: no raw event data."""
+    text = plain(agent_session())
+    assert text.splitlines() == [
+        "▶ started claude (pid 99)",
+        "· session 0199-abc (resumed) · model opus",
+        "… Retrying after HTTP 529 (attempt 1/2)",
+        "plan:",
+        "  ☑ read the code",
+        "  ☐ fix the bug",
+        "Looking around first.",
+        "$ write notes.md",
+        "  │ File created",
+        "✓ Write",
+        "± changed: add notes.md, update src/app.py",
+        "$ touch /etc/x",
+        "! Permission denied: touch /etc/x",
+        "  │ needs approval",
+        "✗ Bash (denied)",
+        "· tokens: in 140 (20 cached), out 30 · $0.0011",
+        "· 3 updates not shown (reasoning 2, unknown 1)",
+        "── final answer ──",
+        "All done.",
+        "■ succeeded (code 0)",
+    ]
+    assert "agent: {" not in text and "'type'" not in text
+
+
+def test_the_terminal_renderer_styles_the_agent_event_types() -> None:
+    """On a terminal the same lines: warnings in yellow, a denied tool call in red, info dim."""
+    printer, _raw = tty(agent_session())
+    text = printer.console.export_text(clear=False)
+    assert "· session 0199-abc (resumed) · model opus" in text
+    assert "☑ read the code" in text and "± changed: add notes.md" in text
+    assert "agent: {" not in text
+    styled = printer.console.export_text(styles=True)
+    assert "\x1b[33m! Permission denied" in styled  # yellow warning
+    assert "\x1b[1;31m✗ Bash (denied)" in styled  # bold red failed tool call
+    assert "\x1b[2m· tokens: in 140" in styled  # dim info line

@@ -185,3 +185,29 @@ def test_appending_after_close_is_an_error_not_a_silent_loss(tmp_path: Path) -> 
     data, _, lengths = encode_lines(3, [("stdout", {"text": "late"})], TS, no_scrub)
     with pytest.raises(OSError):
         log.append(3, data, lengths)
+
+
+@pytest.mark.parametrize(
+    ("cursor", "upto"), [(0, None), (1, None), (300, 700), (255, 256), (1499, None), (10, 10)]
+)
+def test_frame_replay_is_byte_for_byte_the_frames_of_each_line(
+    tmp_path: Path, cursor: int, upto: int | None
+) -> None:
+    """The bulk SSE path equals building each line's frame, warm index or cold log."""
+    log = build_log(tmp_path / "run", 1500)
+    expected = b"".join(line.frame for batch in log.read_after(cursor, upto) for line in batch)
+    for reader in (log, EventLog(log.path)):
+        chunks = list(reader.read_frames_after(cursor, upto))
+        assert b"".join(frames for frames, _, _ in chunks) == expected
+        if chunks:
+            assert chunks[-1][1:] == (upto or 1500, "stdout")
+
+
+def test_frame_replay_leaves_an_unfinished_last_line_for_later(tmp_path: Path) -> None:
+    """A line being written when replay reads the file is not sent half-done."""
+    build_log(tmp_path / "run", 5).close()
+    path = tmp_path / "run" / "events.jsonl"
+    with open(path, "ab") as fh:
+        fh.write(b'{"id":6,"event":"stdout","da')
+    frames = b"".join(f for f, _, _ in EventLog(path).read_frames_after(0))
+    assert frames.count(b"\nevent: ") == 5 and b"id: 6" not in frames

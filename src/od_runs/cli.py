@@ -15,7 +15,7 @@ import click
 import httpx
 
 from . import __version__
-from .agents import agent_ids
+from .agents import agent_help, agent_ids
 from .client import DaemonClient, DaemonUnavailable
 from .config import CONVERSATION_LIMIT, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
 from .errors import OdRunsError
@@ -257,9 +257,24 @@ def _print_status(status: RunStatus, as_json: bool) -> None:
     type=click.Choice(agent_ids()),
     default="demo",
     show_default=True,
-    help="demo: built-in agent; command: run ARGS as argv; codex: the Codex CLI on the prompt.",
+    help=f"Which agent runs ({agent_help()}).",
 )
 @click.option("--prompt", default=None, help="Prompt (for --agent command; demo takes ARGS).")
+@click.option("--model", default=None, help="Model the agent should use (codex, claude).")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Fail AGENT_STALLED after this long without output (0: never; default: the agent's).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Fail AGENT_TIMEOUT after this long in total (default: no limit).",
+)
 @click.option("--project", "project_id", default=None, help="projectId of the run.")
 @click.option("--conversation", "conversation_id", default=None, help="conversationId.")
 @click.option("--cwd", default=None, help="Working directory of the agent.")
@@ -282,6 +297,9 @@ def start(
     args: tuple[str, ...],
     agent_id: str,
     prompt: str | None,
+    model: str | None,
+    idle_timeout: float | None,
+    timeout: float | None,
     project_id: str | None,
     conversation_id: str | None,
     cwd: str | None,
@@ -321,6 +339,9 @@ def start(
         ("conversationId", conversation_id),
         ("cwd", cwd),
         ("clientRequestId", request_id),
+        ("model", model),
+        ("idleTimeoutMs", None if idle_timeout is None else round(idle_timeout * 1000)),
+        ("timeoutMs", None if timeout is None else max(1, round(timeout * 1000))),
     ):
         if value is not None:
             fields[key] = value

@@ -11,7 +11,17 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from .errors import OdRunsError
-from .models import TERMINAL_STATES, Event, Health, RunCreate, RunList, RunStatus
+from .models import (
+    TERMINAL_STATES,
+    Event,
+    Health,
+    RunCreate,
+    RunList,
+    RunStatus,
+    SessionDetail,
+    SessionList,
+    SessionStatus,
+)
 
 # A request that is not a long poll or a stream should answer well within this.
 REQUEST_TIMEOUT = 30.0
@@ -98,6 +108,28 @@ class DaemonClient:
             if v is not None
         }
         return RunList.model_validate(await self._request("GET", "/api/runs", params=params)).runs
+
+    async def list_sessions(
+        self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
+    ) -> list[SessionStatus]:
+        """GET /api/sessions with filters."""
+        params = {
+            k: v
+            for k, v in {
+                "conversationId": conversation_id,
+                "status": status,
+                "limit": limit,
+            }.items()
+            if v is not None
+        }
+        body = await self._request("GET", "/api/sessions", params=params)
+        return SessionList.model_validate(body).sessions
+
+    async def get_session(self, session_id: str) -> SessionDetail:
+        """GET /api/sessions/{id}."""
+        return SessionDetail.model_validate(
+            await self._request("GET", f"/api/sessions/{session_id}")
+        )
 
     async def cancel(self, run_id: str, grace: float | None = None) -> RunStatus:
         """POST /api/runs/{id}/cancel (returns once the process group is gone)."""

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,9 @@ FILE_MODE = 0o600
 INDEX_EVERY = 256
 READ_CHUNK = 256 * 1024
 _PREFIX = b'{"id":'
+# A whole log line and the SSE frame it becomes; lines hold no raw newline (JSON escapes it).
+_LINE_RE = re.compile(rb'^(\{"id":(\d+),"event":"([^"]*)".*)\n', re.MULTILINE)
+_FRAME = rb"id: \2\nevent: \3\ndata: \1\n\n"
 
 
 def now_iso() -> str:
@@ -203,6 +207,41 @@ class EventLog:
         finally:
             fh.close()
 
+    def read_frames_after(
+        self, cursor: int, upto: int | None = None
+    ) -> Iterator[tuple[bytes, int, str]]:
+        """Yield (SSE frames, last id, last event name) for cursor < id <= upto, in chunks.
+
+        Replay to many readers is the hot path, so whole chunks become frames in one regex
+        pass instead of one Python object per line.
+        """
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
+        except FileNotFoundError:
+            return
+        try:
+            fh.seek(self._start_offset(fh, cursor))
+            rest = b""
+            while True:
+                chunk = fh.read(READ_CHUNK)
+                if not chunk:
+                    return
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]  # an unfinished last line waits
+                data = _skip_through(data, cursor)
+                if not data:
+                    continue
+                last_id, last_event = _last_prefix(data)
+                if upto is not None and last_id > upto:
+                    data = _cut_after(data, upto)
+                    if data:
+                        yield _LINE_RE.sub(_FRAME, data), *_last_prefix(data)
+                    return
+                yield _LINE_RE.sub(_FRAME, data), last_id, last_event
+        finally:
+            fh.close()
+
     def _start_offset(self, fh: object, cursor: int) -> int:
         """A byte offset at or before the line with id cursor + 1."""
         wanted = cursor + 1
@@ -212,6 +251,31 @@ class EventLog:
             slot = min((wanted - 1) // INDEX_EVERY, len(self._index) - 1)
             return self._index[slot]
         return _bisect_offset(self.path, wanted)
+
+
+def _last_prefix(data: bytes) -> tuple[int, str]:
+    """Id and event of the last line of whole lines."""
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    return parse_prefix(data[start:])
+
+
+def _skip_through(data: bytes, cursor: int) -> bytes:
+    """data from the first line whose id is above cursor (whole lines in, whole lines out)."""
+    pos = 0
+    while pos < len(data) and parse_prefix(data[pos : pos + 128])[0] <= cursor:
+        pos = data.index(b"\n", pos) + 1
+    return data[pos:]
+
+
+def _cut_after(data: bytes, upto: int) -> bytes:
+    """data up to and including the line with id upto."""
+    end = len(data)
+    while end > 0:
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        if parse_prefix(data[start : start + 128])[0] <= upto:
+            return data[:end]
+        end = start
+    return b""
 
 
 def _line_at(fh, offset: int) -> tuple[int, int] | None:
@@ -287,6 +351,13 @@ class MemoryLog:
     def close(self) -> None:
         """Nothing to release; kept for symmetry with EventLog."""
         self.writable = False
+
+    def read_frames_after(
+        self, cursor: int, upto: int | None = None
+    ) -> Iterator[tuple[bytes, int, str]]:
+        """The same as EventLog.read_frames_after, from memory."""
+        for batch in self.read_after(cursor, upto):
+            yield b"".join(line.frame for line in batch), batch[-1].id, batch[-1].event
 
     def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
         """Yield the lines with cursor < id <= upto as one batch."""

@@ -12,6 +12,10 @@ request, sent again later, plausibly succeed?) and `error`, one line a person ca
 | AGENT_STALLED         | yes   | no output at all for `idleTimeoutMs`; any output resets it |
 | AGENT_TIMEOUT         | no    | the run outlived its `timeoutMs` (only when one was set)   |
 | AGENT_PROTOCOL_ERROR  | no    | the agent ended without its terminal event, or garbled it  |
+| AGENT_INCOMPLETE      | no    | the agent ended its turn unfinished (token or turn limit,  |
+|                       |       | refusal, or it canceled the turn itself)                   |
+| PERMISSION_DENIED     | no    | the agent gave up after `approvalPolicy` denied a request  |
+| TOOL_SERVER_FAILED    | no    | a tool-bundle MCP server could not be started              |
 | PROVIDER_AUTH_FAILED  | no    | the model provider refused the credentials (401/403)       |
 | PROVIDER_RATE_LIMITED | yes   | the provider said 429, or a usage limit is reached         |
 | PROVIDER_UNAVAILABLE  | yes   | 5xx or a dropped stream, after the agent's own retries     |
@@ -33,6 +37,9 @@ RETRYABLE: dict[str, bool] = {
     "AGENT_STALLED": True,
     "AGENT_TIMEOUT": False,
     "AGENT_PROTOCOL_ERROR": False,
+    "AGENT_INCOMPLETE": False,
+    "PERMISSION_DENIED": False,
+    "TOOL_SERVER_FAILED": False,
     "PROVIDER_AUTH_FAILED": False,
     "PROVIDER_RATE_LIMITED": True,
     "PROVIDER_UNAVAILABLE": True,
@@ -53,3 +60,11 @@ def failure(code: str, message: str, *, retryable: bool | None = None) -> RunErr
         message=message,
         retryable=RETRYABLE[code] if retryable is None else retryable,
     )
+
+
+class AgentFailure(Exception):
+    """Raised where a run fails before it has a child to watch (a session that cannot resume)."""
+
+    def __init__(self, error: RunError) -> None:
+        super().__init__(error.message)
+        self.error = error

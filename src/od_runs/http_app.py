@@ -23,6 +23,8 @@ from .models import (
     RunCreate,
     RunList,
     RunStatus,
+    SessionDetail,
+    SessionList,
 )
 from .monitor import is_public, monitor_routes
 from .runs import RunService, open_service
@@ -191,6 +193,32 @@ def create_app(settings: Settings) -> FastAPI:
     async def cancel_run(run_id: str, request: Request) -> CancelResult:
         """Cancel a run; answers once its process group is gone."""
         return CancelResult(run=await service_of(request).cancel(run_id))
+
+    @app.get("/api/sessions", response_model=SessionList, tags=["sessions"])
+    async def list_sessions(
+        request: Request,
+        conversationId: Annotated[str | None, Query(max_length=128)] = None,
+        status: Annotated[Literal["active", "idle", "retired"] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> SessionList:
+        """Agent sessions (one live process per conversation), most recently updated first."""
+        sessions = await service_of(request).list_sessions(conversationId, status, limit)
+        return SessionList(sessions=sessions)
+
+    @app.get("/api/sessions/{session_id}", response_model=SessionDetail, tags=["sessions"])
+    async def get_session(session_id: str, request: Request) -> SessionDetail:
+        """A session with its recent events (spawned, resumed, turns, retirements)."""
+        return await service_of(request).get_session(session_id)
+
+    @app.post(
+        "/api/sessions/{session_id}/retire",
+        response_model=SessionDetail,
+        tags=["sessions"],
+        responses={409: {"model": ApiErrorBody, "description": "A run is using the session"}},
+    )
+    async def retire_session(session_id: str, request: Request) -> SessionDetail:
+        """Stop a session's process now; its next run resumes the thread in a new one."""
+        return await service_of(request).sessions.retire(session_id)
 
     app.router.routes.extend(mcp.http_routes())
     app.router.routes.extend(monitor_routes())

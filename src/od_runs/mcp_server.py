@@ -36,8 +36,8 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.routing import BaseRoute
 
 from . import __version__
-from .agents import agent_ids
-from .errors import NotFound, OdRunsError
+from .agents import agent_help, agent_ids
+from .errors import Invalid, NotFound, OdRunsError
 from .mcp_stdio import Activity, serve_stdio
 from .mcp_text import INSTRUCTIONS, delegate_prompt
 from .mcp_watch import (
@@ -47,7 +47,18 @@ from .mcp_watch import (
     is_run_id,
     report_progress,
 )
-from .models import ID_PATTERN, TERMINAL_STATES, DemoOptions, Event, RunCreate, RunStatus
+from .models import (
+    ID_PATTERN,
+    MAX_TIMEOUT_MS,
+    TERMINAL_STATES,
+    DemoOptions,
+    Event,
+    RunCreate,
+    RunStatus,
+    SessionDetail,
+    SessionList,
+    SessionStatus,
+)
 
 # The registered agents, as an enum the calling model can see in the tool's schema.
 AgentIdArg = Literal[tuple(agent_ids())]  # type: ignore[valid-type]
@@ -86,6 +97,10 @@ class RunsBackend(Protocol):
         self, run_id: str, after: int = 0, limit: int = 100
     ) -> tuple[list[Event], bool]: ...
     async def watch(self, run_id: str, on_change: OnChange) -> None: ...
+    async def list_sessions(
+        self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
+    ) -> list[SessionStatus]: ...
+    async def get_session(self, session_id: str) -> SessionDetail: ...
 
 
 class RunView(BaseModel):
@@ -241,10 +256,7 @@ class RunsMcp:
             prompt: Annotated[str, Field(description="What the agent should do.")] = "",
             agentId: Annotated[
                 AgentIdArg,
-                Field(
-                    description="demo: built-in agent; command: run `command` as argv; "
-                    "codex: the OpenAI Codex CLI on the prompt."
-                ),
+                Field(description=f"Which agent runs: {agent_help()}."),
             ] = "demo",
             command: Annotated[
                 list[str] | None, Field(description="argv for agentId=command.")
@@ -258,6 +270,32 @@ class RunsMcp:
             ] = None,
             demo: Annotated[
                 DemoOptions | None, Field(description="Events and duration of the demo agent.")
+            ] = None,
+            model: Annotated[
+                str | None,
+                Field(
+                    min_length=1,
+                    max_length=200,
+                    description="Model the agent should use (codex, claude); omitted, the "
+                    "agent's own config decides.",
+                ),
+            ] = None,
+            idleTimeoutMs: Annotated[
+                int | None,
+                Field(
+                    ge=0,
+                    le=MAX_TIMEOUT_MS,
+                    description="Fail AGENT_STALLED after this long without any output; 0: "
+                    "never; omitted: the agent's default (30 min for codex and claude).",
+                ),
+            ] = None,
+            timeoutMs: Annotated[
+                int | None,
+                Field(
+                    ge=1,
+                    le=MAX_TIMEOUT_MS,
+                    description="Fail AGENT_TIMEOUT after this long in total; omitted: no limit.",
+                ),
             ] = None,
             waitSeconds: Annotated[
                 float,
@@ -286,12 +324,23 @@ class RunsMcp:
                 ("cwd", cwd),
                 ("clientRequestId", clientRequestId),
                 ("demo", demo),
+                ("model", model),
+                ("idleTimeoutMs", idleTimeoutMs),
+                ("timeoutMs", timeoutMs),
             ):
                 if value is not None:
                     fields[key] = value
+            try:
+                request = RunCreate(**fields)
+            except ValidationError as exc:
+                # Checks the tool schema cannot express (a model name that looks like a flag).
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise _tool_error(Invalid(problems)) from None
             backend = self._backend()
             try:
-                status = await backend.start(RunCreate(**fields))
+                status = await backend.start(request)
                 if waitSeconds > 0 and status.status not in TERMINAL_STATES:
                     status = await self._with_progress(
                         ctx, status.id, backend.wait(status.id, waitSeconds)
@@ -399,6 +448,34 @@ class RunsMcp:
             return EventsPage(
                 items=items, nextCursor=items[-1].id if items else after, hasMore=more
             )
+
+        @tool(title="List sessions", annotations=read_only)
+        async def list_sessions(
+            conversationId: str | None = None,
+            status: Annotated[
+                Literal["active", "idle", "retired"] | None,
+                Field(description="active: a turn runs; idle: warm process; retired: none."),
+            ] = None,
+            limit: Annotated[int, Field(ge=1, le=200)] = 20,
+        ) -> SessionList:
+            """Live agent sessions (codex-app-server keeps one process per conversation and
+            runs each of its runs as a turn), most recently used first."""
+            try:
+                sessions = await self._backend().list_sessions(conversationId, status, limit)
+            except OdRunsError as exc:
+                raise _tool_error(exc) from None
+            return SessionList(sessions=sessions)
+
+        @tool(title="Get a session", annotations=read_only)
+        async def get_session(
+            sessionId: Annotated[str, Field(description="The session id (ses-…).")],
+        ) -> SessionDetail:
+            """A session: its thread, process, status, last run and turn, and recent events
+            (spawned, resumed, turns, retirements). NOT_FOUND: no session has that id."""
+            try:
+                return await self._backend().get_session(sessionId)
+            except OdRunsError as exc:
+                raise _tool_error(exc) from None
 
     async def _with_progress(
         self, ctx: Context, run_id: str, waiting: Awaitable[RunStatus]

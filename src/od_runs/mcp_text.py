@@ -30,11 +30,15 @@ A failed run has run.errorCode, and run.retryable says whether starting it again
 AGENT_NOT_FOUND or AGENT_SPAWN_FAILED: the agent's program is missing or cannot start. \
 AGENT_EXITED: it exited with an error; read its last events. AGENT_STALLED: it printed nothing \
 for too long. AGENT_TIMEOUT: it outlived its time limit. AGENT_PROTOCOL_ERROR: it ended without \
-a proper final event. PROVIDER_AUTH_FAILED, PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE, \
-PROVIDER_REJECTED: the model provider refused the credentials, rate-limited the agent, was down, \
-or rejected the request. SESSION_RESUME_FAILED: the session to continue is gone. \
-LOG_WRITE_FAILED: the run's log could not be written (disk full?). DAEMON_RESTARTED: the daemon \
-stopped during the run; start the run again. INTERNAL_ERROR: a bug in od-runs."""
+a proper final event. AGENT_INCOMPLETE: it ended its turn unfinished (a token or turn limit, a \
+refusal). PERMISSION_DENIED: it gave up after the run's approvalPolicy refused what it asked; \
+retry with approvalPolicy "allow" only if the user agrees. TOOL_SERVER_FAILED: an MCP server of \
+the run's toolBundle could not start; fix or disable it. PROVIDER_AUTH_FAILED, \
+PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE, PROVIDER_REJECTED: the model provider refused the \
+credentials, rate-limited the agent, was down, or rejected the request. SESSION_RESUME_FAILED: \
+the session to continue is gone. LOG_WRITE_FAILED: the run's log could not be written (disk \
+full?). DAEMON_RESTARTED: the daemon stopped during the run; start the run again. \
+INTERNAL_ERROR: a bug in od-runs."""
 
 
 def delegate_prompt(task: str, agent: str = "demo", project: str | None = None) -> str:

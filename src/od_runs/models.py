@@ -17,6 +17,10 @@ from pydantic import (
 )
 
 RunState = Literal["queued", "running", "succeeded", "failed", "canceled"]
+# How a run answers an agent's approval requests: allow all, deny all, or (default) allow
+# what stays inside the run's cwd and deny the rest.
+ApprovalPolicy = Literal["default", "allow", "deny"]
+SessionState = Literal["active", "idle", "retired"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
 STATUS_FILTERS = ("queued", "running", "succeeded", "failed", "canceled", "active")
 
@@ -106,7 +110,10 @@ class RunCreate(_Model):
     conversationId: str | None = Field(default=None, pattern=ID_PATTERN)
     clientRequestId: str | None = Field(default=None, pattern=ID_PATTERN)
     command: list[str] | None = Field(
-        default=None, min_length=1, max_length=1000, description="argv for agentId=command"
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="argv for agentId=command; for acp, the ACP agent's argv (default codex-acp)",
     )
     cwd: str | None = Field(default=None, max_length=4096)
     env: dict[str, str] = Field(
@@ -142,6 +149,19 @@ class RunCreate(_Model):
         description="Continue this agent session; without it a run in a conversation "
         "continues the conversation's last session",
     )
+    postToolIdleTimeoutMs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TIMEOUT_MS,
+        description="Fail with AGENT_STALLED after this long without any output once a tool "
+        "call has finished (agents that report tool calls: codex-app-server); 0 turns it "
+        "off, null takes the agent's default",
+    )
+    approvalPolicy: ApprovalPolicy = Field(
+        default="default",
+        description="How the agent's approval requests are answered: allow, deny, or "
+        "default (allow what stays inside cwd, deny the rest)",
+    )
 
     @field_validator("command")
     @classmethod
@@ -157,6 +177,16 @@ class RunCreate(_Model):
             if not name or "=" in name or "\x00" in name or "\x00" in value:
                 raise ValueError(f"invalid environment variable name or value: {name!r}")
         return env
+
+
+class TokenUsage(_Model):
+    """Tokens a run's turn used, as the agent reported them."""
+
+    inputTokens: int = 0
+    cachedInputTokens: int = 0
+    outputTokens: int = 0
+    reasoningOutputTokens: int = 0
+    totalTokens: int = 0
 
 
 class RunStatus(_Model):
@@ -183,6 +213,43 @@ class RunStatus(_Model):
     mediaExecution: MediaExecution = Field(default_factory=MediaExecution)
     toolBundle: ToolBundleSummary | None = None
     sessionRef: SessionRef | None = None
+    usage: TokenUsage | None = None
+
+
+class SessionEvent(_Model):
+    """Something that happened to a session: spawned, thread resumed, a turn, retired."""
+
+    ts: str
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionStatus(_Model):
+    """A live agent session: one agent process serving a conversation's runs as turns."""
+
+    id: str
+    conversationId: str | None = None
+    agentId: str
+    threadId: str | None = None
+    status: SessionState
+    pid: int | None = None
+    lastRunId: str | None = None
+    lastTurnStatus: str | None = None
+    retiredReason: str | None = None
+    createdAt: str
+    updatedAt: str
+
+
+class SessionDetail(SessionStatus):
+    """GET /api/sessions/{id}: the session plus its recent events, oldest first."""
+
+    recentEvents: list[SessionEvent] = Field(default_factory=list)
+
+
+class SessionList(_Model):
+    """Body of GET /api/sessions."""
+
+    sessions: list[SessionStatus]
 
 
 class Event(_Model):

@@ -24,6 +24,10 @@ BlockKind = Literal[
     "error",
     "final",
     "end",
+    "info",
+    "warning",
+    "plan",
+    "change",
     "other",
 ]
 
@@ -112,6 +116,62 @@ def end_summary(data: dict[str, Any]) -> str:
     return f"{data.get('status')}" + (f" ({detail})" if detail else "")
 
 
+# A completed tool call with one of these statuses did not do its job.
+FAILED_TOOL_STATUSES = frozenset({"failed", "declined", "denied", "error"})
+
+
+def session_text(data: dict[str, Any]) -> str:
+    """`session 0199… (resumed) · model gpt-5.5`."""
+    text = f"session {data.get('threadId') or data.get('sessionId') or '?'}"
+    if data.get("resumed"):
+        text += " (resumed)"
+    if data.get("model"):
+        text += f" · model {data['model']}"
+    return text
+
+
+def usage_text(data: dict[str, Any]) -> str:
+    """`tokens: in 140 (20 cached), out 30, reasoning 5 · $0.0011`."""
+    parts = []
+    if data.get("inputTokens") is not None:
+        cached = data.get("cachedInputTokens")
+        parts.append(f"in {data['inputTokens']}" + (f" ({cached} cached)" if cached else ""))
+    for key, label in (("outputTokens", "out"), ("reasoningOutputTokens", "reasoning")):
+        if data.get(key) is not None:
+            parts.append(f"{label} {data[key]}")
+    text = "tokens: " + (", ".join(parts) or "n/a")
+    cost = data.get("costUsd")
+    if isinstance(cost, int | float):
+        text += f" · ${cost:.4f}"
+    return text
+
+
+def suppressed_text(data: dict[str, Any]) -> str:
+    """`12 updates not shown (reasoning 10, unknown 2)`."""
+    kinds = ", ".join(
+        f"{k.get('kind')} {k.get('count')}" for k in data.get("kinds") or [] if isinstance(k, dict)
+    )
+    return f"{data.get('total', 0)} updates not shown" + (f" ({kinds})" if kinds else "")
+
+
+def plan_text(data: dict[str, Any]) -> str:
+    """`plan:` and one `☑ done` / `☐ to do` line per item."""
+    items = [i for i in data.get("items") or [] if isinstance(i, dict)]
+    lines = [f"  {'☑' if i.get('done') else '☐'} {i.get('text', '')}" for i in items]
+    return "\n".join(["plan:", *lines])
+
+
+def changes_text(data: dict[str, Any]) -> str:
+    """`changed: add notes.md, update src/app.py`."""
+    changes = [c for c in data.get("changes") or [] if isinstance(c, dict)]
+    listed = ", ".join(f"{c.get('kind', 'update')} {c.get('path', '?')}" for c in changes)
+    return f"changed: {listed or 'files'}"
+
+
+# Agent events shown as one informational line, by type.
+INFO_LINES = {"session": session_text, "usage": usage_text, "suppressed": suppressed_text}
+
+
 class EventReader:
     """Turns a run's events into what a person reads, handing it to a sink."""
 
@@ -178,6 +238,14 @@ class EventReader:
             self._emit("status", str(data.get("text")))
         elif kind == "error":
             self._emit("error", f"error: {data.get('message', data)}")
+        elif kind == "warning":
+            self._emit("warning", str(data.get("text", "")))
+        elif kind in INFO_LINES:
+            self._emit("info", INFO_LINES[kind](data))
+        elif kind == "plan":
+            self._emit("plan", plan_text(data))
+        elif kind == "file_change":
+            self._emit("change", changes_text(data))
         else:
             self._emit("other", f"agent: {data}")
 
@@ -186,8 +254,18 @@ class EventReader:
         if output and str(data.get("callId")) not in self._tool_output_seen:
             self._emit("output", str(output).rstrip("\n"))
         code = data.get("exitCode")
-        failed = data.get("phase") == "failed" or (code is not None and code != 0)
-        detail = f" (exit {code})" if code is not None else ""
+        status = data.get("status")
+        failed = (
+            data.get("phase") == "failed"
+            or (code is not None and code != 0)
+            or status in FAILED_TOOL_STATUSES
+        )
+        if code is not None:
+            detail = f" (exit {code})"
+        elif status and status != "completed":
+            detail = f" ({status})"
+        else:
+            detail = ""
         self._emit("tool_failed" if failed else "tool_done", f"{data.get('name')}{detail}")
 
     def _flush_partial(self) -> None:
@@ -218,6 +296,9 @@ PLAIN_PREFIX: dict[str, str] = {
     "stderr": "stderr: ",
     "error": "✗ ",
     "end": "■ ",
+    "info": "· ",
+    "warning": "! ",
+    "change": "± ",
 }
 
 

@@ -36,6 +36,10 @@ BLOCK_STYLE = {
     "stdout": ("", ""),
     "stderr": ("", "dim"),
     "error": ("✗ ", "bold red"),
+    "info": ("· ", "dim"),
+    "warning": ("! ", "yellow"),
+    "plan": ("", "cyan"),
+    "change": ("± ", "magenta"),
     "other": ("", "dim"),
 }
 

@@ -18,13 +18,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import Process, TaskGroup
 
 from . import recovery
 from .agents import Adapter, make_adapter
+from .agents.base import SessionAdapter
 from .agents.process import (
     DRAIN_TIMEOUT,
     child_env,
@@ -43,7 +44,7 @@ from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
 from .conversations import Conversations, Ticket
 from .errors import BadRequest, Conflict, NotFound
 from .eventlog import EventLog, LogLine, MemoryLog, encode_lines, last_line, now_iso
-from .failures import failure
+from .failures import AgentFailure, failure
 from .models import (
     RUN_ID_PATTERN,
     TERMINAL_STATES,
@@ -52,8 +53,11 @@ from .models import (
     RunError,
     RunState,
     RunStatus,
+    SessionDetail,
+    SessionStatus,
 )
 from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values, summarize_bundle
+from .sessions import SessionManager
 from .status_events import StatusHub
 from .store import DB_NAME, RunRow, RunStore
 
@@ -70,6 +74,19 @@ DEFAULT_GRACE = 5.0
 _RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 # The marker every child inherits, so recovery can find a run's processes after a crash.
 RUN_ID_ENV = "OD_RUNS_RUN_ID"
+
+
+_T = TypeVar("_T")
+
+
+async def _off_loop(items: Iterator[_T]) -> AsyncIterator[_T]:
+    """Iterate a blocking iterator in a worker thread, one item per hop."""
+    done = object()
+    while True:
+        item = await anyio.to_thread.run_sync(next, items, done)
+        if item is done:
+            return
+        yield item  # type: ignore[misc]
 
 
 def request_hash(request: RunCreate) -> str:
@@ -197,6 +214,7 @@ class Run:
             mediaExecution=req.mediaExecution,
             toolBundle=summarize_bundle(req.toolBundle),
             sessionRef=self.adapter.session_ref() if self.adapter is not None else None,
+            usage=self.adapter.usage() if self.adapter is not None else None,
         )
 
 
@@ -234,6 +252,8 @@ class RunService:
         # Status changes of every run, for GET /api/events (the web monitor's list).
         self.status_hub = StatusHub()
         self.conversations = Conversations(max_conversations)
+        # Live agent sessions (codex-app-server): one process per conversation, runs are turns.
+        self.sessions = SessionManager(store, task_group, grace)
 
     # Creating -----------------------------------------------------------------------------
 
@@ -429,7 +449,13 @@ class RunService:
             session = await self.conversations.session_to_resume(run.ticket, self._history)
             if session is not None:
                 adapter.resume(session)
-            await self._supervise(run, adapter)
+            if isinstance(adapter, SessionAdapter):
+                await self._supervise_turn(run, adapter)
+            else:
+                await self._supervise(run, adapter)
+        except AgentFailure as exc:
+            self._emit_error(run, exc.error)
+            self.finish(run, "failed", error=exc.error)
         except FileNotFoundError as exc:
             hint = f"; {adapter.install_hint}" if adapter.install_hint else ""
             self.finish(
@@ -458,6 +484,7 @@ class RunService:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._reap(run)
+                adapter.cleanup()
                 if not run.terminal:
                     self.finish(run, "canceled" if run.cancel_requested else "failed")
 
@@ -485,7 +512,11 @@ class RunService:
         env = child_env(adapter.env())
         env[RUN_ID_ENV] = run.id
         stdin = adapter.stdin()
-        process = await spawn(adapter.argv(), env=env, cwd=run.request.cwd, stdin=stdin is not None)
+        # An adapter that owns stdio (ACP) speaks its protocol over the child's stdin/stdout.
+        talks = adapter.owns_stdio
+        process = await spawn(
+            adapter.argv(), env=env, cwd=run.request.cwd, stdin=talks or stdin is not None
+        )
         run.process = process
         run.child_pid = process.pid
         run.child_start_time = start_time(process.pid)
@@ -498,12 +529,15 @@ class RunService:
 
         watchdog = Watchdog.for_run(run.request, adapter.default_idle_timeout_ms)
 
+        def deliver(items: list[tuple[str, Any]]) -> None:
+            watchdog.touch()
+            self.emit_many(run, items)
+            if adapter.failure is not None:
+                self._stop(run, adapter.failure)
+
         def sink(stream: str) -> Any:
             def handle(lines: list[tuple[str, bool]]) -> None:
-                watchdog.touch()
-                self.emit_many(run, adapter.translate(stream, lines))
-                if adapter.failure is not None:
-                    self._stop(run, adapter.failure)
+                deliver(adapter.translate(stream, lines))
 
             return handle
 
@@ -518,10 +552,13 @@ class RunService:
             tg.start_soon(self._watch_cancel, run, process, adapter)
             async with anyio.create_task_group() as readers:
                 pumps_done = _Countdown(2)
-                readers.start_soon(pumps_done.wrap(pump), process.stdout, sink("stdout"))
+                if talks:
+                    readers.start_soon(pumps_done.wrap(adapter.converse), process, deliver)
+                else:
+                    readers.start_soon(pumps_done.wrap(pump), process.stdout, sink("stdout"))
                 readers.start_soon(pumps_done.wrap(pump), process.stderr, sink("stderr"))
                 readers.start_soon(watch)
-                if stdin is not None:
+                if stdin is not None and not talks:
                     readers.start_soon(feed_stdin, process, stdin)
                 await process.wait()
                 watching.cancel()
@@ -533,6 +570,48 @@ class RunService:
             if not run.cancel_event.is_set():
                 tg.cancel_scope.cancel()
         self._conclude(run, adapter, process.returncode)
+
+    async def _supervise_turn(self, run: Run, adapter: SessionAdapter) -> None:
+        """Run one turn on the conversation's live session: no child of the run's own."""
+        async with self.sessions.turn(run.id, run.request, adapter) as turn:
+            run.child_pid, run.child_start_time = turn.pid, turn.start_time
+            run.status = "running"
+            run.started_at = run.updated_at = now_iso()
+            start = {"agentId": run.request.agentId, "pid": turn.pid, "sessionId": turn.session_id}
+            self.emit(run, "start", start)
+            self._status_changed(run)
+            await self.store.flush()
+            if run.cancel_requested:
+                self.finish(run, "canceled")
+                return
+            watchdog = Watchdog.for_turn(
+                run.request, adapter.default_idle_timeout_ms, adapter.default_post_tool_timeout_ms
+            )
+
+            def deliver(items: list[tuple[str, Any]]) -> None:
+                watchdog.touch(adapter.after_tool)
+                self.emit_many(run, items)
+                if adapter.failure is not None:
+                    self._stop(run, adapter.failure)
+
+            async def watch() -> None:
+                self._stop(run, _expiry_error(await watchdog.expired(), watchdog))
+
+            async def stop_on_cancel() -> None:
+                await run.cancel_event.wait()
+                with anyio.CancelScope(shield=True):
+                    retire = run.stop_error is not None
+                    run.signal_sent = await turn.stop(run.cancel_grace, retire)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                tg.start_soon(stop_on_cancel)
+                await turn.run(deliver)
+                tg.cancel_scope.cancel()
+        # After the session settled (retired if it must be): the end says it all.
+        if adapter.turn_status == "interrupted" and run.stop_error is None:
+            run.cancel_requested = True  # interrupted by anyone is canceled, not failed
+        self._conclude(run, adapter, None)
 
     def _conclude(self, run: Run, adapter: Adapter, returncode: int | None) -> None:
         killed_by = signal_name(returncode)
@@ -651,6 +730,18 @@ class RunService:
             project_id=project_id, conversation_id=conversation_id, statuses=statuses, limit=limit
         )
 
+    async def list_sessions(
+        self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
+    ) -> list[SessionStatus]:
+        """Agent sessions, most recently updated first (see sessions.py)."""
+        if status is not None and status not in ("active", "idle", "retired"):
+            raise BadRequest("status must be one of active, idle, retired")
+        return await self.sessions.list(conversation_id, status, limit)
+
+    async def get_session(self, session_id: str) -> SessionDetail:
+        """A session with its recent events."""
+        return await self.sessions.get(session_id)
+
     def active_count(self) -> int:
         """How many runs are queued or running."""
         return sum(1 for r in self._runs.values() if not r.terminal)
@@ -714,13 +805,15 @@ class RunService:
         self, log_: EventLog | MemoryLog, after: int, upto: int | None
     ) -> AsyncIterator[list[LogLine]]:
         """Batches of logged events with after < id <= upto, read off the event loop."""
-        batches: Iterator[list[LogLine]] = log_.read_after(after, upto)
-        done = object()
-        while True:
-            batch = await anyio.to_thread.run_sync(next, batches, done)
-            if batch is done:
-                return
-            yield batch  # type: ignore[misc]
+        async for batch in _off_loop(log_.read_after(after, upto)):
+            yield batch
+
+    async def replay_frames(
+        self, log_: EventLog | MemoryLog, after: int, upto: int | None
+    ) -> AsyncIterator[tuple[bytes, int, str]]:
+        """SSE frames of logged events with after < id <= upto: (bytes, last id, last event)."""
+        async for chunk in _off_loop(log_.read_frames_after(after, upto)):
+            yield chunk
 
     async def events(
         self, run_id: str, after: int = 0, limit: int = 100
@@ -778,6 +871,12 @@ def _expiry_error(expiry: str, watchdog: Watchdog) -> RunError:
             "AGENT_TIMEOUT",
             f"The run reached its time limit of {watchdog.timeout:g} s (timeoutMs) "
             "and was stopped.",
+        )
+    if expiry == "quiet":
+        return failure(
+            "AGENT_STALLED",
+            f"The agent went silent for {watchdog.post_tool:g} s after a tool call finished "
+            "(postToolIdleTimeoutMs) and was stopped; its session was retired.",
         )
     return failure(
         "AGENT_STALLED",
@@ -852,11 +951,15 @@ async def open_service(
             )
             tg.start_soon(store.run_writer)
             tg.start_soon(service._janitor)
+            tg.start_soon(service.sessions.janitor)
+            if data_dir is not None:
+                await service.sessions.recover()
             try:
                 yield service
             finally:
                 with anyio.CancelScope(shield=True):
                     await service.shutdown_active(grace)
+                    await service.sessions.close()
                     service.status_hub.close()
                     await store.flush()
                 tg.cancel_scope.cancel()

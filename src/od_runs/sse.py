@@ -90,10 +90,12 @@ async def run_frames(
         yield b"retry: %d\n\n" % RETRY_MS
         sent = cursor
         ended = False
-        async for batch in service.replay(attachment.log, cursor, attachment.head):
-            yield b"".join(line.frame for line in batch)
-            sent = batch[-1].id
-            ended = batch[-1].event == "end"
+        async for frames, last_id, last_event in service.replay_frames(
+            attachment.log, cursor, attachment.head
+        ):
+            yield frames
+            sent = last_id
+            ended = last_event == "end"
         subscriber = attachment.subscriber
         if subscriber is not None:
             while not ended:
@@ -102,9 +104,12 @@ async def run_frames(
                     if subscriber.dropped:
                         return  # fell behind: the client resumes from the log
                     break  # closed: no more live events, only the run's end
-                fresh = [line for line in batch if line.id > sent or line.event == "end"]
+                if batch[0].id > sent:  # past the handoff: everything is new
+                    fresh = batch
+                else:
+                    fresh = [line for line in batch if line.id > sent or line.event == "end"]
                 if fresh:
-                    yield b"".join(line.frame for line in fresh)
+                    yield b"".join([line.frame for line in fresh])
                     sent = max(sent, fresh[-1].id)
                 ended = batch[-1].event == "end"
         if not ended:

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import anyio
 
-from .models import RunStatus
+from .models import RunStatus, SessionDetail, SessionStatus
 
 DB_NAME = "od-runs.sqlite3"
 # How stale lastEventId in SQLite may get while a run streams; the log is the truth anyway.
@@ -38,6 +38,22 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX runs_by_project ON runs (project_id, created_at);
     CREATE INDEX runs_by_conversation ON runs (conversation_id, created_at);
     CREATE INDEX runs_by_status ON runs (status, created_at);
+    """,
+    # 2: sessions (live agent processes per conversation), body is the SessionDetail JSON.
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT,
+        agent_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        pid INTEGER,
+        pid_start_time INTEGER,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX sessions_by_conversation ON sessions (conversation_id, agent_id);
+    CREATE INDEX sessions_by_status ON sessions (status, updated_at);
     """,
 )
 
@@ -242,3 +258,93 @@ class RunStore:
             f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
         )
         return [_row(r) for r in await cursor.fetchall()]  # type: ignore[arg-type]
+
+    # Sessions -----------------------------------------------------------------------------
+    # A handful of writes per turn (spawn, turn start and end, retirement): written at once.
+
+    async def save_session(self, detail: SessionDetail, pid_start_time: int | None) -> None:
+        """Insert or update a session row."""
+        params = (
+            detail.id,
+            detail.conversationId,
+            detail.agentId,
+            detail.status,
+            detail.pid,
+            pid_start_time,
+            detail.createdAt,
+            detail.updatedAt,
+            detail.model_dump_json(),
+        )
+        async with self._tx_lock:
+            if self._closed:
+                return
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute(_SESSION_UPSERT, params)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    async def get_session(self, session_id: str) -> SessionDetail | None:
+        """A session with its recent events, or None."""
+        cursor = await self._db.execute("SELECT body FROM sessions WHERE id = ?", (session_id,))
+        record = await cursor.fetchone()
+        return SessionDetail.model_validate_json(record[0]) if record else None
+
+    async def session_of(self, conversation_id: str, agent_id: str) -> SessionDetail | None:
+        """The session of a conversation (one per conversation and agent), or None."""
+        cursor = await self._db.execute(
+            "SELECT body FROM sessions WHERE conversation_id = ? AND agent_id = ?",
+            (conversation_id, agent_id),
+        )
+        record = await cursor.fetchone()
+        return SessionDetail.model_validate_json(record[0]) if record else None
+
+    async def list_sessions(
+        self,
+        *,
+        conversation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> list[SessionStatus]:
+        """Sessions without their events, most recently updated first."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if conversation_id is not None:
+            clauses.append("conversation_id = ?")
+            params.append(conversation_id)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        cursor = await self._db.execute(
+            f"SELECT body FROM sessions {where} ORDER BY updated_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            SessionStatus.model_validate(
+                SessionDetail.model_validate_json(r[0]).model_dump(exclude={"recentEvents"})
+            )
+            for r in await cursor.fetchall()
+        ]
+
+    async def live_sessions(self) -> list[tuple[SessionDetail, int | None]]:
+        """Sessions a crash left with a process (active or idle), with the pid's start time."""
+        cursor = await self._db.execute(
+            "SELECT body, pid_start_time FROM sessions WHERE status IN ('active', 'idle')"
+        )
+        return [(SessionDetail.model_validate_json(r[0]), r[1]) for r in await cursor.fetchall()]
+
+
+_SESSION_UPSERT = """
+INSERT INTO sessions (id, conversation_id, agent_id, status, pid, pid_start_time, created_at,
+                      updated_at, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    pid = excluded.pid,
+    pid_start_time = excluded.pid_start_time,
+    updated_at = excluded.updated_at,
+    body = excluded.body
+"""

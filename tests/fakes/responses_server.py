@@ -62,13 +62,27 @@ class FunctionCall:
 
 
 @dataclass
+class CustomToolCall:
+    """A call of a freeform tool with raw text input (Codex's `apply_patch` for known models)."""
+
+    name: str
+    input: str
+    call_id: str | None = None
+
+
+@dataclass
 class Reasoning:
-    """A reasoning item with a summary text (what Codex shows as `reasoning`)."""
+    """A reasoning item with a summary text (what Codex shows as `reasoning`).
+
+    deltas=N streams the summary in N `response.reasoning_summary_text.delta` pieces
+    first, as a thinking model does (the app-server passes each one on).
+    """
 
     text: str
+    deltas: int = 0
 
 
-Item = Message | FunctionCall | Reasoning
+Item = Message | FunctionCall | CustomToolCall | Reasoning
 
 
 @dataclass
@@ -401,13 +415,39 @@ class _Handler(BaseHTTPRequestHandler):
                 call["namespace"] = item.namespace
             self._added(output_index, {**call, "status": "in_progress"})
             self._done(output_index, call)
+        elif isinstance(item, CustomToolCall):
+            custom = {
+                "type": "custom_tool_call",
+                "id": ids("ctc"),
+                "call_id": item.call_id or ids("call"),
+                "name": item.name,
+                "input": item.input,
+                "status": "completed",
+            }
+            self._added(output_index, {**custom, "status": "in_progress"})
+            self._done(output_index, custom)
         else:
             reasoning = {
                 "type": "reasoning",
                 "id": ids("rs"),
                 "summary": [{"type": "summary_text", "text": item.text}],
             }
-            self._added(output_index, reasoning)
+            if item.deltas:
+                self._added(output_index, {**reasoning, "summary": []})
+                where = {"item_id": reasoning["id"], "output_index": output_index}
+                part = {"type": "summary_text", "text": ""}
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    {**where, "summary_index": 0, "part": part},
+                )
+                size = -(-len(item.text) // item.deltas)
+                for piece in _pieces(item.text, size):
+                    self._event(
+                        "response.reasoning_summary_text.delta",
+                        {**where, "summary_index": 0, "delta": piece},
+                    )
+            else:
+                self._added(output_index, reasoning)
             self._done(output_index, reasoning)
 
     def _added(self, output_index: int, item: dict[str, Any]) -> None:
@@ -436,6 +476,7 @@ def write_codex_home(
     *,
     model: str = "gpt-5.5",
     sandbox_mode: str = "danger-full-access",
+    approval_policy: str = "never",
     request_max_retries: int = 1,
     stream_max_retries: int = 1,
     extra_toml: str = "",
@@ -449,7 +490,7 @@ def write_codex_home(
     config = f"""\
 model = "{model}"
 model_provider = "{PROVIDER_ID}"
-approval_policy = "never"
+approval_policy = "{approval_policy}"
 sandbox_mode = "{sandbox_mode}"
 
 [model_providers.{PROVIDER_ID}]

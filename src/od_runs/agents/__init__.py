@@ -8,19 +8,38 @@ from __future__ import annotations
 
 from ..errors import Invalid
 from ..models import RunCreate
+from .acp import AcpAdapter
+from .app_server import CodexAppServerAdapter
 from .base import Adapter
+from .claude import ClaudeAdapter
 from .codex import CodexAdapter
 from .command import CommandAdapter
 from .demo import DemoAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    adapter.agent_id: adapter for adapter in (DemoAdapter, CommandAdapter, CodexAdapter)
+    adapter.agent_id: adapter
+    for adapter in (
+        DemoAdapter,
+        CommandAdapter,
+        CodexAdapter,
+        ClaudeAdapter,
+        CodexAppServerAdapter,
+        AcpAdapter,
+    )
 }
 
 
 def agent_ids() -> list[str]:
     """The agentIds a run may ask for."""
     return sorted(ADAPTERS)
+
+
+def agent_help() -> str:
+    """One line per agent for tool and option descriptions: `id: description; …`."""
+    return "; ".join(
+        f"{agent}: {ADAPTERS[agent].description}" if ADAPTERS[agent].description else agent
+        for agent in agent_ids()
+    )
 
 
 def make_adapter(request: RunCreate) -> Adapter:
@@ -33,4 +52,4 @@ def make_adapter(request: RunCreate) -> Adapter:
     return adapter(request)
 
 
-__all__ = ["ADAPTERS", "Adapter", "agent_ids", "make_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "agent_help", "agent_ids", "make_adapter"]

@@ -5,6 +5,10 @@ that continues an agent session), argv() / env() / stdin() to spawn the child, t
 for every batch of output lines, and once the child is gone, finish_events() and outcome().
 Spawning, the idle watchdog, timeouts and the signal ladder are generic (runs.py,
 process.py, watchdog.py): an adapter only knows its agent's command line and output.
+
+A SessionAdapter is the other flavour: its run is one turn on a long-lived agent process
+that sessions.py keeps per conversation, so RunService borrows that process instead of
+spawning one; the adapter speaks the agent's protocol (JSON-RPC) for the turn.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
+from anyio.abc import Process
+
 from ..errors import BadRequest
 from ..failures import failure
-from ..models import RunCreate, RunError, SessionRef
+from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from .jsonrpc import JsonRpcPeer, Notification
 
 Stream = Literal["stdout", "stderr"]
 # (event name, data): data is JSON-able, or RawJSON text that is already serialised.
@@ -39,6 +46,11 @@ class Adapter:
     has_sessions: ClassVar[bool] = False
     # Set by adapters that can ask their agent to stop before any signal (ACP, app-server).
     abort: Callable[[], Awaitable[None]] | None = None
+    # Set by adapters that speak a protocol over the child's stdin and stdout (ACP): RunService
+    # then hands both pipes to converse() instead of feeding stdin() and reading stdout as
+    # lines. stderr is still read as lines (translate()); spawning, the watchdog, the abort
+    # hook and the signal ladder stay generic.
+    owns_stdio: ClassVar[bool] = False
 
     def __init__(self, request: RunCreate) -> None:
         if request.model is not None and not self.takes_model:
@@ -61,6 +73,14 @@ class Adapter:
         """What to write to the child's stdin before closing it; None for /dev/null."""
         return self.request.prompt.encode()
 
+    async def converse(self, process: Process, emit: Callable[[list[EventItem]], None]) -> None:
+        """Talk to the child over its stdin and stdout until the conversation is over.
+
+        Only for owns_stdio adapters. emit(items) logs events, and every call (even with no
+        items) counts as output for the idle watchdog. Returns once stdout is closed.
+        """
+        raise NotImplementedError
+
     def resume(self, ref: SessionRef) -> None:
         """Continue this agent session instead of starting a new one (before argv())."""
 
@@ -75,6 +95,16 @@ class Adapter:
             for text, partial in lines
         ]
 
+    def cleanup(self) -> None:
+        """Remove what the adapter made for its child (private config files); idempotent.
+
+        Called once the run is over however it ended, spawn failures included.
+        """
+
+    def usage(self) -> TokenUsage | None:
+        """Tokens the run used so far, if the agent reports them (shown on the status body)."""
+        return None
+
     def finish_events(self) -> list[EventItem]:
         """Events to log once the child is gone, before the run's outcome (summaries)."""
         return []
@@ -88,3 +118,57 @@ class Adapter:
                 "AGENT_EXITED", f"The agent was killed by signal {-returncode}.", retryable=True
             )
         return failure("AGENT_EXITED", f"The agent exited with code {returncode}.")
+
+
+class SessionAdapter(Adapter):
+    """An adapter whose run is one turn on a live session (a long-lived agent process).
+
+    sessions.py spawns argv() with env() once per session and calls open_session(); each
+    run then calls start_turn(), feeds every notification batch to translate_batch() and
+    every request of the agent to answer(), until turn_ended. abort_turn() asks the agent to
+    end the turn early (cancel and the watchdogs call it before any signal).
+    """
+
+    # The shorter silence allowed right after a tool call finished (ms); None: no such limit.
+    default_post_tool_timeout_ms: ClassVar[int | None] = None
+    # True while nothing but chatter has happened since a tool call finished.
+    after_tool: bool = False
+    # Set once the agent said the turn is over; turn_status then says how it ended.
+    turn_ended: bool = False
+    turn_id: str | None = None
+    turn_status: str | None = None
+
+    def wanted_thread(self) -> str | None:
+        """The agent thread this run asked to continue, for a session that has none yet."""
+        return None
+
+    def stdin(self) -> bytes | None:
+        """The prompt goes over the protocol, not stdin."""
+        return None
+
+    async def open_session(self, peer: JsonRpcPeer, thread_id: str | None) -> str:
+        """Handshake on a fresh process; resume thread_id (or start a thread); its id."""
+        raise NotImplementedError
+
+    async def ping(self, peer: JsonRpcPeer) -> None:
+        """Prove a reused process still answers before a turn is sent to it."""
+
+    async def start_turn(self, peer: JsonRpcPeer, thread_id: str) -> None:
+        """Send the run's prompt as a new turn of the thread."""
+        raise NotImplementedError
+
+    def translate_batch(self, batch: list[Notification]) -> list[EventItem]:
+        """Turn a batch of the agent's notifications into events."""
+        raise NotImplementedError
+
+    async def answer(self, method: str, params: Any) -> tuple[Any, list[EventItem]]:
+        """The result for a request the agent sent (a jsonrpc.RpcError to refuse it), and
+        the events that record the decision."""
+        raise NotImplementedError
+
+    async def abort_turn(self, peer: JsonRpcPeer, thread_id: str) -> None:
+        """Ask the agent to end the current turn now."""
+        raise NotImplementedError
+
+    def session_lost(self, garbage: str | None, returncode: int | None, stderr: str = "") -> None:
+        """The session's process died (returncode, stderr tail) or spoke garbage first."""

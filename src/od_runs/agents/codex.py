@@ -2,7 +2,11 @@
 
 Command line (in the run's cwd; the prompt on stdin, then stdin closed):
 
-    codex exec --json --skip-git-repo-check [-m MODEL] [resume THREAD_ID] -
+    codex exec --json --skip-git-repo-check [-p PROFILE] [-m MODEL] [resume THREAD_ID] -
+
+A run's tool bundle reaches Codex as a private config profile (PROFILE, see bundles.py):
+its servers' secrets never appear on the command line, and the file is deleted as soon as
+Codex has started its thread (or failed to).
 
 The binary is `codex` on PATH, or OD_RUNS_CODEX_BIN. Codex reads its own config and login
 from CODEX_HOME (default ~/.codex); the daemon passes CODEX_HOME, OPENAI_API_KEY and the
@@ -40,12 +44,20 @@ import re
 import shlex
 import uuid
 from collections import Counter, deque
+from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
 from ..failures import failure
 from ..models import RunCreate, RunError, SessionRef
 from .base import Adapter, EventItem, Stream
+from .bundles import (
+    codex_profile,
+    enabled_servers,
+    remove_codex_profile,
+    skipped_warnings,
+    write_codex_profile,
+)
 
 BINARY_ENV = "OD_RUNS_CODEX_BIN"
 # What a Codex child inherits from the daemon besides the generic allowlist.
@@ -74,6 +86,8 @@ SUMMARY_CHARS = 160
 
 _RECONNECT = re.compile(r"^Reconnecting\.\.\.\s*(\d+)\s*/\s*(\d+)")
 _HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
+# A tool-bundle server (required = true in the profile) that Codex could not start.
+_TOOL_SERVER = re.compile(r"required MCP servers failed to initialize: ([^\s:,]+)")
 _RESUME_GONE = re.compile(
     r"thread/resume|no rollout found|(?:thread|session|conversation) not found", re.I
 )
@@ -125,12 +139,18 @@ class CodexAdapter(Adapter):
         self._started: set[str] = set()
         self._output_sent: dict[str, int] = {}
         self._warned: set[str] = set()
+        # The tool-bundle profile written for this run: (CODEX_HOME, profile name).
+        self._profile: tuple[Path, str] | None = None
+        self._notes: list[EventItem] = []
 
     # Spawning -----------------------------------------------------------------------------
 
     def argv(self) -> list[str]:
-        """codex exec --json --skip-git-repo-check [-m MODEL] [resume THREAD_ID] -"""
+        """codex exec --json --skip-git-repo-check [-p PROFILE] [-m MODEL] [resume ID] -"""
         argv = [os.environ.get(BINARY_ENV) or "codex", "exec", "--json", "--skip-git-repo-check"]
+        profile = self._write_profile()
+        if profile:
+            argv += ["-p", profile]
         if self.request.model:
             argv += ["-m", self.request.model]
         if self._resume:
@@ -143,6 +163,32 @@ class CodexAdapter(Adapter):
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.update(self.request.env)
         return env
+
+    def codex_home(self) -> Path:
+        """The CODEX_HOME the child will use: its env's, else ~/.codex of its HOME."""
+        env = self.env()
+        if env.get("CODEX_HOME"):
+            return Path(env["CODEX_HOME"])
+        home = env.get("HOME") or os.environ.get("HOME") or str(Path.home())
+        return Path(home) / ".codex"
+
+    def _write_profile(self) -> str | None:
+        """Write the tool bundle as a private Codex profile; its name, or None if empty."""
+        self.cleanup()
+        text, skipped = codex_profile(enabled_servers(self.request.toolBundle))
+        self._notes = skipped_warnings(skipped)
+        if not text:
+            return None
+        home = self.codex_home()
+        name = write_codex_profile(home, text)
+        self._profile = (home, name)
+        return name
+
+    def cleanup(self) -> None:
+        """Remove the tool-bundle profile (it holds the bundle's secrets)."""
+        if self._profile is not None:
+            remove_codex_profile(*self._profile)
+            self._profile = None
 
     def resume(self, ref: SessionRef) -> None:
         """Continue ref's thread (a conversation's previous run), unless the run names one."""
@@ -161,7 +207,7 @@ class CodexAdapter(Adapter):
         if stream == "stderr":
             self.stderr_tail.extend(text for text, partial in lines if not partial)
             return super().translate(stream, lines)
-        out: list[EventItem] = []
+        out, self._notes = self._notes, []
         for text, partial in lines:
             whole = self._join(text, partial, out)
             if whole is not None:
@@ -221,6 +267,8 @@ class CodexAdapter(Adapter):
         return self._unknown(f"event:{kind}", f"Codex sent an event of unknown type {kind!r}.")
 
     def _thread_started(self, event: dict[str, Any]) -> list[EventItem]:
+        # Codex has read its config by now: the bundle's secrets need not stay on disk.
+        self.cleanup()
         thread = event.get("thread_id")
         if not isinstance(thread, str) or not thread:
             return [_warning("Codex started a thread without an id.")]
@@ -434,6 +482,13 @@ class CodexAdapter(Adapter):
             return self.failure
         if self.turn_error is not None:
             return self.classify(self.turn_error, returncode)
+        broken = _TOOL_SERVER.search("\n".join(self.stderr_tail)) if returncode else None
+        if broken is not None:
+            return failure(
+                "TOOL_SERVER_FAILED",
+                f"Codex could not start tool server {broken.group(1)!r} from the run's "
+                "toolBundle; check its command, args and env (or url), or disable it.",
+            )
         if returncode == 0:
             if self.turn_completed:
                 return None

@@ -11,6 +11,7 @@ class CommandAdapter(Adapter):
     """Runs request.command as is."""
 
     agent_id = "command"
+    description = "run `command` (an argv list) as is, its output lines as events"
 
     def __init__(self, request: RunCreate) -> None:
         if not request.command:

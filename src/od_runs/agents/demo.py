@@ -12,6 +12,7 @@ class DemoAdapter(Adapter):
     """Runs demo_agent.py and passes its JSON lines through as `agent` events."""
 
     agent_id = "demo"
+    description = "built-in pretend agent that streams a realistic session (needs nothing)"
 
     def argv(self) -> list[str]:
         """python -m od_runs.agents.demo_agent with the run's demo options."""

@@ -2,6 +2,9 @@
 
 Any output at all (stdout or stderr, a tool's progress included) resets the idle clock;
 a run is never stopped for its total duration unless it asked for a `timeoutMs`.
+Adapters that can tell when a tool call finished (app-server) also get a shorter quiet
+limit for the silence right after it, so a wedged agent cannot hold a turn for the whole
+idle timeout.
 """
 
 from __future__ import annotations
@@ -12,16 +15,21 @@ import anyio
 
 from ..models import RunCreate
 
-Expiry = Literal["stalled", "timeout"]
+Expiry = Literal["stalled", "quiet", "timeout"]
 
 
 class Watchdog:
     """Says when a child has been silent for `idle` seconds or alive for `timeout` seconds."""
 
-    def __init__(self, idle: float | None, timeout: float | None) -> None:
+    def __init__(
+        self, idle: float | None, timeout: float | None, post_tool: float | None = None
+    ) -> None:
         self.idle = idle
         self.timeout = timeout
+        self.post_tool = post_tool
         self._started = self._last = anyio.current_time()
+        self._after_tool = False
+        self._sooner = anyio.Event()
 
     @classmethod
     def for_run(cls, request: RunCreate, default_idle_ms: int | None) -> Watchdog:
@@ -32,13 +40,34 @@ class Watchdog:
             request.timeoutMs / 1000 if request.timeoutMs else None,
         )
 
-    def touch(self) -> None:
-        """The child printed something: restart the idle clock."""
+    @classmethod
+    def for_turn(
+        cls, request: RunCreate, default_idle_ms: int | None, default_post_tool_ms: int | None
+    ) -> Watchdog:
+        """for_run plus the post-tool quiet limit (postToolIdleTimeoutMs, same rules)."""
+        watchdog = cls.for_run(request, default_idle_ms)
+        ms = (
+            default_post_tool_ms
+            if request.postToolIdleTimeoutMs is None
+            else request.postToolIdleTimeoutMs
+        )
+        watchdog.post_tool = ms / 1000 if ms else None
+        return watchdog
+
+    def touch(self, after_tool: bool = False) -> None:
+        """The child printed something: restart the idle clock.
+
+        after_tool: a tool call has finished and nothing has happened since but chatter,
+        so the post-tool quiet limit applies until the agent shows progress again.
+        """
         self._last = anyio.current_time()
+        if after_tool and not self._after_tool and self.post_tool is not None:
+            self._sooner.set()  # the deadline moved earlier: wake expired() to see it
+        self._after_tool = after_tool
 
     async def expired(self) -> Expiry:
         """Return when a limit is reached (never, if the run has none)."""
-        if self.idle is None and self.timeout is None:
+        if self.idle is None and self.timeout is None and self.post_tool is None:
             await anyio.sleep_forever()
         while True:
             now = anyio.current_time()
@@ -51,5 +80,12 @@ class Watchdog:
                 if now >= self._last + self.idle:
                     return "stalled"
                 deadlines.append(self._last + self.idle)
-            # touch() only moves the idle deadline later, so waking at the earliest is enough.
-            await anyio.sleep(min(deadlines) - now)
+            if self._after_tool and self.post_tool is not None:
+                if now >= self._last + self.post_tool:
+                    return "quiet"
+                deadlines.append(self._last + self.post_tool)
+            # touch() only moves a deadline later, unless it starts the post-tool limit:
+            # then it sets _sooner, so waking at the earliest known deadline is enough.
+            self._sooner = anyio.Event()
+            with anyio.move_on_after(min(deadlines, default=now + 3600.0) - now):
+                await self._sooner.wait()

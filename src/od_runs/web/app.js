@@ -400,7 +400,7 @@
           this.plan(event, data);
           break;
         case "session":
-          this.add(this.mark(el("div", { class: "sys", text: `Session ${data.threadId ?? ""}${data.resumed ? " (resumed)" : ""}` }), event));
+          this.add(this.mark(el("div", { class: "sys", text: `Session ${data.sessionId ? `${data.sessionId} · thread ` : ""}${data.threadId ?? ""}${data.resumed ? " (resumed)" : ""}` }), event));
           break;
         case "usage":
           this.add(this.mark(el("div", { class: "sys", text: usageText(data) }), event));

@@ -1,0 +1,528 @@
+"""The `acp` agent: any Agent Client Protocol agent over stdio (default: `codex-acp`).
+
+The run's `command` is the agent's argv; without one, OD_RUNS_ACP_COMMAND (split like a
+shell would) or `codex-acp` on PATH. The conversation, spoken with the `agent-client-protocol`
+package over the child's stdin and stdout (owns_stdio):
+
+    initialize -> session/new {cwd, mcpServers: the run's tool bundle} -> session/prompt
+    session/update notifications   -> events (acp_updates.py)
+    session/request_permission     -> answered by the run's approvalPolicy
+                                      (acp_permissions.py), logged as an `approval` event
+    cancel, shutdown, watchdog     -> session/cancel first (abort()), then the signal ladder
+
+The agent's answer to session/prompt decides the run: stopReason `end_turn` succeeds,
+anything else fails with the most specific kind. An ACP agent need not exit when its stdin
+closes (codex-acp does not), so once the turn is over the adapter closes stdin, waits a
+moment, and ends the agent's process group with the generic ladder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import re
+import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from .. import __version__
+from ..failures import failure
+from ..models import RunCreate, RunError
+from .acp_permissions import Decision, decide
+from .base import Adapter, EventItem
+from .bundles import acp_servers, enabled_servers, skipped_warnings
+from .process import terminate
+
+if TYPE_CHECKING:
+    # Imported for real only when an ACP run starts (see _load_protocol).
+    from acp import RequestError
+    from acp.client.connection import ClientSideConnection
+    from acp.schema import PermissionOption, RequestPermissionResponse, ToolCallUpdate
+
+    from .acp_updates import UpdateMapper
+
+COMMAND_ENV = "OD_RUNS_ACP_COMMAND"
+DEFAULT_COMMAND = ("codex-acp",)
+# What an ACP child inherits from the daemon besides the generic allowlist: the provider
+# settings of the usual ACP agents (codex-acp, Claude Code's and Gemini's adapters).
+INHERITED_ENV = (
+    "CODEX_HOME",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "CODEX_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
+# An agent says nothing while the model thinks or a tool runs; half an hour of total silence
+# means it is wedged, not busy.
+IDLE_TIMEOUT_MS = 30 * 60 * 1000
+# Largest JSON-RPC message we read: a tool call's update may carry a whole file's diff.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# How long an agent whose turn is over may take to exit on its own once stdin is closed
+# (codex-acp never does: keep it short), and then its SIGTERM -> SIGKILL grace.
+EXIT_WAIT = 0.5
+HANGUP_GRACE = 3.0
+# How often text of a message that is still growing is passed on (a `delta` event).
+DELTA_INTERVAL = 0.5
+# ACP's "authentication required" error code.
+AUTH_REQUIRED = -32000
+
+_HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
+Emit = Callable[[list[EventItem]], None]
+
+
+class AcpAdapter(Adapter):
+    """Drives one ACP session: initialize, session/new, one session/prompt."""
+
+    agent_id = "acp"
+    description = (
+        "any Agent Client Protocol agent over stdio (`command`; default `codex-acp`), with "
+        "permission requests answered by approvalPolicy"
+    )
+    install_hint = (
+        "install one (e.g. `npm install -g @zed-industries/codex-acp`), pass its argv as "
+        "`command`, or set OD_RUNS_ACP_COMMAND"
+    )
+    default_idle_timeout_ms = IDLE_TIMEOUT_MS
+    owns_stdio = True
+
+    def __init__(self, request: RunCreate) -> None:
+        super().__init__(request)
+        # ACP wants an absolute cwd; a run without one runs where the daemon does.
+        self.cwd = os.path.abspath(request.cwd or os.getcwd())
+        self.updates: UpdateMapper | None = None
+        self.session_id: str | None = None
+        self.agent_name: str | None = None
+        self.stop_reason: str | None = None
+        # Why the conversation failed, when the agent said so (a JSON-RPC error).
+        self.error: RunError | None = None
+        self.denied: list[str] = []
+        self.initialized = False
+        self._conn: ClientSideConnection | None = None
+        self._in_turn = False
+        # Made in converse(): adapters are built outside the event loop too.
+        self._talking: anyio.CancelScope | None = None
+        self._chunk: anyio.Event | None = None
+        self._aborted = False
+        self._emit: Emit = _ignore
+
+    # Spawning -----------------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        """The run's `command`, else OD_RUNS_ACP_COMMAND, else codex-acp."""
+        if self.request.command:
+            return list(self.request.command)
+        configured = shlex.split(os.environ.get(COMMAND_ENV, ""))
+        return configured or list(DEFAULT_COMMAND)
+
+    def env(self) -> dict[str, str]:
+        """The provider settings from the daemon, then the run's own env."""
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(self.request.env)
+        return env
+
+    def stdin(self) -> bytes | None:
+        """Nothing: stdin carries the protocol, and the prompt goes in session/prompt."""
+        return None
+
+    # Talking ------------------------------------------------------------------------------
+
+    async def converse(self, process: Process, emit: Emit) -> None:
+        """The whole conversation; then hang up (stdin closed, the group ended)."""
+        assert process.stdin is not None and process.stdout is not None
+        await anyio.to_thread.run_sync(_load_protocol)
+        from acp.client.connection import ClientSideConnection
+
+        from .acp_updates import UpdateMapper
+
+        self.updates = UpdateMapper(self.cwd)
+        self._talking, self._chunk = anyio.CancelScope(), anyio.Event()
+        if self._aborted:
+            self._talking.cancel()  # canceled before it began: only hang up
+        self._emit = emit
+        transport = _StdioTransport(process.stdin, process.stdout, emit, self._garbage)
+        conn = ClientSideConnection(_Client(self), transport)
+        self._conn = conn
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pass_deltas)
+                with self._talking:
+                    await self._talk(conn)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._hang_up(process)
+                await conn.close()
+
+    async def _talk(self, conn: ClientSideConnection) -> None:
+        from acp import PROTOCOL_VERSION, RequestError, text_block
+        from acp.schema import ClientCapabilities, FileSystemCapabilities, Implementation
+
+        assert self.updates is not None
+        step = "initialize"
+        try:
+            init = await conn.initialize(
+                protocol_version=PROTOCOL_VERSION,
+                client_capabilities=ClientCapabilities(
+                    fs=FileSystemCapabilities(read_text_file=False, write_text_file=False),
+                    terminal=False,
+                ),
+                client_info=Implementation(name="od-runs", title="od-runs", version=__version__),
+            )
+            self.initialized = True
+            if init.protocol_version != PROTOCOL_VERSION:
+                self.error = failure(
+                    "AGENT_PROTOCOL_ERROR",
+                    f"The agent speaks ACP version {init.protocol_version}; od-runs speaks "
+                    f"version {PROTOCOL_VERSION}.",
+                )
+                return
+            info = init.agent_info
+            self.agent_name = f"{info.name} {info.version}" if info is not None else None
+            mcp = init.agent_capabilities.mcp_capabilities if init.agent_capabilities else None
+            servers, skipped = acp_servers(
+                enabled_servers(self.request.toolBundle),
+                http=bool(mcp and mcp.http),
+                sse=bool(mcp and mcp.sse),
+            )
+            self._emit(skipped_warnings(skipped))
+            step = "session/new"
+            session = await conn.new_session(cwd=self.cwd, mcp_servers=servers)
+            self.session_id = session.session_id
+            event: dict[str, Any] = {"type": "session", "sessionId": session.session_id}
+            if self.agent_name:
+                event["agent"] = self.agent_name
+            self._emit([("agent", event)])
+            step = "session/prompt"
+            self._in_turn = True
+            try:
+                result = await conn.prompt(
+                    session_id=session.session_id, prompt=[text_block(self.request.prompt)]
+                )
+            finally:
+                self._in_turn = False
+            self.stop_reason = result.stop_reason
+            status = {"type": "status", "text": f"Turn ended: {result.stop_reason}"}
+            self._emit([("agent", {**status, "stopReason": result.stop_reason})])
+            self._emit(self.updates.end_turn(result.stop_reason, result.usage))
+        except RequestError as exc:
+            self.error = _rpc_failure(step, exc)
+        except ConnectionError:
+            pass  # the agent hung up: outcome() reads its exit code
+
+    async def _hang_up(self, process: Process) -> None:
+        """Close the agent's stdin; if it does not exit by itself, end its group."""
+        assert process.stdin is not None
+        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await process.stdin.aclose()
+        with anyio.move_on_after(EXIT_WAIT):
+            await process.wait()
+        if process.returncode is None:
+            await terminate(process, HANGUP_GRACE)
+
+    async def _pass_deltas(self) -> None:
+        """Pass on a growing message's text every DELTA_INTERVAL, not once per chunk."""
+        while True:
+            assert self._chunk is not None
+            await self._chunk.wait()
+            await anyio.sleep(DELTA_INTERVAL)
+            self._chunk = anyio.Event()
+            assert self.updates is not None
+            self._emit(self.updates.delta())
+
+    async def abort(self) -> None:
+        """session/cancel while a turn runs; otherwise stop talking and hang up."""
+        conn, session = self._conn, self.session_id
+        if not (self._in_turn and conn is not None and session is not None):
+            self._aborted = True
+            if self._talking is not None:
+                self._talking.cancel()
+            return
+        from acp import RequestError
+
+        self._emit(
+            [
+                (
+                    "agent",
+                    {"type": "status", "text": "Canceling the turn", "request": "session/cancel"},
+                )
+            ]
+        )
+        with contextlib.suppress(ConnectionError, RequestError):
+            await conn.cancel(session_id=session)
+
+    # What the agent sends -----------------------------------------------------------------
+
+    def on_update(self, update: Any) -> None:
+        """One session/update: its events now, a growing message's text a bit later."""
+        assert self.updates is not None
+        self._emit(self.updates.update(update))
+        if self.updates.growing and self._chunk is not None:
+            self._chunk.set()
+
+    async def on_permission(
+        self, tool_call: ToolCallUpdate, options: list[PermissionOption]
+    ) -> RequestPermissionResponse:
+        """Answer a permission request by the run's approvalPolicy, and log the decision."""
+        from acp.schema import (
+            AllowedOutcome,
+            DeniedOutcome,
+            FileEditToolCallContent,
+            RequestPermissionResponse,
+        )
+
+        assert self.updates is not None
+        known = self.updates.call(tool_call.tool_call_id)
+        kind = tool_call.kind or (known.kind if known is not None else None)
+        paths = [loc.path for loc in tool_call.locations or []]
+        diffs = [c.path for c in tool_call.content or [] if isinstance(c, FileEditToolCallContent)]
+        raw = tool_call.raw_input if isinstance(tool_call.raw_input, dict) else {}
+        if not raw and known is not None and isinstance(known.raw_input, dict):
+            raw = known.raw_input
+        workdir = raw.get("cwd") if isinstance(raw.get("cwd"), str) else None
+        decision: Decision = await anyio.to_thread.run_sync(
+            lambda: decide(
+                self.request.approvalPolicy,
+                self.cwd,
+                kind,
+                [*paths, *diffs],
+                writes=bool(diffs),
+                command=raw.get("command"),
+                workdir=workdir,
+            )
+        )
+        option = _pick(options, decision.allowed)
+        title = tool_call.title or (known.summary if known is not None else None) or kind or ""
+        # The app-server adapter's `approval` event, plus the tool kind and chosen option.
+        event: dict[str, Any] = {
+            "type": "approval",
+            "method": "session/request_permission",
+            "callId": tool_call.tool_call_id,
+            "summary": title,
+            "decision": "allow" if decision.allowed else "deny",
+            "policy": self.request.approvalPolicy,
+            "reason": decision.reason,
+            "kind": kind,
+            "option": option.option_id if option is not None else None,
+        }
+        self._emit([("agent", event)])
+        if not decision.allowed:
+            self.denied.append(f"{title}: {decision.reason}" if title else decision.reason)
+        if option is None:
+            return RequestPermissionResponse(outcome=DeniedOutcome(outcome="cancelled"))
+        return RequestPermissionResponse(
+            outcome=AllowedOutcome(outcome="selected", option_id=option.option_id)
+        )
+
+    def _garbage(self, text: str, fatal: bool = False) -> None:
+        """A line on stdout that is not JSON-RPC: skipped; one too long to read ends the run."""
+        if fatal:
+            self.error = failure(
+                "AGENT_PROTOCOL_ERROR",
+                f"The agent sent a message longer than {MAX_MESSAGE_BYTES // 2**20} MiB; "
+                "od-runs stopped reading it.",
+            )
+            return
+        assert self.updates is not None
+        self.updates.suppressed["not_json"] += 1
+        if self.updates.suppressed["not_json"] == 1:
+            warning = "The agent printed a line that is not JSON-RPC on stdout; it was skipped."
+            self._emit([("agent", {"type": "warning", "text": warning, "line": text[:500]})])
+
+    # Ending -------------------------------------------------------------------------------
+
+    def finish_events(self) -> list[EventItem]:
+        """One summary of what was left out, by kind (never the text itself)."""
+        return self.updates.summary_event() if self.updates is not None else []
+
+    def outcome(self, returncode: int) -> RunError | None:
+        """The turn's stopReason decides; without one, how the agent went away."""
+        if self.failure is not None:
+            return self.failure
+        if self.error is not None:
+            return self.error
+        reason = self.stop_reason
+        if reason == "end_turn":
+            return None
+        if reason is not None:
+            if self.denied:
+                return failure(
+                    "PERMISSION_DENIED",
+                    f"The agent stopped after approvalPolicy {self.request.approvalPolicy!r} "
+                    f'denied it: {self.denied[-1]}. Allow it (approvalPolicy "allow") or '
+                    "change the task.",
+                )
+            return failure("AGENT_INCOMPLETE", _INCOMPLETE.get(reason, f"stopReason {reason}."))
+        if returncode == 127 and not self.initialized:
+            return failure(
+                "AGENT_NOT_FOUND",
+                f"The ACP agent or its interpreter was not found (exit 127); {self.install_hint}.",
+            )
+        if returncode != 0:
+            return super().outcome(returncode)
+        return failure("AGENT_PROTOCOL_ERROR", "The agent exited without answering session/prompt.")
+
+
+_INCOMPLETE = {
+    "max_tokens": "The agent hit its token limit before finishing the turn.",
+    "max_turn_requests": "The agent hit its limit of model requests for one turn.",
+    "refusal": "The agent refused to carry out the prompt.",
+    "cancelled": "The agent canceled its turn by itself.",
+}
+
+
+class _Client:
+    """The client side the ACP library calls: updates and permission requests."""
+
+    def __init__(self, adapter: AcpAdapter) -> None:
+        self._adapter = adapter
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        """A session/update notification."""
+        self._adapter.on_update(update)
+
+    async def request_permission(
+        self,
+        session_id: str,
+        tool_call: ToolCallUpdate,
+        options: list[PermissionOption],
+        **kwargs: Any,
+    ) -> RequestPermissionResponse:
+        """A session/request_permission request."""
+        return await self._adapter.on_permission(tool_call, options)
+
+
+class _StdioTransport:
+    """ACP's stdio framing over the child's pipes: one JSON-RPC message per line.
+
+    The ACP library's message-level transport: send() and receive() move decoded dicts.
+    Every line read counts as output for the idle watchdog.
+    """
+
+    def __init__(
+        self,
+        send: ByteSendStream,
+        receive: ByteReceiveStream,
+        alive: Emit,
+        garbage: Callable[..., None],
+    ) -> None:
+        self._send = send
+        self._receive = BufferedByteReceiveStream(receive)
+        self._lock = anyio.Lock()
+        self._alive = alive
+        self._garbage = garbage
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Write one message as a line."""
+        data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        try:
+            async with self._lock:
+                await self._send.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ConnectionError("the agent's stdin is closed") from exc
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next message, or None at the end of the agent's output."""
+        while True:
+            try:
+                line = await self._receive.receive_until(b"\n", MAX_MESSAGE_BYTES)
+            except anyio.DelimiterNotFound:
+                self._garbage("", fatal=True)
+                return None
+            except (
+                anyio.IncompleteRead,
+                anyio.EndOfStream,
+                anyio.BrokenResourceError,
+                anyio.ClosedResourceError,
+            ):
+                return None
+            self._alive([])
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                message = json.loads(text)
+            except ValueError:
+                self._garbage(text.decode("utf-8", "replace"))
+                continue
+            if isinstance(message, dict):
+                return message
+            self._garbage(text.decode("utf-8", "replace"))
+
+    async def close(self) -> None:
+        """Close the agent's stdin (our half of the conversation)."""
+        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._send.aclose()
+
+
+def _pick(options: list[PermissionOption], allow: bool) -> PermissionOption | None:
+    """The once-only option of the wanted kind, else the always one, else None."""
+    kinds = ("allow_once", "allow_always") if allow else ("reject_once", "reject_always")
+    for kind in kinds:
+        for option in options:
+            if option.kind == kind:
+                return option
+    return None
+
+
+def _rpc_failure(step: str, exc: RequestError) -> RunError:
+    """The failure kind of an error the agent answered a request with."""
+    detail = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
+    text = " ".join(str(detail or exc).split())
+    short = text if len(text) <= 200 else text[:199] + "…"
+    status = _HTTP_STATUS.search(text)
+    code = int(status.group(1)) if status else None
+    http = f" (HTTP {code})" if code else ""
+    if exc.code == AUTH_REQUIRED or code in (401, 403):
+        return failure(
+            "PROVIDER_AUTH_FAILED",
+            f"The agent's model provider refused its credentials{http}. Log in with the agent's "
+            "own CLI (for codex-acp: `codex login`) or give the daemon the provider's API key, "
+            "then start the run again.",
+        )
+    if code == 429:
+        return failure(
+            "PROVIDER_RATE_LIMITED",
+            f"The model provider is rate limiting the agent{http}. Wait, or check the account's "
+            "usage limits, then retry.",
+        )
+    if code is not None and code >= 500:
+        return failure(
+            "PROVIDER_UNAVAILABLE",
+            f"The model provider is unavailable{http}; the agent gave up. Retry later.",
+        )
+    if code is not None:
+        return failure(
+            "PROVIDER_REJECTED", f"The model provider rejected the request{http}: {short}"
+        )
+    if step == "session/prompt":
+        return failure("AGENT_EXITED", f"The agent reported the turn failed: {short}")
+    return failure("AGENT_PROTOCOL_ERROR", f"The agent refused {step}: {short}")
+
+
+def _ignore(items: list[EventItem]) -> None:
+    pass
+
+
+def _load_protocol() -> None:
+    """Import the ACP library: its schema builds hundreds of pydantic models (most of a
+    second of CPU), so the daemon loads it off the event loop, and only for ACP runs."""
+    importlib.import_module("acp.client.connection")
+    importlib.import_module("od_runs.agents.acp_updates")
+
+
+__all__ = ["AcpAdapter"]

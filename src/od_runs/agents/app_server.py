@@ -1,0 +1,694 @@
+"""The `codex-app-server` agent: a run is one turn of a live `codex app-server` session.
+
+sessions.py keeps one `codex app-server` process per conversation and talks JSON-RPC to it
+over stdio (jsonrpc.py); this adapter speaks the protocol for one run: `initialize` and
+`thread/start` / `thread/resume` when its run opens a session, then `turn/start` with the
+prompt, and `turn/interrupt` when the run is canceled or stalls. The run ends on
+`turn/completed`: status `completed` succeeds, `interrupted` is canceled, `failed` fails with
+a classified errorCode (failures.py).
+
+Notifications -> `agent` event data (each `type` below is the data's "type"):
+
+| app-server                                   | ours                                          |
+|----------------------------------------------|-----------------------------------------------|
+| turn/started                                 | status "Turn started"                         |
+| item/agentMessage/delta                      | text_delta {itemId, delta}: progress          |
+| item/completed agentMessage (not streamed)   | message {role: assistant, itemId, text, phase}|
+| item commandExecution                        | tool_call started; tool_output; completed     |
+| item fileChange                              | tool_call started/completed; file_change      |
+| item mcpToolCall, webSearch, dynamicToolCall | tool_call started / completed                 |
+| item/commandExecution/outputDelta            | tool_output {callId, text}                    |
+| turn/plan/updated                            | plan {items: [{text, done}]}                  |
+| error (willRetry)                            | status with retry {attempt, max}              |
+| error (final)                                | warning; turn/completed decides               |
+| turn/completed                               | usage; message {final: true}: the answer      |
+| reasoning, token usage, rate limits, status, | not stored; counted by method in one          |
+| warnings, anything else                      | `suppressed` event per turn                   |
+
+Requests from Codex (approvals) are answered by the run's `approvalPolicy`: `allow`,
+`deny`, or `default`: allow a command or file change whose paths stay inside the run's cwd,
+deny the rest. Each decision is an `approval` event; methods od-runs cannot answer get a
+JSON-RPC error and a warning event.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from typing import Any
+
+import anyio
+
+from .. import __version__
+from ..errors import BadRequest
+from ..failures import AgentFailure, failure
+from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from .approvals import decide
+from .base import EventItem, SessionAdapter
+from .codex import (
+    _AUTH,
+    _HTTP_STATUS,
+    _RATE,
+    _RECONNECT,
+    _UNAVAILABLE,
+    BINARY_ENV,
+    IDLE_TIMEOUT_MS,
+    INHERITED_ENV,
+    _bounded,
+    _command_summary,
+    _one_line,
+    _relative,
+    _short,
+)
+from .jsonrpc import METHOD_NOT_FOUND, JsonRpcPeer, Notification, RpcError
+
+# How long Codex may take to answer initialize, thread/start|resume, turn/start, interrupt.
+RPC_TIMEOUT = 30.0
+# A warm process must answer a ping this fast to be given the next turn.
+PING_TIMEOUT = 5.0
+# After a tool call finished, this much total silence means the agent is wedged: a model
+# that is thinking streams reasoning, and anything at all resets the clock.
+POST_TOOL_TIMEOUT_MS = 5 * 60 * 1000
+# Tool item types, and the name our tool_call events give each.
+TOOL_ITEMS = ("commandExecution", "fileChange", "mcpToolCall", "webSearch", "dynamicToolCall")
+# Notifications that show the agent is working (they end the post-tool quiet period).
+PROGRESS = frozenset(
+    {
+        "item/started",
+        "item/completed",
+        "item/agentMessage/delta",
+        "item/reasoning/summaryTextDelta",
+        "item/reasoning/summaryPartAdded",
+        "item/reasoning/textDelta",
+        "item/commandExecution/outputDelta",
+        "item/fileChange/outputDelta",
+        "item/mcpToolCall/progress",
+        "item/plan/delta",
+        "turn/plan/updated",
+    }
+)
+# Some Codex builds end a turn by writing this into the agent's text instead of turn/completed.
+_ABORTED_MARKERS = ("<turn_aborted>", "<turn_aborted/>")
+# Codex's structured error kinds (codexErrorInfo) -> our failure kinds.
+_INFO_KINDS = {
+    "unauthorized": "PROVIDER_AUTH_FAILED",
+    "usageLimitExceeded": "PROVIDER_RATE_LIMITED",
+    "rateLimitExceeded": "PROVIDER_RATE_LIMITED",
+    "serverOverloaded": "PROVIDER_UNAVAILABLE",
+    "internalServerError": "PROVIDER_UNAVAILABLE",
+    "httpConnectionFailed": "PROVIDER_UNAVAILABLE",
+    "responseStreamConnectionFailed": "PROVIDER_UNAVAILABLE",
+    "responseStreamDisconnected": "PROVIDER_UNAVAILABLE",
+    "responseTooManyFailedAttempts": "PROVIDER_UNAVAILABLE",
+    "contextWindowExceeded": "PROVIDER_REJECTED",
+    "modelNotFound": "PROVIDER_REJECTED",
+    "badRequest": "PROVIDER_REJECTED",
+}
+
+
+class CodexAppServerAdapter(SessionAdapter):
+    """One turn on the conversation's `codex app-server` session."""
+
+    agent_id = "codex-app-server"
+    description = (
+        "OpenAI Codex app-server: one live session per conversation, each run a turn "
+        "(interruptible, resumes its thread after a restart)"
+    )
+    default_idle_timeout_ms = IDLE_TIMEOUT_MS
+    default_post_tool_timeout_ms = POST_TOOL_TIMEOUT_MS
+    takes_model = True
+    has_sessions = True
+    install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
+
+    def __init__(self, request: RunCreate) -> None:
+        super().__init__(request)
+        self._resume: str | None = None
+        if request.sessionRef is not None and request.sessionRef.threadId is not None:
+            if not _is_uuid(request.sessionRef.threadId):
+                raise BadRequest("sessionRef.threadId must be a Codex thread id (a UUID)")
+            self._resume = request.sessionRef.threadId
+        if request.toolBundle is not None and any(s.enabled for s in request.toolBundle.mcpServers):
+            # A session's MCP servers are fixed when its process starts: not per run (yet).
+            raise BadRequest(
+                "agentId 'codex-app-server' does not take a toolBundle yet; use agentId 'codex'"
+            )
+        # Where the default approval policy draws the line.
+        self.root = request.cwd or os.getcwd()
+        self.thread_id: str | None = None
+        self.turn_id: str | None = None
+        self.turn_status: str | None = None
+        self.turn_error: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.retries = 0
+        self.lost: RunError | None = None
+        self.suppressed: Counter[str] = Counter()
+        self._usage: TokenUsage | None = None
+        self._messages: list[tuple[str, str, str | None]] = []
+        self._started: set[str] = set()
+        self._output_sent: dict[str, int] = {}
+        self._items: dict[str, dict[str, Any]] = {}
+        self._refused: set[str] = set()
+        self._streamed: set[str] = set()
+
+    # Spawning (once per session) ----------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        """codex app-server (JSON-RPC on stdio)."""
+        return [os.environ.get(BINARY_ENV) or "codex", "app-server"]
+
+    def env(self) -> dict[str, str]:
+        """Codex's home, key and network settings from the daemon, then the run's own env."""
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(self.request.env)
+        return env
+
+    def resume(self, ref: SessionRef) -> None:
+        """The conversation's previous thread, for a session that has none on record yet."""
+        if self._resume is None and ref.threadId is not None:
+            self._resume = ref.threadId
+
+    def wanted_thread(self) -> str | None:
+        """The thread this run asked to continue (sessionRef, or the conversation's last)."""
+        return self._resume
+
+    def session_ref(self) -> SessionRef | None:
+        """The thread this run's turn belongs to."""
+        thread = self.thread_id or self._resume
+        return SessionRef(threadId=thread) if thread else None
+
+    async def open_session(self, peer: JsonRpcPeer, thread_id: str | None) -> str:
+        """initialize, then thread/resume thread_id (never a new thread instead) or thread/start."""
+        client = {"name": "od-runs", "title": "od-runs", "version": __version__}
+        await peer.request("initialize", {"clientInfo": client}, RPC_TIMEOUT)
+        await peer.notify("initialized")
+        params: dict[str, Any] = {"cwd": self.request.cwd} if self.request.cwd else {}
+        if self.request.model:
+            params["model"] = self.request.model
+        if thread_id is None:
+            found = thread_of(await peer.request("thread/start", params, RPC_TIMEOUT))
+            if found is None:
+                raise AgentFailure(
+                    failure("AGENT_PROTOCOL_ERROR", "Codex started a thread without an id.")
+                )
+            return found
+        try:
+            result = await peer.request(
+                "thread/resume",
+                {**params, "threadId": thread_id, "excludeTurns": True},
+                RPC_TIMEOUT,
+            )
+        except RpcError as exc:
+            raise AgentFailure(
+                failure(
+                    "SESSION_RESUME_FAILED",
+                    f"Codex could not resume thread {thread_id} ({_short(exc.message, 160)}); "
+                    "no new thread was started. Start a new conversation to continue without it.",
+                )
+            ) from None
+        found = thread_of(result)
+        if found is not None and found.lower() != thread_id.lower():
+            raise AgentFailure(
+                failure(
+                    "SESSION_RESUME_FAILED",
+                    f"Codex answered thread/resume {thread_id} with another thread ({found}); "
+                    "the session was retired. Start a new conversation to continue without it.",
+                )
+            )
+        return thread_id
+
+    # One turn -----------------------------------------------------------------------------
+
+    async def ping(self, peer: JsonRpcPeer) -> None:
+        """thread/loaded/list: cheap, harmless, and only a live process can answer it."""
+        await peer.request("thread/loaded/list", {}, PING_TIMEOUT)
+
+    async def start_turn(self, peer: JsonRpcPeer, thread_id: str) -> None:
+        """turn/start with the prompt; a refusal fails the run with a classified kind."""
+        self.thread_id = thread_id
+        params: dict[str, Any] = {
+            "threadId": thread_id,
+            "input": [{"type": "text", "text": self.request.prompt}],
+        }
+        if self.request.cwd:
+            params["cwd"] = self.request.cwd
+        if self.request.model:
+            params["model"] = self.request.model
+        try:
+            result = await peer.request("turn/start", params, RPC_TIMEOUT)
+        except RpcError as exc:
+            raise AgentFailure(self.classify({"message": exc.message})) from None
+        turn = result.get("turn") if isinstance(result, dict) else None
+        if isinstance(turn, dict) and isinstance(turn.get("id"), str) and self.turn_id is None:
+            self.turn_id = turn["id"]
+
+    async def abort_turn(self, peer: JsonRpcPeer, thread_id: str) -> None:
+        """turn/interrupt: Codex stops the model and its tools and ends the turn."""
+        if self.turn_id is None or self.turn_ended:
+            return
+        await peer.request(
+            "turn/interrupt", {"threadId": thread_id, "turnId": self.turn_id}, RPC_TIMEOUT
+        )
+
+    def translate_batch(self, batch: list[Notification]) -> list[EventItem]:
+        """A batch of notifications as events; noise is only counted."""
+        out: list[EventItem] = []
+        for note in batch:
+            params = note.params if isinstance(note.params, dict) else {}
+            out += self.translate_notification(note.method, params)
+        return out
+
+    def translate_notification(self, method: str, params: dict[str, Any]) -> list[EventItem]:
+        """One notification as zero or more events."""
+        if self.turn_ended or self._other_turn(method, params):
+            self.suppressed[method] += 1
+            return []
+        if method in PROGRESS:
+            self.after_tool = False
+        if method == "turn/started":
+            turn = params.get("turn")
+            if self.turn_id is None and isinstance(turn, dict) and isinstance(turn.get("id"), str):
+                self.turn_id = turn["id"]
+            return [_agent({"type": "status", "text": "Turn started"})]
+        if method in ("item/started", "item/completed"):
+            item = params.get("item")
+            if not isinstance(item, dict):
+                self.suppressed[method] += 1
+                return []
+            return self._item(method, item)
+        if method == "item/agentMessage/delta":
+            item_id = str(params.get("itemId") or "")
+            self._streamed.add(item_id)
+            delta = str(params.get("delta") or "")
+            return [_agent({"type": "text_delta", "itemId": item_id, "delta": delta})]
+        if method in ("item/commandExecution/outputDelta", "item/fileChange/outputDelta"):
+            item_id = str(params.get("itemId") or "")
+            delta = str(params.get("delta") or "")
+            self._output_sent[item_id] = self._output_sent.get(item_id, 0) + len(delta)
+            return [_agent({"type": "tool_output", "callId": item_id, "text": _bounded(delta)})]
+        if method == "item/mcpToolCall/progress":
+            text = _one_line(str(params.get("message") or ""))
+            return [_agent({"type": "status", "callId": params.get("itemId"), "text": text})]
+        if method == "turn/plan/updated":
+            steps = params.get("plan") if isinstance(params.get("plan"), list) else []
+            items = [
+                {"text": str(s.get("step") or ""), "done": s.get("status") == "completed"}
+                for s in steps
+                if isinstance(s, dict)
+            ]
+            return [_agent({"type": "plan", "items": items})]
+        if method == "thread/tokenUsage/updated":
+            self._add_usage(params.get("tokenUsage"))
+        elif method == "error":
+            return self._error(params)
+        elif method == "turn/completed":
+            return self._turn_completed(params)
+        self.suppressed[method] += 1
+        return []
+
+    def _other_turn(self, method: str, params: dict[str, Any]) -> bool:
+        """A notification of another thread or an earlier turn (late, after an interrupt)."""
+        thread = params.get("threadId")
+        if self.thread_id and isinstance(thread, str) and thread != self.thread_id:
+            return True
+        turn = params.get("turnId")
+        if turn is None and isinstance(params.get("turn"), dict):
+            turn = params["turn"].get("id")
+        return bool(self.turn_id and isinstance(turn, str) and turn != self.turn_id)
+
+    def _add_usage(self, usage: Any) -> None:
+        # `last` is one model response; a turn with tool calls has several, so sum them.
+        last = usage.get("last") if isinstance(usage, dict) else None
+        if not isinstance(last, dict):
+            return
+        total = self._usage or TokenUsage()
+        self._usage = TokenUsage(
+            **{
+                field: getattr(total, field) + int(last.get(field) or 0)
+                for field in TokenUsage.model_fields
+            }
+        )
+
+    def usage(self) -> TokenUsage | None:
+        """Tokens of this turn (every model response of it, summed)."""
+        return self._usage
+
+    def _error(self, params: dict[str, Any]) -> list[EventItem]:
+        error = params.get("error") if isinstance(params.get("error"), dict) else {}
+        message = str(error.get("message") or "")
+        self.last_error = message or self.last_error
+        if params.get("willRetry"):
+            match = _RECONNECT.match(message)
+            data: dict[str, Any] = {"type": "status", "text": _one_line(message) or "Retrying"}
+            if match:
+                self.retries = int(match.group(1))
+                data["retry"] = {"attempt": int(match.group(1)), "max": int(match.group(2))}
+            return [_agent(data)]
+        self.turn_error = error
+        return [_warning(_one_line(message) or "Codex reported an error.")]
+
+    def _turn_completed(self, params: dict[str, Any]) -> list[EventItem]:
+        turn = params.get("turn") if isinstance(params.get("turn"), dict) else {}
+        return self._end_turn(str(turn.get("status") or "failed"), turn.get("error"))
+
+    def _end_turn(self, status: str, error: Any) -> list[EventItem]:
+        self.turn_ended = True
+        self.turn_status = status
+        if isinstance(error, dict):
+            self.turn_error = error
+        out: list[EventItem] = []
+        if self._usage is not None:
+            out.append(_agent({"type": "usage", **self._usage.model_dump()}))
+        final = self.final_answer()
+        if status == "completed" and final is not None:
+            item_id, text = final
+            out.append(
+                _agent(
+                    {
+                        "type": "message",
+                        "role": "assistant",
+                        "final": True,
+                        "itemId": item_id,
+                        "text": text,
+                    }
+                )
+            )
+        return out
+
+    def final_answer(self) -> tuple[str, str] | None:
+        """(itemId, text) of the last completed agentMessage, phase final_answer first."""
+        finals = [m for m in self._messages if m[2] == "final_answer"]
+        chosen = (finals or self._messages)[-1:]
+        return (chosen[0][0], chosen[0][1]) if chosen else None
+
+    # Items --------------------------------------------------------------------------------
+
+    def _item(self, method: str, item: dict[str, Any]) -> list[EventItem]:
+        kind = str(item.get("type") or "")
+        item_id = str(item.get("id") or "")
+        done = method == "item/completed"
+        if kind == "agentMessage" and done:
+            text = str(item.get("text") or "")
+            phase = item.get("phase") if isinstance(item.get("phase"), str) else None
+            if any(marker in text for marker in _ABORTED_MARKERS):
+                return self._end_turn("interrupted", None)
+            self._messages.append((item_id, text, phase))
+            if item_id in self._streamed:
+                return []  # its text_delta events carried it already (renderers join them)
+            data: dict[str, Any] = {"type": "message", "role": "assistant", "itemId": item_id}
+            if phase:
+                data["phase"] = phase
+            data["text"] = text
+            return [_agent(data)]
+        if kind in TOOL_ITEMS:
+            self._items[item_id] = item
+            return self._tool(done, item_id, kind, item)
+        self.suppressed[f"{method}:{kind or 'unknown'}"] += 1
+        return []
+
+    def _tool(self, done: bool, item_id: str, kind: str, item: dict[str, Any]) -> list[EventItem]:
+        name, summary, started, result = describe_tool(kind, item, self.root)
+        out: list[EventItem] = []
+        if item_id not in self._started:
+            self._started.add(item_id)
+            out.append(
+                _agent(
+                    {
+                        "type": "tool_call",
+                        "phase": "started",
+                        "callId": item_id,
+                        "name": name,
+                        "summary": summary,
+                        **started,
+                    }
+                )
+            )
+        if not done:
+            return out
+        if kind == "commandExecution":
+            output = str(item.get("aggregatedOutput") or "")
+            sent = self._output_sent.pop(item_id, 0)
+            if len(output) > sent:
+                out.append(
+                    _agent(
+                        {"type": "tool_output", "callId": item_id, "text": _bounded(output[sent:])}
+                    )
+                )
+        out.append(
+            _agent(
+                {
+                    "type": "tool_call",
+                    "phase": "completed",
+                    "callId": item_id,
+                    "name": name,
+                    "summary": summary,
+                    "status": str(item.get("status") or "completed"),
+                    **result,
+                }
+            )
+        )
+        if kind == "fileChange":
+            out.append(
+                _agent({"type": "file_change", "callId": item_id, "changes": result["changes"]})
+            )
+        self.after_tool = True
+        return out
+
+    # Approvals ----------------------------------------------------------------------------
+
+    async def answer(self, method: str, params: Any) -> tuple[Any, list[EventItem]]:
+        """Answer Codex's request with the run's approval policy; unknown ones with an error."""
+        p = params if isinstance(params, dict) else {}
+        policy = self.request.approvalPolicy
+        # decide() resolves paths (symlinks) on disk: off the event loop. The reader waits
+        # for this answer, so no notification changes self._items meanwhile.
+        decision = await anyio.to_thread.run_sync(decide, policy, method, p, self.root, self._items)
+        if decision is None:
+            events: list[EventItem] = []
+            if method not in self._refused:
+                self._refused.add(method)
+                events.append(_warning(f"Codex asked {method}, which od-runs does not answer."))
+            return RpcError(METHOD_NOT_FOUND, f"od-runs does not handle {method}"), events
+        event = {
+            "type": "approval",
+            "method": method,
+            "callId": decision.call_id,
+            "summary": decision.summary,
+            "decision": "allow" if decision.allowed else "deny",
+            "policy": policy,
+            "reason": decision.reason,
+        }
+        return decision.result, [_agent(event)]
+
+    # Ending -------------------------------------------------------------------------------
+
+    def session_lost(self, garbage: str | None, returncode: int | None, stderr: str = "") -> None:
+        """Remember why the turn cannot end normally: garbage, or a dead process."""
+        if garbage is not None:
+            self.lost = failure(
+                "AGENT_PROTOCOL_ERROR",
+                "The Codex app-server sent something that is not JSON-RPC; its session was "
+                "retired and the next run starts a fresh process on the same thread.",
+            )
+            return
+        if _AUTH.search(stderr):
+            self.lost = failure(
+                "PROVIDER_AUTH_FAILED",
+                "The Codex app-server stopped: the provider refused its credentials. Run "
+                "`codex login` (or give the daemon the provider's API key) and retry.",
+            )
+            return
+        how = (
+            f"was killed by signal {-returncode}"
+            if returncode is not None and returncode < 0
+            else f"exited with code {returncode}"
+            if returncode is not None
+            else "closed its output"
+        )
+        self.lost = failure(
+            "AGENT_EXITED",
+            f"The Codex app-server {how} before the turn ended; the next run resumes the "
+            "thread in a new process.",
+            retryable=True,
+        )
+
+    def finish_events(self) -> list[EventItem]:
+        """The turn's one summary of what was not stored, by method (never the text)."""
+        if not self.suppressed:
+            return []
+        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
+        return [
+            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
+        ]
+
+    def outcome(self, returncode: int) -> RunError | None:
+        """completed: None; failed: its classified error; no end at all: why."""
+        if self.failure is not None:
+            return self.failure
+        if self.turn_status == "completed":
+            return None
+        if self.turn_status == "failed":
+            return self.classify(self.turn_error)
+        if self.lost is not None:
+            return self.lost
+        if self.turn_status is None:
+            return failure(
+                "AGENT_PROTOCOL_ERROR",
+                "The Codex app-server never finished the turn (no turn/completed).",
+            )
+        return failure("AGENT_EXITED", f"The turn ended as {self.turn_status}.")
+
+    def classify(self, error: dict[str, Any] | None) -> RunError:
+        """The failure kind of a Codex turn error: its codexErrorInfo first, then its text."""
+        error = error or {}
+        message = str(error.get("message") or self.last_error or "the turn failed")
+        info = error.get("codexErrorInfo")
+        kind = info if isinstance(info, str) else next(iter(info), None) if info else None
+        status = _status_of(info) or _status_in(message)
+        code = None
+        if status is not None:
+            code = (
+                "PROVIDER_AUTH_FAILED"
+                if status in (401, 403)
+                else "PROVIDER_RATE_LIMITED"
+                if status == 429
+                else "PROVIDER_UNAVAILABLE"
+                if status >= 500
+                else "PROVIDER_REJECTED"
+            )
+        code = code or _INFO_KINDS.get(str(kind))
+        if code is None:
+            details = f"{message} {error.get('additionalDetails') or ''}"
+            for pattern, candidate in (
+                (_AUTH, "PROVIDER_AUTH_FAILED"),
+                (_RATE, "PROVIDER_RATE_LIMITED"),
+                (_UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
+            ):
+                if pattern.search(details):
+                    code = candidate
+                    break
+        http = f" (HTTP {status})" if status else ""
+        if code == "PROVIDER_AUTH_FAILED":
+            text = (
+                f"The model provider refused Codex's credentials{http}. Run `codex login` "
+                "(or give the daemon the provider's API key) and start the run again."
+            )
+        elif code == "PROVIDER_RATE_LIMITED":
+            text = (
+                f"The model provider is rate limiting requests{http}. Wait, or check the "
+                "account's usage limits, then retry."
+            )
+        elif code == "PROVIDER_UNAVAILABLE":
+            after = f" after {self.retries} retries" if self.retries else ""
+            text = f"The model provider is unavailable{http}; Codex gave up{after}. Retry later."
+        elif code == "PROVIDER_REJECTED":
+            text = f"The model provider rejected the request{http}: {_short(message)}"
+        else:
+            code, text = "AGENT_EXITED", f"Codex reported the turn failed: {_short(message)}"
+        return failure(code, text)
+
+
+# Pure helpers -----------------------------------------------------------------------------
+
+
+def thread_of(result: Any) -> str | None:
+    """The thread id of a thread/start|resume answer (thread.id, or the older spellings)."""
+    if not isinstance(result, dict):
+        return None
+    thread = result.get("thread") if isinstance(result.get("thread"), dict) else {}
+    for candidate in (
+        thread.get("id"),
+        thread.get("sessionId"),
+        result.get("threadId"),
+        result.get("sessionId"),
+    ):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def describe_tool(
+    kind: str, item: dict[str, Any], root: str
+) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """(name, summary, extra fields when started, extra fields when completed) of a tool item."""
+    if kind == "commandExecution":
+        command = str(item.get("command") or "")
+        return (
+            "shell",
+            _command_summary(command),
+            {"input": {"command": command}},
+            {
+                "exitCode": item.get("exitCode"),
+                "output": _bounded(str(item.get("aggregatedOutput") or "")),
+            },
+        )
+    if kind == "fileChange":
+        raw = item.get("changes") if isinstance(item.get("changes"), list) else []
+        changes = []
+        for change in raw:
+            if not isinstance(change, dict):
+                continue
+            change_kind = change.get("kind")
+            label = change_kind.get("type") if isinstance(change_kind, dict) else change_kind
+            changes.append(
+                {"path": _relative(str(change.get("path") or ""), root), "kind": str(label or "")}
+            )
+        summary = ", ".join(f"{c['kind']} {c['path']}" for c in changes) or "edit files"
+        return "apply_patch", _short(summary, 160), {}, {"changes": changes}
+    if kind in ("mcpToolCall", "dynamicToolCall"):
+        server = str(item.get("server") or item.get("namespace") or "")
+        tool = str(item.get("tool") or "")
+        name = f"{server}.{tool}" if server else tool
+        result: dict[str, Any] = {}
+        error = item.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            result["error"] = _short(str(error["message"]), 500)
+        content = (
+            item.get("result", {}).get("content") if isinstance(item.get("result"), dict) else None
+        )
+        content = content if isinstance(content, list) else item.get("contentItems")
+        if isinstance(content, list):
+            texts = [str(c.get("text")) for c in content if isinstance(c, dict) and "text" in c]
+            result["output"] = _bounded("\n".join(texts))
+        return (
+            name,
+            _short(f"{name}()", 160),
+            {"input": {"arguments": item.get("arguments")}},
+            result,
+        )
+    query = str(item.get("query") or "")
+    summary = f"search: {query}" if query else "web search"
+    return "web_search", _short(summary, 160), {"input": {"query": query}}, {}
+
+
+def _status_of(info: Any) -> int | None:
+    """The HTTP status inside a codexErrorInfo like {"httpConnectionFailed": {...}}."""
+    if isinstance(info, dict):
+        for value in info.values():
+            if isinstance(value, dict) and isinstance(value.get("httpStatusCode"), int):
+                return int(value["httpStatusCode"])
+    return None
+
+
+def _status_in(message: str) -> int | None:
+    match = _HTTP_STATUS.search(message)
+    return int(match.group(1)) if match else None
+
+
+def _agent(data: dict[str, Any]) -> EventItem:
+    return ("agent", data)
+
+
+def _warning(text: str) -> EventItem:
+    return ("agent", {"type": "warning", "text": text})
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["CodexAppServerAdapter", "describe_tool", "thread_of"]

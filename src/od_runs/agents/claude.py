@@ -1,0 +1,668 @@
+"""The `claude` agent: Claude Code in print mode, its stream-json turned into our `agent` events.
+
+Command line (in the run's cwd; the prompt on stdin, then stdin closed):
+
+    claude -p --output-format stream-json --verbose --permission-mode MODE
+           [--model MODEL] [--resume SESSION_ID] [--mcp-config FILE] [--allowedTools TOOLS]
+
+The binary is `claude` on PATH, or OD_RUNS_CLAUDE_BIN. Claude Code reads its login and
+settings from ~/.claude (or CLAUDE_CONFIG_DIR); the daemon passes the Anthropic variables,
+CLAUDE_CONFIG_DIR and the proxy/TLS variables through when it has them.
+
+Permissions follow the run's `approvalPolicy` (as for acp and codex-app-server; see
+approvals.py). Nobody answers a prompt in print mode, so whatever would ask is denied; the
+policy decides what never needs to ask:
+
+| approvalPolicy | Claude Code flags                      | runs without asking                 |
+|----------------|----------------------------------------|-------------------------------------|
+| default        | acceptEdits, allowed: commands, reads  | edits inside cwd, any command,      |
+|                |                                        | reads and fetches; no edit outside  |
+| allow          | acceptEdits, allowed: every file tool  | edits anywhere too                  |
+| deny           | default mode, nothing allowed          | only what Claude Code never asks    |
+|                |                                        | about (reads and read-only commands |
+|                |                                        | inside cwd)                         |
+
+The tools of the run's tool bundle are always allowed: the caller handed them over to be
+used. Claude Code's own settings (permissions.allow / deny) apply on top, as usual.
+
+Claude Code stream-json -> `agent` event data (each `type` below is the data's "type"):
+
+| Claude Code                            | ours                                                |
+|----------------------------------------|-----------------------------------------------------|
+| system init                            | session {threadId: session_id, resumed, model}      |
+| system api_retry                       | status with retry {attempt, max}: progress only     |
+| system permission_denied               | warning (the tool call itself fails, see below)     |
+| system compact_boundary                | status "Conversation compacted"                     |
+| assistant text block                   | message {role: assistant, itemId, text}             |
+| assistant tool_use block               | tool_call started {callId, name, summary, input}    |
+| user tool_result block                 | tool_call completed {status, output}; file_change   |
+| result                                 | usage {tokens, costUsd}; message {final: true}      |
+| result is_error, synthetic API error   | the run fails with a classified errorCode           |
+| thinking, other system subtypes, …     | left out; one `suppressed` event counts them        |
+| unknown message type, non-JSON line    | warning; the run goes on                            |
+
+The final answer is the result's text (the last assistant text), never the progress messages
+joined. A run in a conversation resumes the previous run's session with --resume; a session
+Claude Code cannot find fails SESSION_RESUME_FAILED and never starts a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadRequest
+from ..failures import failure
+from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from .base import Adapter, EventItem, Stream
+from .bundles import claude_mcp_config, enabled_servers, skipped_warnings
+from .claude_tools import (
+    FILE_TOOLS,
+    bounded,
+    bounded_input,
+    describe_tool,
+    relative,
+    result_text,
+    short,
+    strip_tags,
+)
+
+BINARY_ENV = "OD_RUNS_CLAUDE_BIN"
+# approvalPolicy -> (--permission-mode, tools allowed without asking). acceptEdits lets
+# edits (and file-writing commands) inside cwd through and refuses them outside.
+_READS = ("Read", "Glob", "Grep", "WebFetch", "WebSearch")
+_EDITS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
+PERMISSIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "default": ("acceptEdits", ("Bash", *_READS)),
+    "allow": ("acceptEdits", ("Bash", *_READS, *_EDITS)),
+    "deny": ("default", ()),
+}
+# What a Claude Code child inherits from the daemon besides the generic allowlist.
+INHERITED_ENV = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_MODEL",
+    "ANTHROPIC_CUSTOM_HEADERS",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CONFIG_DIR",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_MAX_RETRIES",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "DISABLE_TELEMETRY",
+    "API_TIMEOUT_MS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
+# A daemon's child must not update itself halfway through a run.
+DEFAULT_ENV = {"DISABLE_AUTOUPDATER": "1"}
+# Claude Code prints nothing while the model thinks or a tool runs; half an hour of total
+# silence means it is wedged, not busy.
+IDLE_TIMEOUT_MS = 30 * 60 * 1000
+# A stream-json line may arrive in pieces (the process layer splits lines at 64 KiB).
+MAX_JSON_LINE = 16 * 1024 * 1024
+STDERR_TAIL_LINES = 50
+# Message types that carry nothing a person needs to read; counted, never stored.
+QUIET_TYPES = frozenset(
+    {"stream_event", "rate_limit_event", "keep_alive", "tool_progress", "prompt_suggestion"}
+)
+
+_AUTH = re.compile(
+    r"\b40[13]\b|unauthori[sz]ed|forbidden|invalid[_ ](?:api[_ ])?key|not logged in|/login|"
+    r"authenticat|oauth token|token (?:has )?expired",
+    re.I,
+)
+_RATE = re.compile(r"\b429\b|too many requests|rate[_ -]?limit|usage limit", re.I)
+_UNAVAILABLE = re.compile(
+    r"\b5\d\d\b|overloaded|server[_ -]?error|service unavailable|connection (?:refused|reset|"
+    r"error|closed)|econn|socket hang up|timed? ?out|network",
+    re.I,
+)
+# The `error` kind Claude Code puts on its synthetic error message, by failure kind.
+_ERROR_KINDS = {
+    "authentication_failed": "PROVIDER_AUTH_FAILED",
+    "oauth_org_not_allowed": "PROVIDER_AUTH_FAILED",
+    "rate_limit": "PROVIDER_RATE_LIMITED",
+    "server_error": "PROVIDER_UNAVAILABLE",
+    "overloaded": "PROVIDER_UNAVAILABLE",
+    "billing_error": "PROVIDER_REJECTED",
+    "invalid_request": "PROVIDER_REJECTED",
+}
+# Results that are not provider errors: Claude Code stopped on a limit of its own.
+_STOPPED = {
+    "error_max_turns": "it reached its maximum number of turns",
+    "error_max_budget_usd": "it reached its spending limit (--max-budget-usd)",
+    "error_during_execution": "it failed while running",
+}
+
+
+class ClaudeAdapter(Adapter):
+    """Drives `claude -p --output-format stream-json` and maps its messages."""
+
+    agent_id = "claude"
+    description = "Anthropic Claude Code (`claude -p`, stream-json), resumable per conversation"
+    default_idle_timeout_ms = IDLE_TIMEOUT_MS
+    takes_model = True
+    has_sessions = True
+    install_hint = (
+        "install it with `npm install -g @anthropic-ai/claude-code`, or set OD_RUNS_CLAUDE_BIN"
+    )
+
+    def __init__(self, request: RunCreate) -> None:
+        super().__init__(request)
+        self._resume: str | None = None
+        if request.sessionRef is not None and request.sessionRef.threadId is not None:
+            if not _is_uuid(request.sessionRef.threadId):
+                raise BadRequest("sessionRef.threadId must be a Claude Code session id (a UUID)")
+            self._resume = request.sessionRef.threadId
+        self.permission_mode, self.allowed_tools = PERMISSIONS[request.approvalPolicy]
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.result: dict[str, Any] | None = None
+        self.api_error: dict[str, Any] | None = None
+        self.retries = 0
+        self.saw_json = False
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.suppressed: Counter[str] = Counter()
+        self._messages: list[tuple[str, str]] = []
+        self._tools: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        self._denied: set[str] = set()
+        self._warned: set[str] = set()
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._dropping = False
+        self._config_dir: Path | None = None
+        # Warnings about bundle servers that could not be handed over, logged first.
+        self._notes: list[EventItem] = []
+
+    # Spawning -----------------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        """claude -p --output-format stream-json --verbose … (the prompt goes to stdin)."""
+        argv = [
+            os.environ.get(BINARY_ENV) or "claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            self.permission_mode,
+        ]
+        if self.request.model:
+            argv += ["--model", self.request.model]
+        if self._resume:
+            argv += ["--resume", self._resume]
+        config, skipped = claude_mcp_config(enabled_servers(self.request.toolBundle))
+        self._notes = skipped_warnings(skipped)
+        if config["mcpServers"]:
+            argv += ["--mcp-config", str(self._write_mcp_config(config))]
+        allowed = [*self.allowed_tools, *(f"mcp__{server}" for server in config["mcpServers"])]
+        if allowed:
+            argv += ["--allowedTools", ",".join(allowed)]
+        return argv
+
+    def env(self) -> dict[str, str]:
+        """Claude Code's key, config and network settings from the daemon, then the run's env."""
+        env = dict(DEFAULT_ENV)
+        env.update({name: os.environ[name] for name in INHERITED_ENV if name in os.environ})
+        env.update(self.request.env)
+        return env
+
+    def resume(self, ref: SessionRef) -> None:
+        """Continue ref's session (a conversation's previous run), unless the run names one."""
+        if self._resume is None and ref.threadId is not None:
+            self._resume = ref.threadId
+
+    def session_ref(self) -> SessionRef | None:
+        """The session Claude Code reported, or the one this run was asked to resume."""
+        session = self.session_id or self._resume
+        return SessionRef(threadId=session) if session else None
+
+    def cleanup(self) -> None:
+        """Remove the private MCP config (it may hold the bundle's secrets)."""
+        if self._config_dir is not None:
+            shutil.rmtree(self._config_dir, ignore_errors=True)
+            self._config_dir = None
+
+    def _write_mcp_config(self, config: dict[str, Any]) -> Path:
+        """The bundle as Claude Code's MCP config, in a file only the daemon's user can read.
+
+        A file, not JSON on the command line: argv is visible to every user in `ps`.
+        """
+        self.cleanup()
+        self._config_dir = Path(tempfile.mkdtemp(prefix="od-runs-claude-"))  # mode 0700
+        path = self._config_dir / "mcp.json"
+        # O_EXCL: never write through a file (or link) someone else put there.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(config, file)
+        return path
+
+    # Reading ------------------------------------------------------------------------------
+
+    def translate(self, stream: Stream, lines: list[tuple[str, bool]]) -> list[EventItem]:
+        """stderr: kept as a tail and passed on; stdout: stream-json mapped message by message."""
+        if stream == "stderr":
+            self.stderr_tail.extend(text for text, partial in lines if not partial)
+            return super().translate(stream, lines)
+        out, self._notes = self._notes, []
+        for text, partial in lines:
+            whole = self._join(text, partial, out)
+            if whole is not None:
+                out += self.translate_line(whole)
+        return out
+
+    def _join(self, text: str, partial: bool, out: list[EventItem]) -> str | None:
+        """Reassemble a line the process layer delivered in pieces; skip an absurd one."""
+        if self._dropping:
+            self._dropping = partial
+            return None
+        if not partial and not self._pending:
+            return text
+        self._pending.append(text)
+        self._pending_size += len(text)
+        if self._pending_size > MAX_JSON_LINE:
+            out.append(_warning("Claude Code printed an over-long line; it was skipped."))
+            self._pending, self._pending_size = [], 0
+            self._dropping = partial
+            return None
+        if partial:
+            return None
+        whole = "".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        return whole
+
+    def translate_line(self, line: str) -> list[EventItem]:
+        """One line of Claude Code's stream-json as zero or more events."""
+        if not line.strip():
+            return []
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return [_warning("Claude Code printed a line that is not JSON.", line=line[:500])]
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return [_warning("Claude Code printed JSON that is not a message.", line=line[:500])]
+        self.saw_json = True
+        kind = message["type"]
+        if kind == "system":
+            return self._system(message)
+        if kind == "assistant":
+            return self._assistant(message)
+        if kind == "user":
+            return self._user(message)
+        if kind == "result":
+            return self._result(message)
+        if kind in QUIET_TYPES:
+            self.suppressed[kind] += 1
+            return []
+        return self._unknown(kind, f"Claude Code sent a message of unknown type {kind!r}.")
+
+    def _system(self, message: dict[str, Any]) -> list[EventItem]:
+        subtype = str(message.get("subtype") or "")
+        if subtype == "init":
+            return self._init(message)
+        if subtype == "api_retry":
+            self.retries = _int(message.get("attempt")) or self.retries + 1
+            status = message.get("error_status")
+            why = f"HTTP {status}" if status else str(message.get("error") or "an error")
+            attempt, most = self.retries, _int(message.get("max_retries"))
+            return [
+                _agent(
+                    {
+                        "type": "status",
+                        "text": f"Retrying after {why} (attempt {attempt}/{most})",
+                        "retry": {"attempt": attempt, "max": most},
+                    }
+                )
+            ]
+        if subtype == "permission_denied":
+            call_id = str(message.get("tool_use_id") or "")
+            self._denied.add(call_id)
+            text = str(message.get("message") or f"{message.get('tool_name')} was not allowed.")
+            return [_warning(f"Permission denied: {short(text, 300)}", callId=call_id)]
+        if subtype == "compact_boundary":
+            return [_agent({"type": "status", "text": "Conversation compacted"})]
+        self.suppressed[f"system.{subtype or 'unknown'}"] += 1
+        return []
+
+    def _init(self, message: dict[str, Any]) -> list[EventItem]:
+        session = message.get("session_id")
+        if not isinstance(session, str) or not session:
+            return [_warning("Claude Code started a session without an id.")]
+        self.session_id = session
+        self.model = str(message.get("model") or "") or None
+        # Claude Code has read its MCP config by now: the secrets need not wait on disk.
+        self.cleanup()
+        resumed = self._resume is not None
+        if resumed and session.lower() != str(self._resume).lower():
+            self.failure = failure(
+                "SESSION_RESUME_FAILED",
+                f"Claude Code could not resume session {self._resume} and started a new one "
+                "instead; the run was stopped. Start a new conversation to continue without it.",
+            )
+        data: dict[str, Any] = {"type": "session", "threadId": session, "resumed": resumed}
+        if self.model:
+            data["model"] = self.model
+        out = [_agent(data)]
+        failed = [
+            str(s.get("name"))
+            for s in message.get("mcp_servers") or []
+            if isinstance(s, dict) and s.get("status") == "failed"
+        ]
+        if failed:
+            out.append(_warning(f"MCP server(s) failed to start: {', '.join(failed)}"))
+        return out
+
+    def _assistant(self, message: dict[str, Any]) -> list[EventItem]:
+        body = message.get("message") if isinstance(message.get("message"), dict) else {}
+        content = body.get("content") if isinstance(body.get("content"), list) else []
+        if message.get("is_api_error_message") or message.get("error"):
+            # Claude Code's own stand-in for a failed API call: the result says it again.
+            self.api_error = {
+                "status": message.get("api_error_status"),
+                "kind": message.get("error"),
+                "text": " ".join(
+                    str(b.get("text")) for b in content if isinstance(b, dict) and "text" in b
+                ),
+            }
+            return []
+        item_id = str(body.get("id") or message.get("uuid") or "")
+        parent = message.get("parent_tool_use_id")
+        out: list[EventItem] = []
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            block_type = str(block.get("type") or "")
+            if block_type == "text":
+                text = str(block.get("text") or "")
+                if parent is None:
+                    self._messages.append((item_id, text))
+                data: dict[str, Any] = {"type": "message", "role": "assistant", "itemId": item_id}
+                if parent:
+                    data["parentCallId"] = parent
+                out.append(_agent({**data, "text": text}))
+            elif block_type == "tool_use":
+                out.append(self._tool_started(block, parent))
+            elif block_type in ("thinking", "redacted_thinking"):
+                self.suppressed["thinking"] += 1
+            else:
+                out += self._unknown(
+                    f"block:{block_type}",
+                    f"Claude Code sent a content block of unknown type {block_type!r}.",
+                )
+        return out
+
+    def _tool_started(self, block: dict[str, Any], parent: Any) -> EventItem:
+        call_id = str(block.get("id") or "")
+        raw_name = str(block.get("name") or "tool")
+        tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+        name, summary = describe_tool(raw_name, tool_input, self.request.cwd)
+        self._tools[call_id] = (raw_name, summary, tool_input)
+        data: dict[str, Any] = {
+            "type": "tool_call",
+            "phase": "started",
+            "callId": call_id,
+            "name": name,
+            "summary": summary,
+            "input": bounded_input(tool_input),
+        }
+        if parent:
+            data["parentCallId"] = parent
+        return _agent(data)
+
+    def _user(self, message: dict[str, Any]) -> list[EventItem]:
+        body = message.get("message") if isinstance(message.get("message"), dict) else {}
+        content = body.get("content")
+        if not isinstance(content, list):
+            self.suppressed["user"] += 1
+            return []
+        out: list[EventItem] = []
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                out += self._tool_completed(block, message.get("tool_use_result"))
+            else:
+                self.suppressed["user"] += 1
+        return out
+
+    def _tool_completed(self, block: dict[str, Any], result: Any) -> list[EventItem]:
+        call_id = str(block.get("tool_use_id") or "")
+        raw_name, summary, tool_input = self._tools.pop(call_id, ("tool", "", {}))
+        name, _ = describe_tool(raw_name, tool_input, self.request.cwd)
+        output = result_text(block.get("content"))
+        failed = bool(block.get("is_error"))
+        status = "denied" if call_id in self._denied else "failed" if failed else "completed"
+        data: dict[str, Any] = {
+            "type": "tool_call",
+            "phase": "completed",
+            "callId": call_id,
+            "name": name,
+            "summary": summary,
+            "status": status,
+            "output": bounded(output),
+        }
+        if failed:
+            data["error"] = short(strip_tags(output), 500)
+        out = [_agent(data)]
+        if not failed and raw_name in FILE_TOOLS and tool_input.get("file_path"):
+            created = isinstance(result, dict) and result.get("type") == "create"
+            change = {
+                "path": relative(str(tool_input["file_path"]), self.request.cwd),
+                "kind": "add" if created else "update",
+            }
+            out.append(_agent({"type": "file_change", "callId": call_id, "changes": [change]}))
+        return out
+
+    def _result(self, message: dict[str, Any]) -> list[EventItem]:
+        self.result = message
+        out: list[EventItem] = []
+        for denial in message.get("permission_denials") or []:
+            call_id = str(denial.get("tool_use_id") or "") if isinstance(denial, dict) else ""
+            if isinstance(denial, dict) and call_id not in self._denied:
+                self._denied.add(call_id)
+                out.append(
+                    _warning(f"Permission denied: {denial.get('tool_name')}", callId=call_id)
+                )
+        tokens = self.usage()
+        if tokens is not None:
+            out.append(
+                _agent(
+                    {
+                        "type": "usage",
+                        "inputTokens": tokens.inputTokens,
+                        "cachedInputTokens": tokens.cachedInputTokens,
+                        "outputTokens": tokens.outputTokens,
+                        "costUsd": message.get("total_cost_usd"),
+                        "turns": message.get("num_turns"),
+                        "durationMs": message.get("duration_ms"),
+                    }
+                )
+            )
+        if message.get("is_error"):
+            return out
+        final = self.final_answer()
+        if final is not None:
+            item_id, text = final
+            data = {"type": "message", "role": "assistant", "final": True}
+            out.append(_agent({**data, **({"itemId": item_id} if item_id else {}), "text": text}))
+        return out
+
+    def usage(self) -> TokenUsage | None:
+        """Tokens of the whole run, from the result (every model request of it, summed).
+
+        Anthropic counts cache reads and writes apart from input_tokens; inputTokens here
+        includes them, as it does for the other agents, and cachedInputTokens is the reads.
+        """
+        usage = self.result.get("usage") if self.result is not None else None
+        if not isinstance(usage, dict):
+            return None
+        fresh, read, written, output = (
+            _int(usage.get(key)) or 0
+            for key in (
+                "input_tokens",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+                "output_tokens",
+            )
+        )
+        return TokenUsage(
+            inputTokens=fresh + read + written,
+            cachedInputTokens=read,
+            outputTokens=output,
+            totalTokens=fresh + read + written + output,
+        )
+
+    def final_answer(self) -> tuple[str, str] | None:
+        """(itemId, text): the result's text, else the last assistant text of the session."""
+        text = self.result.get("result") if self.result is not None else None
+        if isinstance(text, str) and text:
+            item = next((i for i, t in reversed(self._messages) if t == text), "")
+            return item, text
+        return self._messages[-1] if self._messages else None
+
+    def _unknown(self, key: str, text: str) -> list[EventItem]:
+        if key in self._warned:
+            self.suppressed["unknown"] += 1
+            return []
+        self._warned.add(key)
+        return [_warning(text)]
+
+    # Ending -------------------------------------------------------------------------------
+
+    def finish_events(self) -> list[EventItem]:
+        """One summary of what was left out, by kind (never the text itself)."""
+        if not self.suppressed:
+            return []
+        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
+        return [
+            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
+        ]
+
+    def outcome(self, returncode: int) -> RunError | None:
+        """Success only with a result that is not an error and exit 0; else the closest kind."""
+        if self.failure is not None:
+            return self.failure
+        if self.result is not None and self.result.get("is_error"):
+            return self.classify(returncode)
+        if returncode == 0:
+            if self.result is not None:
+                return None
+            return failure(
+                "AGENT_PROTOCOL_ERROR",
+                "Claude Code exited without its result message; the run's outcome is unknown.",
+            )
+        if returncode < 0:
+            return super().outcome(returncode)
+        if returncode == 127 and not self.saw_json:
+            return failure(
+                "AGENT_NOT_FOUND",
+                f"Claude Code or its interpreter was not found (exit 127); {self.install_hint}.",
+            )
+        return self.classify(returncode)
+
+    def classify(self, returncode: int) -> RunError:
+        """The failure kind of a failed result, from its HTTP status, error kind or text."""
+        result = self.result or {}
+        api = self.api_error or {}
+        errors = result.get("errors") if isinstance(result.get("errors"), list) else []
+        text = " ".join(
+            str(t) for t in (result.get("result"), *errors, api.get("text")) if isinstance(t, str)
+        )
+        hint = "\n".join(self.stderr_tail)
+        if self._resume is not None and self.session_id is None:
+            return failure(
+                "SESSION_RESUME_FAILED",
+                f"Claude Code could not resume session {self._resume}: it no longer exists "
+                "(sessions are kept per working directory under ~/.claude/projects). "
+                "Start a new conversation to continue without it.",
+            )
+        status = _int(result.get("api_error_status")) or _int(api.get("status"))
+        http = f" (HTTP {status})" if status else ""
+        code = self._kind(status, str(api.get("kind") or ""), text or hint)
+        if code == "PROVIDER_AUTH_FAILED":
+            return failure(
+                code,
+                f"The model provider refused Claude Code's credentials{http}. Run `claude` "
+                "and `/login` as the daemon's user (or give the daemon ANTHROPIC_API_KEY), "
+                "then start the run again.",
+            )
+        if code == "PROVIDER_RATE_LIMITED":
+            return failure(
+                code,
+                f"The model provider is rate limiting requests{http}. Wait, or check the "
+                "account's usage limits, then retry.",
+            )
+        if code == "PROVIDER_UNAVAILABLE":
+            after = f" after {self.retries} retries" if self.retries else ""
+            return failure(
+                code,
+                f"The model provider is unavailable{http}; Claude Code gave up{after}. "
+                "Retry later.",
+            )
+        if code == "PROVIDER_REJECTED":
+            return failure(
+                code, f"The model provider rejected the request{http}: {short(text or hint)}"
+            )
+        stopped = _STOPPED.get(str(result.get("subtype") or ""))
+        if stopped and result:
+            detail = f": {short(text)}" if text else ""
+            return failure("AGENT_EXITED", f"Claude Code stopped because {stopped}{detail}")
+        if result.get("is_error"):
+            return failure("AGENT_EXITED", f"Claude Code reported an error: {short(text)}")
+        return failure("AGENT_EXITED", f"Claude Code exited with code {returncode}.")
+
+    @staticmethod
+    def _kind(status: int | None, kind: str, text: str) -> str | None:
+        if status in (401, 403):
+            return "PROVIDER_AUTH_FAILED"
+        if status == 429:
+            return "PROVIDER_RATE_LIMITED"
+        if status is not None and status >= 500:
+            return "PROVIDER_UNAVAILABLE"
+        if status is not None and status >= 400:
+            return "PROVIDER_REJECTED"
+        if kind in _ERROR_KINDS:
+            return _ERROR_KINDS[kind]
+        for pattern, code in (
+            (_AUTH, "PROVIDER_AUTH_FAILED"),
+            (_RATE, "PROVIDER_RATE_LIMITED"),
+            (_UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
+        ):
+            if text and pattern.search(text):
+                return code
+        return None
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+def _agent(data: dict[str, Any]) -> EventItem:
+    return ("agent", data)
+
+
+def _warning(text: str, **extra: Any) -> EventItem:
+    return ("agent", {"type": "warning", "text": text, **extra})
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,677 @@
+"""Sessions: one long-lived agent process per conversation, each run a turn on it.
+
+A session belongs to a conversation (conversationId and agent) and outlives its runs and
+its processes: it is `active` while a turn runs, `idle` while its process waits for the
+next run, and `retired` when it has no process. A session is retired when its process
+dies, answers garbage, or hit a watchdog, when a cancel could not stop a turn without
+signals, on request, and when the daemon stops; the next run of the conversation spawns a
+new process and resumes the same thread (a failing resume is SESSION_RESUME_FAILED, never
+a new thread). A run without a conversation gets a session of its own, retired after it.
+
+Every process runs in its own process group with OD_RUNS_SESSION_ID in its environment,
+and its pid and start time are stored before the handshake, so a daemon that crashed can
+kill what its sessions left behind (recover()) without ever killing a reused pid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import signal
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process, TaskGroup
+
+from . import recovery
+from .agents.base import EventItem, SessionAdapter
+from .agents.jsonrpc import JsonRpcPeer, Notification, PeerClosed, RpcError
+from .agents.process import (
+    DRAIN_TIMEOUT,
+    READ_SIZE,
+    LineSplitter,
+    child_env,
+    kill_recorded_group,
+    signal_pid,
+    spawn,
+    start_time,
+    terminate,
+    wait_group_gone,
+)
+from .errors import Conflict, NotFound
+from .eventlog import now_iso
+from .failures import AgentFailure, failure
+from .models import RunCreate, RunError, SessionDetail, SessionEvent, SessionStatus
+from .store import RunStore
+
+log = logging.getLogger("od_runs.sessions")
+
+# The marker every session process inherits, so recovery finds them after a crash.
+SESSION_ENV = "OD_RUNS_SESSION_ID"
+SESSION_ID_RE = re.compile(r"^ses-[0-9a-f]{16}$")
+# Events a session keeps (and GET /api/sessions/{id} shows).
+RECENT_EVENTS = 50
+# Idle processes kept warm at most; beyond this the least recently used are retired.
+MAX_LIVE_SESSIONS = 16
+# An idle process unused this long is retired (its thread resumes on the next run).
+IDLE_TTL = 30 * 60.0
+# stderr lines kept per process, to classify how it died.
+STDERR_TAIL_LINES = 50
+# How long we wait for a dead process's exit status before reporting without it.
+EXIT_WAIT = 2.0
+
+Sink = Callable[[list[EventItem]], None]
+
+
+@dataclass(eq=False)
+class _Live:
+    """A session's running process and our JSON-RPC connection to it."""
+
+    process: Process
+    peer: JsonRpcPeer
+    pid: int
+    start_time: int | None
+    env_digest: str
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+    # Set once the process's output has ended and the process has (probably) exited.
+    gone: anyio.Event = field(default_factory=anyio.Event)
+    last_used: float = 0.0
+    # How the process got its thread ("started" or "resumed"), and turns it has run.
+    thread_opened: str = "started"
+    turns: int = 0
+
+
+@dataclass(eq=False)
+class Session:
+    """A session in memory: its stored body, and its process while it has one."""
+
+    body: SessionDetail
+    live: _Live | None = None
+    turn: Turn | None = None
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    @property
+    def id(self) -> str:
+        """The session id (ses-…)."""
+        return self.body.id
+
+    def alive(self) -> bool:
+        """True if the process is there and still speaking the protocol."""
+        live = self.live
+        return (
+            live is not None
+            and not live.peer.closed.is_set()
+            and live.process.returncode is None
+            and _process_alive(live.pid)
+        )
+
+
+class Turn:
+    """One run's turn on a session: the adapter speaks, the session carries the messages."""
+
+    def __init__(self, session: Session, live: _Live, adapter: SessionAdapter, run_id: str):
+        self.session = session
+        self.live = live
+        self.adapter = adapter
+        self.run_id = run_id
+        self.pid = live.pid
+        self.start_time = live.start_time
+        self.done = anyio.Event()
+        self.sent = anyio.Event()
+        self.must_retire: str | None = None
+        # Set once the agent accepted turn/start (there is a turn to interrupt).
+        self.accepted = False
+        self._sink: Sink = _drop
+
+    @property
+    def session_id(self) -> str:
+        """The id of the session this turn runs on."""
+        return self.session.id
+
+    async def run(self, sink: Sink) -> None:
+        """Start the turn and return when it ended, or when the process is lost."""
+        self._sink = sink
+        peer, adapter = self.live.peer, self.adapter
+        thread = self.session.body.threadId
+        assert thread is not None
+        peer.on_notifications = self._on_batch
+        peer.on_request = self._on_request
+        first = self.live.turns == 0
+        self.live.turns += 1
+        opened = {
+            "type": "session",
+            "sessionId": self.session.id,
+            "threadId": thread,
+            "process": "spawned" if first else "reused",
+            "resumed": not (first and self.live.thread_opened == "started"),
+        }
+        sink([("agent", opened)])
+        try:
+            await adapter.start_turn(peer, thread)
+            self.accepted = True
+        except (PeerClosed, TimeoutError):
+            self.done.set()
+        except BaseException:
+            self.done.set()  # refused (AgentFailure): a stop() waiting on it has nothing to stop
+            raise
+        finally:
+            self.sent.set()
+        await self.done.wait()
+        if adapter.turn_ended or self.must_retire is not None:
+            return  # ended, or stop() ended it on purpose (and said why)
+        if not peer.closed.is_set():
+            self.must_retire = "its turn did not end"
+            return
+        if peer.garbage is None:  # it died: wait for the exit status that says how
+            with anyio.move_on_after(EXIT_WAIT):
+                await self.live.process.wait()
+        stderr = "\n".join(self.live.stderr_tail)
+        adapter.session_lost(peer.garbage, self.live.process.returncode, stderr)
+        self.must_retire = (
+            "it sent something that is not JSON-RPC" if peer.garbage else "its process died"
+        )
+
+    def _on_batch(self, batch: list[Notification]) -> None:
+        items = self.adapter.translate_batch(batch)
+        self._sink(items)
+        if self.adapter.turn_ended:
+            self.done.set()
+
+    async def _on_request(self, method: str, params: Any) -> Any:
+        result, items = await self.adapter.answer(method, params)
+        self._sink(items)
+        if isinstance(result, RpcError):
+            raise result
+        return result
+
+    async def stop(self, grace: float, retire: bool) -> str | None:
+        """Interrupt the turn (turn/interrupt); signals only if it does not end within grace
+        or retire is asked for (a watchdog fired). Returns the last signal sent, if any."""
+        peer = self.live.peer
+        if not self.done.is_set() and not peer.closed.is_set():
+            with anyio.move_on_after(grace):
+                await self.sent.wait()
+                self._sink(
+                    [
+                        (
+                            "agent",
+                            {
+                                "type": "interrupt",
+                                "via": "turn/interrupt",
+                                "turnId": self.adapter.turn_id,
+                                "reason": "watchdog" if retire else "cancel",
+                            },
+                        )
+                    ]
+                )
+                _note(self.session, "interrupt", runId=self.run_id)
+                try:
+                    await self.adapter.abort_turn(peer, self.session.body.threadId or "")
+                except (RpcError, PeerClosed, TimeoutError) as exc:
+                    log.info("session %s: interrupt failed: %s", self.session.id, exc)
+                await self.done.wait()
+        if not retire and self.done.is_set():
+            if self.adapter.turn_ended:
+                return None
+            if not self.accepted and not peer.closed.is_set():
+                return None  # the turn never started: the process is fine as it is
+        self.must_retire = self.must_retire or (
+            "its turn hit a watchdog" if retire else "its turn did not stop within the grace period"
+        )
+        return await _stop_process(self.live, grace)
+
+
+class SessionManager:
+    """Keeps each conversation's session and its process; the runs borrow them."""
+
+    def __init__(self, store: RunStore, task_group: TaskGroup, grace: float) -> None:
+        self.store = store
+        self.grace = grace
+        self._tg = task_group
+        self._sessions: dict[str, Session] = {}
+        self._by_conversation: dict[tuple[str, str], Session] = {}
+        self._closing = False
+
+    # Runs ---------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def turn(
+        self, run_id: str, request: RunCreate, adapter: SessionAdapter
+    ) -> AsyncIterator[Turn]:
+        """The run's turn on its conversation's session, spawning and resuming as needed."""
+        session = await self._session_for(request, adapter)
+        async with session.lock:
+            turn: Turn | None = None
+            try:
+                live = await self._ready(session, request, adapter)
+                turn = Turn(session, live, adapter, run_id)
+                session.turn = turn
+                session.body.status = "active"
+                session.body.lastRunId = run_id
+                _note(session, "turn.started", runId=run_id)
+                await self._save(session)
+                yield turn
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._after_turn(session, turn, request)
+        self._forget_if_retired(session)
+
+    async def _session_for(self, request: RunCreate, adapter: SessionAdapter) -> Session:
+        if request.conversationId is None:
+            return self._remember(self._new_session(None, adapter.agent_id))
+        key = (request.conversationId, adapter.agent_id)
+        session = self._by_conversation.get(key)
+        if session is not None:
+            return session
+        stored = await self.store.session_of(*key)
+        if stored is not None:
+            return self._remember(Session(stored))
+        return self._remember(self._new_session(request.conversationId, adapter.agent_id))
+
+    def _new_session(self, conversation_id: str | None, agent_id: str) -> Session:
+        now = now_iso()
+        body = SessionDetail(
+            id=f"ses-{secrets.token_hex(8)}",
+            conversationId=conversation_id,
+            agentId=agent_id,
+            status="retired",
+            createdAt=now,
+            updatedAt=now,
+        )
+        return Session(body)
+
+    def _remember(self, session: Session) -> Session:
+        self._sessions[session.id] = session
+        if session.body.conversationId is not None:
+            self._by_conversation[(session.body.conversationId, session.body.agentId)] = session
+        return session
+
+    def _forget_if_retired(self, session: Session) -> None:
+        if session.body.status == "retired" and not session.lock.locked():
+            self._sessions.pop(session.id, None)
+            key = (session.body.conversationId or "", session.body.agentId)
+            if self._by_conversation.get(key) is session:
+                del self._by_conversation[key]
+
+    async def _ready(self, session: Session, request: RunCreate, adapter: SessionAdapter) -> _Live:
+        """The session's process, alive and on its thread: reused, or spawned and resumed."""
+        wanted = adapter.wanted_thread()
+        body = session.body
+        if (
+            request.sessionRef is not None
+            and wanted is not None
+            and body.threadId is not None
+            and wanted.lower() != body.threadId.lower()
+        ):
+            raise AgentFailure(
+                failure(
+                    "SESSION_RESUME_FAILED",
+                    f"Conversation {body.conversationId!r} continues thread {body.threadId}; a "
+                    f"run cannot switch it to thread {wanted}. Use a new conversationId.",
+                )
+            )
+        env = child_env(adapter.env())
+        digest = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()
+        if session.live is not None:
+            reason = await self._unfit(session, adapter, digest)
+            if reason is None:
+                session.live.last_used = anyio.current_time()
+                return session.live
+            await self._retire(session, reason)
+        return await self._spawn(session, adapter, request, env, digest, body.threadId or wanted)
+
+    async def _unfit(self, session: Session, adapter: SessionAdapter, digest: str) -> str | None:
+        """Why the session's process cannot take the next turn, or None if it can."""
+        live = session.live
+        assert live is not None
+        if not session.alive():
+            return "its process died"
+        if live.env_digest != digest:
+            return "the run's environment changed"
+        try:
+            # A process killed a moment ago may not look dead yet; it can no longer answer.
+            await adapter.ping(live.peer)
+        except RpcError:
+            pass  # an answer, even a refusal, proves it is there
+        except (PeerClosed, TimeoutError):
+            return "its process died" if live.peer.closed.is_set() else "it stopped answering"
+        return None
+
+    async def _spawn(
+        self,
+        session: Session,
+        adapter: SessionAdapter,
+        request: RunCreate,
+        env: dict[str, str],
+        digest: str,
+        thread: str | None,
+    ) -> _Live:
+        env[SESSION_ENV] = session.id
+        process = await spawn(adapter.argv(), env=env, cwd=request.cwd, stdin=True)
+        assert process.stdin is not None
+        live = _Live(
+            process=process,
+            peer=JsonRpcPeer(process.stdin),
+            pid=process.pid,
+            start_time=start_time(process.pid),
+            env_digest=digest,
+            last_used=anyio.current_time(),
+        )
+        session.live = live
+        session.body.pid = live.pid
+        session.body.status = "idle"
+        session.body.retiredReason = None
+        _note(session, "spawned", pid=live.pid)
+        # Durable before the handshake: crash recovery kills by this pid and start time.
+        await self._save(session)
+        self._tg.start_soon(self._serve, session, live)
+        try:
+            found = await adapter.open_session(live.peer, thread)
+        except AgentFailure:
+            await self._retire(session, "its thread could not be resumed")
+            raise
+        except (RpcError, PeerClosed, TimeoutError) as exc:
+            with anyio.move_on_after(EXIT_WAIT):
+                await process.wait()
+            stderr = list(live.stderr_tail)
+            log.warning("session %s: handshake failed: %s; stderr: %s", session.id, exc, stderr)
+            await self._retire(session, "its process failed to start")
+            raise AgentFailure(_startup_error(exc, process.returncode, adapter, stderr)) from None
+        resumed = thread is not None
+        live.thread_opened = "resumed" if resumed else "started"
+        session.body.threadId = found
+        _note(session, "thread.resumed" if resumed else "thread.started", threadId=found)
+        await self._save(session)
+        return live
+
+    async def _after_turn(self, session: Session, turn: Turn | None, request: RunCreate) -> None:
+        session.turn = None
+        live = session.live
+        if live is not None:
+            live.peer.on_notifications = _ignore_batch
+            live.peer.on_request = None
+            live.last_used = anyio.current_time()
+        if turn is None:
+            if session.body.status == "active":
+                session.body.status = "idle" if session.alive() else "retired"
+                await self._save(session)
+            return
+        adapter = turn.adapter
+        if turn.accepted and not adapter.turn_ended and turn.must_retire is None:
+            # od-runs itself failed (or was cancelled) mid-turn: the turn may still be running.
+            turn.must_retire = "its turn was abandoned"
+        status = adapter.turn_status or ("failed" if turn.must_retire else None)
+        session.body.lastTurnStatus = status
+        _note(session, "turn.ended", runId=turn.run_id, status=status)
+        if turn.must_retire is not None:
+            await self._retire(session, turn.must_retire)
+        elif request.conversationId is None:
+            await self._retire(session, "its run had no conversation to continue")
+        elif not session.alive():
+            await self._retire(session, "its process died")
+        else:
+            session.body.status = "idle"
+            await self._save(session)
+            self._tg.start_soon(self._trim)
+
+    # Processes ----------------------------------------------------------------------------
+
+    async def _serve(self, session: Session, live: _Live) -> None:
+        """Read the process's messages and stderr until it ends; retire it if it died idle."""
+        assert live.process.stdout is not None and live.process.stderr is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain, live.process.stderr, live.stderr_tail)
+            await live.peer.serve(live.process.stdout)
+            turn = session.turn if session.turn is not None and session.turn.live is live else None
+            if turn is not None:
+                turn.done.set()  # the turn cannot end normally any more: let it say why now
+            with anyio.move_on_after(DRAIN_TIMEOUT):
+                await live.process.wait()
+            tg.cancel_scope.cancel()
+        live.gone.set()
+        if turn is not None:
+            return  # the turn's end retires the session
+        if session.live is live and not self._closing and not session.lock.locked():
+            try:
+                async with session.lock:
+                    if session.live is live:
+                        await self._retire(session, _death_reason(live))
+            except Exception:
+                # A background task: failing here must not take the daemon down with it.
+                log.exception("session %s: could not retire its dead process", session.id)
+            self._forget_if_retired(session)
+
+    async def _retire(self, session: Session, reason: str) -> None:
+        """Stop the session's process group (if any) and mark it retired; idempotent."""
+        live, session.live = session.live, None
+        pid = live.pid if live is not None else session.body.pid
+        if live is not None:
+            with anyio.CancelScope(shield=True):
+                if live.process.returncode is None:
+                    await _stop_process(live, self.grace)
+                await wait_group_gone(live.pid)
+                await self._kill_marked(session.id)
+                with anyio.move_on_after(EXIT_WAIT):
+                    await live.gone.wait()
+        if session.body.status == "retired" and live is None:
+            return
+        session.body.status = "retired"
+        session.body.pid = None
+        session.body.retiredReason = reason
+        _note(session, "retired", reason=reason, pid=pid)
+        await self._save(session)
+        log.info("session %s retired: %s", session.id, reason)
+
+    async def _kill_marked(self, session_id: str) -> None:
+        marker = f"{SESSION_ENV}={session_id}"
+        for pid in await anyio.to_thread.run_sync(recovery.processes_marked, marker):
+            if signal_pid(pid, signal.SIGKILL):
+                log.info("session %s: killed process %d that had left its group", session_id, pid)
+
+    async def _trim(self) -> None:
+        """Retire idle sessions beyond MAX_LIVE_SESSIONS or IDLE_TTL, least recently used first."""
+        try:
+            await self._trim_now()
+        except Exception:
+            # A background task: failing here must not take the daemon down with it.
+            log.exception("trimming idle sessions failed")
+
+    async def _trim_now(self) -> None:
+        now = anyio.current_time()
+        idle = sorted(
+            (s for s in self._sessions.values() if s.live is not None and not s.lock.locked()),
+            key=lambda s: s.live.last_used if s.live else 0.0,
+        )
+        excess = len([s for s in self._sessions.values() if s.live is not None])
+        for session in idle:
+            live = session.live
+            if live is None:
+                continue
+            if excess > MAX_LIVE_SESSIONS:
+                reason = f"more than {MAX_LIVE_SESSIONS} sessions were live"
+            elif now - live.last_used >= IDLE_TTL:
+                reason = f"it was idle for {IDLE_TTL / 60:g} minutes"
+            else:
+                continue
+            async with session.lock:
+                if session.live is live:
+                    await self._retire(session, reason)
+                    excess -= 1
+            self._forget_if_retired(session)
+
+    async def janitor(self) -> None:
+        """Retire idle sessions past their TTL, forever (the service's task group runs it)."""
+        while True:
+            await anyio.sleep(min(IDLE_TTL, 60.0))
+            await self._trim()
+
+    async def _save(self, session: Session) -> None:
+        session.body.updatedAt = now_iso()
+        start = session.live.start_time if session.live is not None else None
+        await self.store.save_session(session.body, start)
+
+    # API ----------------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> SessionDetail:
+        """A session with its recent events; 404 for an unknown id."""
+        if not SESSION_ID_RE.match(session_id):
+            raise NotFound(f"no session with id {session_id[:80]!r}")
+        found = await self.store.get_session(session_id)
+        if found is None:
+            raise NotFound(f"no session with id {session_id!r}")
+        return found
+
+    async def list(
+        self,
+        conversation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> list[SessionStatus]:
+        """Sessions, most recently updated first."""
+        return await self.store.list_sessions(
+            conversation_id=conversation_id, status=status, limit=limit
+        )
+
+    async def retire(self, session_id: str, reason: str = "retired on request") -> SessionDetail:
+        """Retire a session now (its next run starts a new process on the same thread)."""
+        await self.get(session_id)
+        session = self._sessions.get(session_id)
+        if session is not None:
+            if session.turn is not None:
+                raise Conflict(
+                    f"session {session_id} is running run {session.turn.run_id}; cancel the run "
+                    "first",
+                    code="SESSION_BUSY",
+                )
+            async with session.lock:
+                await self._retire(session, reason)
+            self._forget_if_retired(session)
+        return await self.get(session_id)
+
+    # Start and stop -----------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """After a crash: kill the processes sessions left behind, mark them retired."""
+        rows = await self.store.live_sessions()
+        for body, started in rows:
+            if body.pid is not None:
+                await anyio.to_thread.run_sync(kill_recorded_group, body.pid, started)
+            await self._kill_marked(body.id)
+            session = Session(body)
+            session.body.status = "retired"
+            session.body.pid = None
+            session.body.retiredReason = "the daemon restarted"
+            _note(session, "retired", reason="the daemon restarted", pid=body.pid)
+            await self._save(session)
+        return len(rows)
+
+    async def close(self) -> None:
+        """Retire every live session (the daemon is stopping); threads resume next time."""
+        self._closing = True
+        live = [s for s in self._sessions.values() if s.live is not None]
+
+        async def one(session: Session) -> None:
+            async with session.lock:
+                await self._retire(session, "the daemon stopped")
+
+        async with anyio.create_task_group() as tg:
+            for session in live:
+                tg.start_soon(one, session)
+
+
+# Helpers ----------------------------------------------------------------------------------
+
+
+async def _stop_process(live: _Live, grace: float) -> str | None:
+    """Close stdin (Codex exits on it), then SIGTERM, grace, SIGKILL to the group."""
+
+    async def close_stdin() -> None:
+        if live.process.stdin is not None:
+            await live.process.stdin.aclose()
+
+    with anyio.CancelScope(shield=True):
+        sent = await terminate(live.process, grace, close_stdin)
+        await wait_group_gone(live.pid)
+    return sent
+
+
+async def _drain(stream: Any, tail: deque[str]) -> None:
+    splitter = LineSplitter()
+    while True:
+        try:
+            chunk = await stream.receive(READ_SIZE)
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+        tail.extend(text for text, partial in splitter.feed(chunk) if not partial)
+
+
+def _note(session: Session, kind: str, **data: Any) -> None:
+    """Append a recent event to the session (saved with its next write)."""
+    events = session.body.recentEvents
+    events.append(SessionEvent(ts=now_iso(), type=kind, data=data))
+    del events[:-RECENT_EVENTS]
+
+
+def _death_reason(live: _Live) -> str:
+    if live.peer.garbage is not None:
+        return "it sent something that is not JSON-RPC"
+    code = live.process.returncode
+    if code is None:
+        return "it closed its output"
+    if code < 0:
+        return f"its process was killed by signal {-code}"
+    return f"its process exited with code {code}"
+
+
+def _startup_error(
+    exc: Exception, returncode: int | None, adapter: SessionAdapter, stderr: list[str]
+) -> RunError:
+    if returncode == 127:
+        return failure(
+            "AGENT_NOT_FOUND",
+            "The agent or its interpreter (node) was not found (exit 127); "
+            f"{adapter.install_hint}.",
+        )
+    if isinstance(exc, TimeoutError):
+        return failure("AGENT_PROTOCOL_ERROR", "The agent did not answer its handshake in time.")
+    if isinstance(exc, RpcError):
+        return failure("AGENT_PROTOCOL_ERROR", f"The agent refused its handshake: {exc.message}")
+    how = f"exited with code {returncode}" if returncode is not None else "closed its output"
+    # The agent's own last "Error: ..." line is what a person can act on (a bad config key);
+    # the rest of stderr is chatter and stays in the daemon log.
+    said = next((line for line in reversed(stderr) if line.lower().startswith("error")), "")
+    detail = f": {_short_line(said)}" if said else ""
+    return failure("AGENT_EXITED", f"The agent {how} during its handshake{detail}.")
+
+
+def _short_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _process_alive(pid: int) -> bool:
+    """True if pid is a live, non-zombie process (a killed child is a zombie until reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    state = stat[stat.rindex(b")") + 2 :][:1]
+    return state != b"Z"
+
+
+def _drop(items: list[EventItem]) -> None:
+    pass
+
+
+def _ignore_batch(batch: list[Notification]) -> None:
+    pass
+
+
+__all__ = ["SESSION_ENV", "SessionManager", "Turn"]

@@ -1,0 +1,75 @@
+"""A tiny scripted ACP agent for tests: raw JSON lines on stdio, no library, so it starts fast.
+
+    python acp_agent.py MODE RECORD_FILE
+
+It answers `initialize` and `session/new` (unless MODE is `mute`: it answers nothing), then
+on `session/prompt`, by MODE:
+
+- `answer`: streams "Hello from the fake agent." as two message chunks and ends the turn;
+  it exits as soon as its stdin closes.
+- `ignore-cancel`: sends a plan, never answers; notes `session/cancel` and ignores it.
+- `die`: exits with code 3 without answering.
+
+RECORD_FILE gets `method NAME` for every message received, `signal NAME` for SIGTERM and
+`eof` when stdin closes, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+SESSION = "fake-session"
+
+
+def main() -> None:
+    mode, record_path = sys.argv[1], sys.argv[2]
+    record = open(record_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def note(text: str) -> None:
+        record.write(text + "\n")
+        record.flush()
+        os.fsync(record.fileno())
+
+    def on_signal(signum: int, frame: object) -> None:
+        note(f"signal {signal.Signals(signum).name}")
+        os._exit(128 + signum)
+
+    def send(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", **message}) + "\n")
+        sys.stdout.flush()
+
+    def update(change: dict[str, Any]) -> None:
+        send({"method": "session/update", "params": {"sessionId": SESSION, "update": change}})
+
+    signal.signal(signal.SIGTERM, on_signal)
+    for line in sys.stdin:
+        message = json.loads(line)
+        method = message.get("method")
+        note(f"method {method}")
+        if mode == "mute":
+            continue
+        if method == "initialize":
+            send({"id": message["id"], "result": {"protocolVersion": 1, "agentCapabilities": {}}})
+        elif method == "session/new":
+            send({"id": message["id"], "result": {"sessionId": SESSION}})
+        elif method == "session/prompt":
+            if mode == "die":
+                sys.exit(3)
+            if mode == "ignore-cancel":
+                # Show that the turn runs (a plan), then never finish it.
+                entry = {"content": "think forever", "priority": "high", "status": "in_progress"}
+                update({"sessionUpdate": "plan", "entries": [entry]})
+            if mode == "answer":
+                for text in ("Hello from ", "the fake agent."):
+                    chunk = {"type": "text", "text": text}
+                    update({"sessionUpdate": "agent_message_chunk", "content": chunk})
+                send({"id": message["id"], "result": {"stopReason": "end_turn"}})
+    note("eof")
+
+
+if __name__ == "__main__":
+    main()
