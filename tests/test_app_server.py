@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from od_runs.agents.codex import BINARY_ENV
+from od_runs.client import DaemonClient
 from od_runs.models import Event, RunCreate, RunStatus, SessionDetail
 from od_runs.runs import RunService, open_service
 
@@ -387,6 +388,9 @@ async def test_a_session_survives_retire_crash_and_restart_and_resumes_its_threa
         async with connect(daemon, "http") as client:
             via_mcp = await call(client, "list_sessions", {"conversationId": "conv-1"})
             one = await call(client, "get_session", {"sessionId": summary["id"]})
+        async with DaemonClient(daemon.url) as remote:  # what `od-runs mcp` on stdio uses
+            assert [s.id for s in await remote.list_sessions("conv-1")] == [summary["id"]]
+            assert (await remote.get_session(summary["id"])).threadId == summary["threadId"]
         with daemon.client() as http:
             retired = http.post(f"/api/sessions/{summary['id']}/retire").json()
         second = wait_terminal(daemon, daemon.create({**body, "prompt": "second"})["id"])

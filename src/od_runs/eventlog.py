@@ -23,8 +23,14 @@ INDEX_EVERY = 256
 READ_CHUNK = 256 * 1024
 _PREFIX = b'{"id":'
 # A whole log line and the SSE frame it becomes; lines hold no raw newline (JSON escapes it).
-_LINE_RE = re.compile(rb'^(\{"id":(\d+),"event":"([^"]*)".*)\n', re.MULTILINE)
-_FRAME = rb"id: \2\nevent: \3\ndata: \1\n\n"
+_LINE_RE = re.compile(rb'^(\{"id":(\d+),"event":"([^"]*)".*)$', re.MULTILINE)
+
+
+def _frames(data: bytes) -> bytes:
+    """SSE frames of whole log lines: one C-level scan, then one format per line."""
+    return b"".join(
+        [b"id: %b\nevent: %b\ndata: %b\n\n" % (i, e, line) for line, i, e in _LINE_RE.findall(data)]
+    )
 
 
 def now_iso() -> str:
@@ -236,9 +242,9 @@ class EventLog:
                 if upto is not None and last_id > upto:
                     data = _cut_after(data, upto)
                     if data:
-                        yield _LINE_RE.sub(_FRAME, data), *_last_prefix(data)
+                        yield _frames(data), *_last_prefix(data)
                     return
-                yield _LINE_RE.sub(_FRAME, data), last_id, last_event
+                yield _frames(data), last_id, last_event
         finally:
             fh.close()
 

@@ -68,3 +68,11 @@ class AgentFailure(Exception):
     def __init__(self, error: RunError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def rate_limited_message(http: str) -> str:
+    """The one-line error of PROVIDER_RATE_LIMITED; http is e.g. " (HTTP 429)" or ""."""
+    return (
+        f"The model provider is rate limiting requests{http}. Wait, or check the account's "
+        "usage limits, then retry."
+    )

@@ -44,14 +44,11 @@ from .. import __version__
 from ..errors import BadRequest
 from ..failures import AgentFailure, failure
 from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from .app_server_errors import classify_turn_error, lost_session_error
 from .approvals import decide
 from .base import EventItem, SessionAdapter
 from .codex import (
-    _AUTH,
-    _HTTP_STATUS,
-    _RATE,
     _RECONNECT,
-    _UNAVAILABLE,
     BINARY_ENV,
     IDLE_TIMEOUT_MS,
     INHERITED_ENV,
@@ -90,21 +87,6 @@ PROGRESS = frozenset(
 )
 # Some Codex builds end a turn by writing this into the agent's text instead of turn/completed.
 _ABORTED_MARKERS = ("<turn_aborted>", "<turn_aborted/>")
-# Codex's structured error kinds (codexErrorInfo) -> our failure kinds.
-_INFO_KINDS = {
-    "unauthorized": "PROVIDER_AUTH_FAILED",
-    "usageLimitExceeded": "PROVIDER_RATE_LIMITED",
-    "rateLimitExceeded": "PROVIDER_RATE_LIMITED",
-    "serverOverloaded": "PROVIDER_UNAVAILABLE",
-    "internalServerError": "PROVIDER_UNAVAILABLE",
-    "httpConnectionFailed": "PROVIDER_UNAVAILABLE",
-    "responseStreamConnectionFailed": "PROVIDER_UNAVAILABLE",
-    "responseStreamDisconnected": "PROVIDER_UNAVAILABLE",
-    "responseTooManyFailedAttempts": "PROVIDER_UNAVAILABLE",
-    "contextWindowExceeded": "PROVIDER_REJECTED",
-    "modelNotFound": "PROVIDER_REJECTED",
-    "badRequest": "PROVIDER_REJECTED",
-}
 
 
 class CodexAppServerAdapter(SessionAdapter):
@@ -484,33 +466,7 @@ class CodexAppServerAdapter(SessionAdapter):
 
     def session_lost(self, garbage: str | None, returncode: int | None, stderr: str = "") -> None:
         """Remember why the turn cannot end normally: garbage, or a dead process."""
-        if garbage is not None:
-            self.lost = failure(
-                "AGENT_PROTOCOL_ERROR",
-                "The Codex app-server sent something that is not JSON-RPC; its session was "
-                "retired and the next run starts a fresh process on the same thread.",
-            )
-            return
-        if _AUTH.search(stderr):
-            self.lost = failure(
-                "PROVIDER_AUTH_FAILED",
-                "The Codex app-server stopped: the provider refused its credentials. Run "
-                "`codex login` (or give the daemon the provider's API key) and retry.",
-            )
-            return
-        how = (
-            f"was killed by signal {-returncode}"
-            if returncode is not None and returncode < 0
-            else f"exited with code {returncode}"
-            if returncode is not None
-            else "closed its output"
-        )
-        self.lost = failure(
-            "AGENT_EXITED",
-            f"The Codex app-server {how} before the turn ended; the next run resumes the "
-            "thread in a new process.",
-            retryable=True,
-        )
+        self.lost = lost_session_error(garbage, returncode, stderr)
 
     def finish_events(self) -> list[EventItem]:
         """The turn's one summary of what was not stored, by method (never the text)."""
@@ -539,53 +495,8 @@ class CodexAppServerAdapter(SessionAdapter):
         return failure("AGENT_EXITED", f"The turn ended as {self.turn_status}.")
 
     def classify(self, error: dict[str, Any] | None) -> RunError:
-        """The failure kind of a Codex turn error: its codexErrorInfo first, then its text."""
-        error = error or {}
-        message = str(error.get("message") or self.last_error or "the turn failed")
-        info = error.get("codexErrorInfo")
-        kind = info if isinstance(info, str) else next(iter(info), None) if info else None
-        status = _status_of(info) or _status_in(message)
-        code = None
-        if status is not None:
-            code = (
-                "PROVIDER_AUTH_FAILED"
-                if status in (401, 403)
-                else "PROVIDER_RATE_LIMITED"
-                if status == 429
-                else "PROVIDER_UNAVAILABLE"
-                if status >= 500
-                else "PROVIDER_REJECTED"
-            )
-        code = code or _INFO_KINDS.get(str(kind))
-        if code is None:
-            details = f"{message} {error.get('additionalDetails') or ''}"
-            for pattern, candidate in (
-                (_AUTH, "PROVIDER_AUTH_FAILED"),
-                (_RATE, "PROVIDER_RATE_LIMITED"),
-                (_UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
-            ):
-                if pattern.search(details):
-                    code = candidate
-                    break
-        http = f" (HTTP {status})" if status else ""
-        if code == "PROVIDER_AUTH_FAILED":
-            text = (
-                f"The model provider refused Codex's credentials{http}. Run `codex login` "
-                "(or give the daemon the provider's API key) and start the run again."
-            )
-        elif code == "PROVIDER_RATE_LIMITED":
-            text = (
-                f"The model provider is rate limiting requests{http}. Wait, or check the "
-                "account's usage limits, then retry."
-            )
-        elif code == "PROVIDER_UNAVAILABLE":
-            after = f" after {self.retries} retries" if self.retries else ""
-            text = f"The model provider is unavailable{http}; Codex gave up{after}. Retry later."
-        elif code == "PROVIDER_REJECTED":
-            text = f"The model provider rejected the request{http}: {_short(message)}"
-        else:
-            code, text = "AGENT_EXITED", f"Codex reported the turn failed: {_short(message)}"
-        return failure(code, text)
+        """The failure kind of a Codex turn error (see app_server_errors.py)."""
+        return classify_turn_error(error, self.last_error, self.retries)
 
 
 # Pure helpers -----------------------------------------------------------------------------
@@ -659,20 +570,6 @@ def describe_tool(
     query = str(item.get("query") or "")
     summary = f"search: {query}" if query else "web search"
     return "web_search", _short(summary, 160), {"input": {"query": query}}, {}
-
-
-def _status_of(info: Any) -> int | None:
-    """The HTTP status inside a codexErrorInfo like {"httpConnectionFailed": {...}}."""
-    if isinstance(info, dict):
-        for value in info.values():
-            if isinstance(value, dict) and isinstance(value.get("httpStatusCode"), int):
-                return int(value["httpStatusCode"])
-    return None
-
-
-def _status_in(message: str) -> int | None:
-    match = _HTTP_STATUS.search(message)
-    return int(match.group(1)) if match else None
 
 
 def _agent(data: dict[str, Any]) -> EventItem:

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
-from ..failures import failure
+from ..failures import failure, rate_limited_message
 from ..models import RunCreate, RunError, SessionRef, TokenUsage
 from .base import Adapter, EventItem, Stream
 from .bundles import claude_mcp_config, enabled_servers, skipped_warnings
@@ -599,11 +599,7 @@ class ClaudeAdapter(Adapter):
                 "then start the run again.",
             )
         if code == "PROVIDER_RATE_LIMITED":
-            return failure(
-                code,
-                f"The model provider is rate limiting requests{http}. Wait, or check the "
-                "account's usage limits, then retry.",
-            )
+            return failure(code, rate_limited_message(http))
         if code == "PROVIDER_UNAVAILABLE":
             after = f" after {self.retries} retries" if self.retries else ""
             return failure(
