@@ -128,7 +128,7 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes_from_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Invariant 10: a full queue drops the client; reconnecting from its cursor is gap-free."""
-    monkeypatch.setattr(runs_module, "SUBSCRIBER_LIMIT", 10)
+    monkeypatch.setattr(runs_module, "SUBSCRIBER_LIMIT", 1000)  # bytes: about a dozen events
     async with open_service(tmp_path / "data") as service:
         run = await service.create(RunCreate())
         frames = run_frames(service, run.id, 0)

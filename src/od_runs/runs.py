@@ -65,8 +65,9 @@ log = logging.getLogger("od_runs.runs")
 
 # Recent events a run keeps in memory; older ones are read back from the log.
 TAIL_SIZE = 256
-# Events a subscriber may have pending before it is dropped (it resumes from the log).
-SUBSCRIBER_LIMIT = 8192
+# Bytes of events a live reader may have pending before it is dropped (it resumes from the
+# log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
+SUBSCRIBER_LIMIT = int(os.environ.get("OD_RUNS_SUBSCRIBER_BUFFER", 8 * 1024 * 1024))
 # How long a finished run stays in memory before only SQLite and the log hold it.
 FINISHED_TTL = 300.0
 # SIGTERM -> SIGKILL grace used by cancel and shutdown unless the caller gives one.
@@ -108,15 +109,15 @@ class Subscriber:
         # Called once on drop: a reader stuck writing to a full socket never calls take().
         self.on_drop: Callable[[], None] | None = None
 
-    def push(self, lines: list[LogLine]) -> None:
+    def push(self, lines: list[LogLine], size: int) -> None:
         """Queue a batch, or drop the subscriber if it is too far behind."""
         if self.dropped:
             return
-        if self._pending + len(lines) > self._limit:
+        if self._pending + size > self._limit:
             self.drop()
         else:
             self._batches.append(lines)
-            self._pending += len(lines)
+            self._pending += size
         self._wake.set()
 
     def drop(self) -> None:
@@ -347,7 +348,7 @@ class RunService:
         for event, data in items:
             if event == "error" and isinstance(data, dict) and isinstance(data.get("error"), dict):
                 self._record_error(run, data["error"])
-        self._publish(run, lines)
+        self._publish(run, lines, len(raw))
         self.store.schedule(self._row(run))
 
     def _log_broken(self, run: Run, exc: OSError) -> None:
@@ -376,10 +377,10 @@ class RunService:
                 retryable=bool(error.get("retryable", False)),
             )
 
-    def _publish(self, run: Run, lines: list[LogLine]) -> None:
+    def _publish(self, run: Run, lines: list[LogLine], size: int) -> None:
         run.tail.extend(lines)
         for subscriber in run.subscribers:
-            subscriber.push(lines)
+            subscriber.push(lines, size)
         run.tick.set()
         run.tick = anyio.Event()
 

@@ -6,8 +6,11 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import h11
+import pytest
 
 from ..conftest import Daemon, assert_dense, parse_frames, read_log, wait_terminal
 
@@ -92,6 +95,18 @@ def seconds(status: dict) -> float:
         return time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1] or 0)
 
     return parse(status["finishedAt"]) - parse(status["startedAt"])
+
+
+@pytest.fixture
+def daemon(data_dir: Path) -> Iterator[Daemon]:
+    """A daemon with a 1 MB per-reader buffer, so a stalled reader overflows within the run."""
+    started = Daemon(data_dir)
+    started.env["OD_RUNS_SUBSCRIBER_BUFFER"] = str(1024 * 1024)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def test_a_stalled_client_is_dropped_while_the_run_and_other_clients_go_on(
