@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from od_runs.agents.process import MAX_LINE_BYTES, LineSplitter
+from od_runs.agents.process import MAX_LINE_BYTES, OVERLONG, LineJoiner, LineSplitter
 
 from .conftest import RUN_DEADLINE, Daemon, assert_dense, wait_terminal, write_script
 
@@ -346,3 +346,16 @@ def test_splitter_round_trips_random_bytes_in_random_chunks(seed: int) -> None:
                 pending = []
     assert not pending
     assert lines == expected_lines(data)
+
+
+def test_line_joiner_reassembles_pieces_and_skips_an_absurd_line() -> None:
+    """Agent adapters get whole JSON lines back, and one warning for a line past the limit."""
+    joiner = LineJoiner(limit=10)
+    assert joiner.feed('{"a":', True) is None
+    assert joiner.feed("1}", False) == '{"a":1}'
+    assert joiner.feed("whole", False) == "whole"
+    assert joiner.feed("x" * 8, True) is None
+    assert joiner.feed("y" * 8, True) is OVERLONG
+    assert joiner.feed("z" * 8, True) is None  # the rest of the skipped line
+    assert joiner.feed("end", False) is None
+    assert joiner.feed("next", False) == "next"

@@ -73,6 +73,7 @@ from .claude_tools import (
     short,
     strip_tags,
 )
+from .process import OVERLONG, LineJoiner
 
 BINARY_ENV = "OD_RUNS_CLAUDE_BIN"
 # approvalPolicy -> (--permission-mode, tools allowed without asking). acceptEdits lets
@@ -113,7 +114,6 @@ DEFAULT_ENV = {"DISABLE_AUTOUPDATER": "1"}
 # silence means it is wedged, not busy.
 IDLE_TIMEOUT_MS = 30 * 60 * 1000
 # A stream-json line may arrive in pieces (the process layer splits lines at 64 KiB).
-MAX_JSON_LINE = 16 * 1024 * 1024
 STDERR_TAIL_LINES = 50
 # Message types that carry nothing a person needs to read; counted, never stored.
 QUIET_TYPES = frozenset(
@@ -181,9 +181,7 @@ class ClaudeAdapter(Adapter):
         self._tools: dict[str, tuple[str, str, dict[str, Any]]] = {}
         self._denied: set[str] = set()
         self._warned: set[str] = set()
-        self._pending: list[str] = []
-        self._pending_size = 0
-        self._dropping = False
+        self._lines = LineJoiner()
         self._config_dir: Path | None = None
         # Warnings about bundle servers that could not be handed over, logged first.
         self._notes: list[EventItem] = []
@@ -267,23 +265,11 @@ class ClaudeAdapter(Adapter):
 
     def _join(self, text: str, partial: bool, out: list[EventItem]) -> str | None:
         """Reassemble a line the process layer delivered in pieces; skip an absurd one."""
-        if self._dropping:
-            self._dropping = partial
-            return None
-        if not partial and not self._pending:
-            return text
-        self._pending.append(text)
-        self._pending_size += len(text)
-        if self._pending_size > MAX_JSON_LINE:
+        whole = self._lines.feed(text, partial)
+        if whole is OVERLONG:
             out.append(_warning("Claude Code printed an over-long line; it was skipped."))
-            self._pending, self._pending_size = [], 0
-            self._dropping = partial
             return None
-        if partial:
-            return None
-        whole = "".join(self._pending)
-        self._pending, self._pending_size = [], 0
-        return whole
+        return whole  # type: ignore[return-value]
 
     def translate_line(self, line: str) -> list[EventItem]:
         """One line of Claude Code's stream-json as zero or more events."""

@@ -58,6 +58,7 @@ from .bundles import (
     skipped_warnings,
     write_codex_profile,
 )
+from .process import OVERLONG, LineJoiner
 
 BINARY_ENV = "OD_RUNS_CODEX_BIN"
 # What a Codex child inherits from the daemon besides the generic allowlist.
@@ -77,7 +78,6 @@ INHERITED_ENV = (
 # hour of total silence means it is wedged, not busy.
 IDLE_TIMEOUT_MS = 30 * 60 * 1000
 # A JSONL line may arrive in pieces (the process layer splits lines at 64 KiB).
-MAX_JSON_LINE = 16 * 1024 * 1024
 # How much of a tool's output one event carries.
 MAX_OUTPUT_CHARS = 64 * 1024
 # stderr lines kept to classify a failure.
@@ -133,9 +133,7 @@ class CodexAdapter(Adapter):
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self.suppressed: Counter[str] = Counter()
         self._messages: list[tuple[str, str, str | None]] = []
-        self._pending: list[str] = []
-        self._pending_size = 0
-        self._dropping = False
+        self._lines = LineJoiner()
         self._started: set[str] = set()
         self._output_sent: dict[str, int] = {}
         self._warned: set[str] = set()
@@ -216,23 +214,11 @@ class CodexAdapter(Adapter):
 
     def _join(self, text: str, partial: bool, out: list[EventItem]) -> str | None:
         """Reassemble a line the process layer delivered in pieces; skip an absurd one."""
-        if self._dropping:
-            self._dropping = partial
-            return None
-        if not partial and not self._pending:
-            return text
-        self._pending.append(text)
-        self._pending_size += len(text)
-        if self._pending_size > MAX_JSON_LINE:
+        whole = self._lines.feed(text, partial)
+        if whole is OVERLONG:
             out.append(_warning("Codex printed an over-long line; it was skipped."))
-            self._pending, self._pending_size = [], 0
-            self._dropping = partial
             return None
-        if partial:
-            return None
-        whole = "".join(self._pending)
-        self._pending, self._pending_size = [], 0
-        return whole
+        return whole  # type: ignore[return-value]
 
     def translate_line(self, line: str) -> list[EventItem]:
         """One line of `codex exec --json` output as zero or more events."""

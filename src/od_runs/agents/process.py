@@ -228,3 +228,38 @@ def kill_recorded_group(pid: int, recorded_start: int | None) -> bool:
         return False  # the pid now belongs to some other process
     # The leader is ours, or gone: a pgid cannot be reused while any member of it lives.
     return signal_group(pid, signal.SIGKILL)
+
+
+# Longest JSON line an agent adapter reassembles from pieces before giving up on it.
+MAX_JSON_LINE = 16 * 1024 * 1024
+# What LineJoiner.feed returns for a line it skipped for being over MAX_JSON_LINE.
+OVERLONG = object()
+
+
+class LineJoiner:
+    """Reassembles a line the reader delivered in bounded pieces; skips an absurd one."""
+
+    def __init__(self, limit: int = MAX_JSON_LINE) -> None:
+        self._limit = limit
+        self._pending: list[str] = []
+        self._size = 0
+        self._dropping = False
+
+    def feed(self, text: str, partial: bool) -> str | object | None:
+        """The whole line once its last piece arrives, OVERLONG once, or None meanwhile."""
+        if self._dropping:
+            self._dropping = partial
+            return None
+        if not partial and not self._pending:
+            return text
+        self._pending.append(text)
+        self._size += len(text)
+        if self._size > self._limit:
+            self._pending, self._size = [], 0
+            self._dropping = partial
+            return OVERLONG
+        if partial:
+            return None
+        whole = "".join(self._pending)
+        self._pending, self._size = [], 0
+        return whole
