@@ -265,3 +265,19 @@ async def call(client: Client, tool: str, args: dict[str, Any], **options: Any) 
 def error_text(result: CallToolResult) -> str:
     """The text blocks of a tool result, joined."""
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+@pytest.fixture(autouse=True)
+def pinned_clis_installed(request: pytest.FixtureRequest) -> None:
+    """Fail, never skip, a test that drives a pinned agent CLI that is not installed.
+
+    `make test` installs them (npm ci); a missing one is a broken setup, and a skip would
+    turn it into a green run that tested nothing.
+    """
+    marker = request.node.get_closest_marker("needs_cli")
+    if marker is None:
+        return
+    for name in marker.args:
+        path = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / name
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run `make test`, whose `npm ci` installs it")

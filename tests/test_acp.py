@@ -54,9 +54,7 @@ from .test_codex import agent, all_events, final_answer, ps_live_pids, run_to_en
 ROOT = Path(__file__).resolve().parents[1]
 CODEX_ACP = ROOT / "node_modules" / ".bin" / "codex-acp"
 FAKES = Path(__file__).parent / "fakes"
-needs_codex_acp = pytest.mark.skipif(
-    not CODEX_ACP.exists(), reason="npm ci installs the pinned codex-acp"
-)
+needs_codex_acp = pytest.mark.needs_cli("codex-acp")
 pytestmark = pytest.mark.anyio
 # Keeps a scripted codex-acp from writing outside the workspace (and /tmp) without asking.
 ASK_OUTSIDE_WORKSPACE = """

@@ -40,7 +40,7 @@ from .fakes.responses_server import (
 CODEX = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "codex"
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(not CODEX.exists(), reason="npm ci installs the pinned Codex CLI"),
+    pytest.mark.needs_cli("codex"),
 ]
 AGENT = "codex-app-server"
 

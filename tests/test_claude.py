@@ -51,7 +51,7 @@ from .fakes.anthropic_server import (
 CLAUDE = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "claude"
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(not CLAUDE.exists(), reason="npm ci installs the pinned Claude Code"),
+    pytest.mark.needs_cli("claude"),
 ]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -44,7 +44,7 @@ from .fakes.responses_server import (
 CODEX = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "codex"
 pytestmark = [
     pytest.mark.anyio,
-    pytest.mark.skipif(not CODEX.exists(), reason="npm ci installs the pinned Codex CLI"),
+    pytest.mark.needs_cli("codex"),
 ]
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # Codex's own stderr chatter, which must never become the error a user reads.

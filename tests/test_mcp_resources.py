@@ -477,7 +477,7 @@ def offered_namespace(request: dict[str, Any], tool: str) -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CODEX.exists(), reason="npm ci installs the pinned Codex CLI")
+@pytest.mark.needs_cli("codex")
 def test_codex_reads_a_run_resource_after_start_run(shared: Daemon, tmp_path: Path) -> None:
     """Check 4: the real Codex CLI, as an MCP client of `od-runs mcp`, runs the scripted
     model's start_run, then its own read_mcp_resource on runs://{id}; the status JSON reaches

@@ -29,7 +29,7 @@ from od_runs.runs import open_service
 
 from .conftest import RUN_DEADLINE, Daemon, read_log, wait_terminal
 from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer, write_codex_home
-from .test_acp import CODEX_ACP, make_acp
+from .test_acp import make_acp
 from .test_codex import CODEX, agent, all_events, final_answer, make_codex
 
 RECORDER = '''\
@@ -219,7 +219,7 @@ def test_acp_gets_the_enabled_servers_in_session_new_as_the_agent_supports_them(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CODEX.exists(), reason="npm ci installs the pinned Codex CLI")
+@pytest.mark.needs_cli("codex")
 def test_a_codex_run_calls_a_bundle_tool_and_the_token_stays_with_the_tool_server(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -297,7 +297,7 @@ def test_a_codex_run_calls_a_bundle_tool_and_the_token_stays_with_the_tool_serve
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CODEX_ACP.exists(), reason="npm ci installs the pinned codex-acp")
+@pytest.mark.needs_cli("codex-acp")
 async def test_an_acp_run_gets_the_bundle_in_session_new_and_the_token_stays_with_the_tool(
     tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -343,7 +343,7 @@ async def test_an_acp_run_gets_the_bundle_in_session_new_and_the_token_stays_wit
     assert bundle.token.encode() not in database_bytes(data_dir)
 
 
-@pytest.mark.skipif(not CODEX.exists(), reason="npm ci installs the pinned Codex CLI")
+@pytest.mark.needs_cli("codex")
 async def test_a_bundle_server_codex_cannot_start_fails_the_run_by_name(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
