@@ -8,7 +8,7 @@ import anyio
 import httpx
 import pytest
 
-from od_runs import runs as runs_module
+from od_runs import fanout
 from od_runs.models import RunCreate
 from od_runs.runs import open_service
 from od_runs.sse import run_frames
@@ -128,7 +128,7 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes_from_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Invariant 10: a full queue drops the client; reconnecting from its cursor is gap-free."""
-    monkeypatch.setattr(runs_module, "SUBSCRIBER_LIMIT", 1000)  # bytes: about a dozen events
+    monkeypatch.setattr(fanout, "SUBSCRIBER_LIMIT", 1000)  # bytes: about a dozen events
     async with open_service(tmp_path / "data") as service:
         run = await service.create(RunCreate())
         frames = run_frames(service, run.id, 0)
@@ -139,7 +139,7 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes_from_the_log(
             service.emit(run, "stdout", {"text": f"line {i}"})
         rest = [chunk async for chunk in frames]
         assert rest == []  # dropped: the stream ends instead of buffering without bound
-        assert run.subscribers == set()
+        assert run.fanout.subscribers == set()
         service.finish(run, "succeeded", 0)
         cursor = int(got[-1]["id"])
         with anyio.fail_after(5):

@@ -142,7 +142,7 @@ def serve(
     """Run the daemon (REST, SSE, MCP at /mcp) in the foreground."""
     import uvicorn
 
-    from .http_app import create_app
+    from .http_app import Server, create_app
 
     settings = Settings(
         host=host,
@@ -160,13 +160,14 @@ def serve(
     click.echo(
         f"od-runs {__version__} on {settings.base_url()} data in {data_dir.resolve()}", err=True
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
         log_level=os.environ.get("OD_RUNS_LOG_LEVEL", "warning"),
         timeout_graceful_shutdown=int(grace) + 5,
     )
+    Server(config).run()
 
 
 @main.command()

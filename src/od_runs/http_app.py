@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Annotated, Any, Literal
 
+import uvicorn
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -29,7 +31,8 @@ from .models import (
 from .monitor import is_public, monitor_routes
 from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
-from .sse import DroppableStream, resolve_cursor, run_stream
+from .sse import resolve_cursor, run_stream
+from .sse_response import EventStream, close_open_streams
 from .status_events import status_frames
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -126,11 +129,11 @@ def create_app(settings: Settings) -> FastAPI:
         conversationId: Annotated[str | None, Query(max_length=128)] = None,
         status: StatusFilter = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    ) -> DroppableStream:
+    ) -> EventStream:
         """SSE of run status changes: `event: snapshot` ({runs}, filtered), then `event: run`
         (a status body) on every change of a run in the project and conversation."""
         service = service_of(request)
-        return DroppableStream(
+        return EventStream(
             lambda on_drop: status_frames(
                 service.status_hub,
                 service.list,
@@ -223,3 +226,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.extend(mcp.http_routes())
     app.router.routes.extend(monitor_routes())
     return app
+
+
+class Server(uvicorn.Server):
+    """Uvicorn, ending open SSE streams as soon as it is told to stop.
+
+    Uvicorn waits for open responses before it shuts the app down (and so before runs are
+    cancelled); a stream that follows a run to its end would hold shutdown up till then.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        close_open_streams()
+        super().handle_exit(sig, frame)

@@ -45,6 +45,7 @@ from .conversations import Conversations, Ticket
 from .errors import BadRequest, Conflict, NotFound
 from .eventlog import EventLog, LogLine, MemoryLog, encode_lines, last_line, now_iso
 from .failures import AgentFailure, failure
+from .fanout import Fanout, Subscriber
 from .models import (
     RUN_ID_PATTERN,
     TERMINAL_STATES,
@@ -65,9 +66,6 @@ log = logging.getLogger("od_runs.runs")
 
 # Recent events a run keeps in memory; older ones are read back from the log.
 TAIL_SIZE = 256
-# Bytes of events a live reader may have pending before it is dropped (it resumes from the
-# log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
-SUBSCRIBER_LIMIT = int(os.environ.get("OD_RUNS_SUBSCRIBER_BUFFER", 8 * 1024 * 1024))
 # How long a finished run stays in memory before only SQLite and the log hold it.
 FINISHED_TTL = 300.0
 # SIGTERM -> SIGKILL grace used by cancel and shutdown unless the caller gives one.
@@ -94,56 +92,6 @@ def request_hash(request: RunCreate) -> str:
     """A digest of a create payload, to tell an idempotent retry from a different request."""
     canonical = request.model_dump_json(exclude={"clientRequestId"})
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class Subscriber:
-    """One live reader of a run: a bounded backlog of event batches and a wake-up."""
-
-    def __init__(self, limit: int) -> None:
-        self._batches: list[list[LogLine]] = []
-        self._pending = 0
-        self._limit = limit
-        self._wake = anyio.Event()
-        self.dropped = False
-        self.closed = False
-        # Called once on drop: a reader stuck writing to a full socket never calls take().
-        self.on_drop: Callable[[], None] | None = None
-
-    def push(self, lines: list[LogLine], size: int) -> None:
-        """Queue a batch, or drop the subscriber if it is too far behind."""
-        if self.dropped:
-            return
-        if self._pending + size > self._limit:
-            self.drop()
-        else:
-            self._batches.append(lines)
-            self._pending += size
-        self._wake.set()
-
-    def drop(self) -> None:
-        """Disconnect this reader; it resumes from the log with its cursor."""
-        if self.dropped:
-            return
-        self.dropped = True
-        self._batches, self._pending = [], 0
-        self._wake.set()
-        if self.on_drop is not None:
-            self.on_drop()
-
-    def close(self) -> None:
-        """End the live part: take() returns empty and the reader goes to the run's end."""
-        self.closed = True
-        self._wake.set()
-
-    async def take(self) -> list[LogLine]:
-        """Everything pending, in order; waits if nothing is. Empty once dropped or closed."""
-        if not self._batches and not self.closed:
-            await self._wake.wait()
-        self._wake = anyio.Event()
-        batches, self._batches, self._pending = self._batches, [], 0
-        if self.dropped or not batches:
-            return []
-        return batches[0] if len(batches) == 1 else [line for b in batches for line in b]
 
 
 @dataclass(eq=False)
@@ -174,7 +122,7 @@ class Run:
     cancel_grace: float = DEFAULT_GRACE
     driven: bool = False
     tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_SIZE))
-    subscribers: set[Subscriber] = field(default_factory=set)
+    fanout: Fanout = field(default_factory=Fanout)
     tick: anyio.Event = field(default_factory=anyio.Event)
     done: anyio.Event = field(default_factory=anyio.Event)
     cancel_event: anyio.Event = field(default_factory=anyio.Event)
@@ -348,7 +296,7 @@ class RunService:
         for event, data in items:
             if event == "error" and isinstance(data, dict) and isinstance(data.get("error"), dict):
                 self._record_error(run, data["error"])
-        self._publish(run, lines, len(raw))
+        self._publish(run, lines)
         self.store.schedule(self._row(run))
 
     def _log_broken(self, run: Run, exc: OSError) -> None:
@@ -364,8 +312,7 @@ class RunService:
             retryable=True,
         )
         run.log.close()
-        for subscriber in list(run.subscribers):
-            subscriber.close()
+        run.fanout.close()
         run.cancel_event.set()  # the signal ladder stops the child; _conclude says why
 
     def _record_error(self, run: Run, error: dict[str, Any]) -> None:
@@ -377,10 +324,9 @@ class RunService:
                 retryable=bool(error.get("retryable", False)),
             )
 
-    def _publish(self, run: Run, lines: list[LogLine], size: int) -> None:
+    def _publish(self, run: Run, lines: list[LogLine]) -> None:
         run.tail.extend(lines)
-        for subscriber in run.subscribers:
-            subscriber.push(lines, size)
+        run.fanout.offer(lines)
         run.tick.set()
         run.tick = anyio.Event()
 
@@ -789,9 +735,7 @@ class RunService:
         if run is not None:
             if run.terminal or run.log_error is not None:
                 return Attachment(run.log, run.last_event_id, None, run)
-            subscriber = Subscriber(SUBSCRIBER_LIMIT)
-            run.subscribers.add(subscriber)
-            return Attachment(run.log, run.last_event_id, subscriber, run)
+            return Attachment(run.log, run.last_event_id, run.fanout.subscribe(), run)
         row = await self._stored(run_id)
         if row.body.eventsLogPath is None:
             return Attachment(MemoryLog(), 0, None, None)
@@ -800,7 +744,7 @@ class RunService:
     def detach(self, attachment: Attachment) -> None:
         """Forget a subscriber."""
         if attachment.run is not None and attachment.subscriber is not None:
-            attachment.run.subscribers.discard(attachment.subscriber)
+            attachment.run.fanout.unsubscribe(attachment.subscriber)
 
     async def replay(
         self, log_: EventLog | MemoryLog, after: int, upto: int | None
@@ -859,7 +803,7 @@ class RunService:
         stale = [
             run_id
             for run_id, run in self._runs.items()
-            if run.terminal and not run.subscribers and now - run.finished_mono >= ttl
+            if run.terminal and not run.fanout.subscribers and now - run.finished_mono >= ttl
         ]
         for run_id in stale:
             del self._runs[run_id]
@@ -971,4 +915,4 @@ async def open_service(
             os.close(lock)
 
 
-__all__ = ["Attachment", "Run", "RunService", "Subscriber", "now_iso", "open_service"]
+__all__ = ["Attachment", "Run", "RunService", "now_iso", "open_service"]

@@ -7,23 +7,16 @@ EventSource resumes with Last-Event-ID and a reader sees exactly what `tail -F` 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
-from sse_starlette import EventSourceResponse
-from starlette.types import Receive, Scope, Send
 
 from .errors import BadRequest
 from .eventlog import now_iso
 from .models import TERMINAL_STATES
 from .runs import Attachment, RunService
+from .sse_response import RETRY_MS, EventStream
 
-# Browsers wait this long before reconnecting after the stream drops.
-RETRY_MS = 1000
-# A comment line this often keeps proxies and idle-timeouts from closing a quiet stream.
-PING_SECONDS = 15.0
-# A client that has not taken a frame for this long is treated as gone.
-SEND_TIMEOUT = 30.0
 _MAX_CURSOR = 2**53
 
 
@@ -44,40 +37,14 @@ def resolve_cursor(last_event_id: str | None, after: str | None) -> int:
     return value
 
 
-class DroppableStream(EventSourceResponse):
-    """An SSE response torn down at once when its reader is dropped for falling behind.
-
-    A client that stopped reading leaves the response blocked in a socket write, where no
-    queue check runs; cancelling the response is what frees it (invariant 10). frames gets
-    the callback that does it.
-    """
-
-    def __init__(self, frames: Callable[[Callable[[], None]], AsyncIterator[bytes]]) -> None:
-        self._scope: anyio.CancelScope | None = None
-        super().__init__(
-            frames(self._drop),
-            ping=PING_SECONDS,
-            send_timeout=SEND_TIMEOUT,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    def _drop(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with anyio.CancelScope() as self._scope:
-            await super().__call__(scope, receive, send)
-
-
-def run_stream(service: RunService, run_id: str, cursor: int) -> DroppableStream:
+def run_stream(service: RunService, run_id: str, cursor: int) -> EventStream:
     """The SSE response of one run from cursor on."""
-    return DroppableStream(lambda on_drop: run_frames(service, run_id, cursor, on_drop))
+    return EventStream(lambda on_drop: run_frames(service, run_id, cursor, on_drop))
 
 
 async def run_frames(
     service: RunService, run_id: str, cursor: int, on_drop: Callable[[], None] | None = None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """SSE bytes for a run from cursor on: replay from the log, then live, then close.
 
     Invariant 5: events with id > cursor arrive once each, in order. Invariant 6: the
@@ -99,19 +66,22 @@ async def run_frames(
         subscriber = attachment.subscriber
         if subscriber is not None:
             while not ended:
-                batch = await subscriber.take()
-                if not batch:
+                batches = await subscriber.take()
+                if not batches:
                     if subscriber.dropped:
                         return  # fell behind: the client resumes from the log
                     break  # closed: no more live events, only the run's end
-                if batch[0].id > sent:  # past the handoff: everything is new
-                    fresh = batch
-                else:
-                    fresh = [line for line in batch if line.id > sent or line.event == "end"]
-                if fresh:
-                    yield b"".join([line.frame for line in fresh])
-                    sent = max(sent, fresh[-1].id)
-                ended = batch[-1].event == "end"
+                chunks = []
+                for batch in batches:
+                    if batch.first_id > sent:  # past the handoff: the shared bytes as they are
+                        chunks.append(batch.frames)
+                    else:  # overlaps the replay: only what it did not send
+                        new = [x for x in batch.lines if x.id > sent or x.event == "end"]
+                        chunks += [line.frame for line in new]
+                    sent = max(sent, batch.last.id)
+                if chunks:
+                    yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                ended = batches[-1].last.event == "end"
         if not ended:
             final = await _final(service, run_id, attachment)
             if final is not None:

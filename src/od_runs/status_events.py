@@ -8,20 +8,15 @@ dropped and, like a run stream, starts over (a fresh snapshot) when it reconnect
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import anyio
 
 from .models import RunStatus
+from .sse_response import RETRY_MS
 
 # Status changes a subscriber may have pending before it is dropped (it reconnects).
 STATUS_SUBSCRIBER_LIMIT = 1024
-# Browsers wait this long before reconnecting after the stream drops.
-RETRY_MS = 1000
-# A comment line this often keeps proxies and idle-timeouts from closing a quiet stream.
-PING_SECONDS = 15.0
-# A client that has not taken a frame for this long is treated as gone.
-SEND_TIMEOUT = 30.0
 
 
 def status_frame(body: RunStatus) -> bytes:
@@ -135,7 +130,7 @@ async def status_frames(
     status: str | None,
     limit: int,
     on_drop: Callable[[], None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """A snapshot of the matching runs, then every status change of runs in the same
     project and conversation (the status filter is the client's, since a run moves
     in and out of it)."""

@@ -105,6 +105,38 @@ def test_sigterm_with_twenty_active_runs_leaves_no_process_and_cancels_all(
         restarted.stop()
 
 
+def test_sigterm_ends_open_streams_so_shutdown_does_not_wait_for_runs(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Readers hold SSE streams on a long run: SIGTERM closes them at once, so the daemon
+    cancels the run and exits instead of waiting out uvicorn's graceful-shutdown timeout
+    (grace + 5 s, here 35 s)."""
+    polite = write_script(tmp_path, "polite.py", POLITE)
+    daemon = Daemon(data_dir).start(grace=30.0)
+    run = daemon.create({"agentId": "command", "command": ["python3", str(polite)]})
+    printed_pids(daemon, run["id"])
+    followers = [Follower(daemon, run["id"]) for _ in range(3)]
+    for follower in followers:
+        follower.start()
+    poll("every follower to get the first event", lambda: all(f.received() for f in followers))
+    assert daemon.proc is not None
+    sent = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.wait(timeout=30)
+    took = time.monotonic() - sent
+    for follower in followers:
+        follower.join(timeout=10)
+        assert not follower.is_alive()
+    # Well under the 35 s uvicorn would have waited for the streams.
+    assert took < 15, f"shutdown took {took:.1f} s"
+
+    restarted = Daemon(data_dir, daemon.port).start()
+    try:
+        assert wait_terminal(restarted, run["id"])["status"] == "canceled"
+    finally:
+        restarted.stop()
+
+
 class Follower(threading.Thread):
     """An SSE client that keeps every frame it received until the connection broke."""
 

@@ -1,0 +1,156 @@
+"""Fan-out of one run's live events to its readers: shared batches, bounded backlogs.
+
+A published batch is encoded to SSE bytes once and the same bytes go to every reader, so a
+reader costs one wake-up and one socket write per batch, never work per event. With many
+readers, events are published in short windows: the first event after a quiet spell goes
+out at once, and a burst behind it goes out together once the window has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from .eventlog import LogLine
+
+# Bytes of events a live reader may have pending before it is dropped (it resumes from the
+# log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
+SUBSCRIBER_LIMIT = int(os.environ.get("OD_RUNS_SUBSCRIBER_BUFFER", 8 * 1024 * 1024))
+# Publishing costs about this much loop time per reader; the window between publishes grows
+# with the readers so fan-out cannot take the whole loop (500 readers: 10 ms)...
+WINDOW_PER_READER = 20e-6
+# ...up to this bound on the delay it adds to an event.
+MAX_WINDOW = 0.010
+
+
+class Batch:
+    """Events published together, with their SSE frames encoded once for every reader."""
+
+    __slots__ = ("frames", "lines")
+
+    def __init__(self, lines: list[LogLine]) -> None:
+        self.lines = lines
+        self.frames = b"".join([line.frame for line in lines])
+
+    @property
+    def first_id(self) -> int:
+        """The id of the batch's first event."""
+        return self.lines[0].id
+
+    @property
+    def last(self) -> LogLine:
+        """The batch's last event."""
+        return self.lines[-1]
+
+
+class Subscriber:
+    """One live reader of a run: a bounded backlog of batches and a wake-up."""
+
+    def __init__(self, limit: int) -> None:
+        self._batches: list[Batch] = []
+        self._pending = 0
+        self._limit = limit
+        # asyncio's Event, not anyio's: this wait runs per reader per batch, and anyio looks up
+        # the running backend on every Event it creates.
+        self._wake = asyncio.Event()
+        self.dropped = False
+        self.closed = False
+        # Called once on drop: a reader stuck writing to a full socket never calls take().
+        self.on_drop: Callable[[], None] | None = None
+
+    def push(self, batch: Batch) -> None:
+        """Queue a batch, or drop the subscriber if it is too far behind."""
+        if self.dropped:
+            return
+        size = len(batch.frames)
+        if self._pending + size > self._limit:
+            self.drop()
+            return
+        self._batches.append(batch)
+        self._pending += size
+        self._wake.set()
+
+    def drop(self) -> None:
+        """Disconnect this reader; it resumes from the log with its cursor."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self._batches, self._pending = [], 0
+        self._wake.set()
+        if self.on_drop is not None:
+            self.on_drop()
+
+    def close(self) -> None:
+        """End the live part: take() returns empty and the reader goes to the run's end."""
+        self.closed = True
+        self._wake.set()
+
+    async def take(self) -> list[Batch]:
+        """Everything pending, in order; waits if nothing is. Empty once dropped or closed."""
+        if not self._batches and not self.closed:
+            await self._wake.wait()
+        self._wake.clear()
+        batches, self._batches, self._pending = self._batches, [], 0
+        return [] if self.dropped else batches
+
+
+class Fanout:
+    """The live readers of one run and the events waiting for the next publish."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self._outbox: list[LogLine] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_publish = float("-inf")
+
+    def subscribe(self, limit: int | None = None) -> Subscriber:
+        """A new reader; it gets every batch published from now on."""
+        subscriber = Subscriber(SUBSCRIBER_LIMIT if limit is None else limit)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget a reader."""
+        self.subscribers.discard(subscriber)
+
+    def offer(self, lines: list[LogLine]) -> None:
+        """Events just logged: publish now, or with the window's batch if one is open."""
+        if not self.subscribers:
+            return  # a reader that comes later replays these from the log
+        self._outbox.extend(lines)
+        if lines[-1].event == "end":
+            self.flush()  # nothing follows the end, so nothing is worth waiting for
+            return
+        if self._timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        window = min(MAX_WINDOW, len(self.subscribers) * WINDOW_PER_READER)
+        delay = self._last_publish + window - loop.time()
+        if delay <= 0:
+            self.flush()
+        else:
+            # A timer, not a task: a task per run would cost a wake-up of its own per batch.
+            self._timer = loop.call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        """Publish the waiting events to every reader now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._outbox:
+            return
+        self._last_publish = asyncio.get_running_loop().time()
+        batch = Batch(self._outbox)
+        self._outbox = []
+        for subscriber in list(self.subscribers):
+            subscriber.push(batch)
+
+    def close(self) -> None:
+        """No more events: publish what waits, then end every reader's live part."""
+        self.flush()
+        for subscriber in list(self.subscribers):
+            subscriber.close()
+
+
+__all__ = ["SUBSCRIBER_LIMIT", "Batch", "Fanout", "Subscriber"]

@@ -1,0 +1,149 @@
+"""The HTTP side of an SSE stream: headers, keep-alive pings, stalled and gone clients.
+
+A live run may have hundreds of readers, each taking a write per published batch, so the
+write path is one `send` with no lock, task or cancel scope around it. Everything slow (a
+stalled socket, a vanished client, a shutting-down server) is watched by one companion
+task per stream that wakes only on its own timer or on the client's disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+# Browsers wait this long before reconnecting after the stream drops.
+RETRY_MS = 1000
+# A comment line this often keeps proxies and idle-timeouts from closing a quiet stream.
+PING_SECONDS = 15.0
+# A client that has not taken a frame for this long is treated as gone.
+SEND_TIMEOUT = 30.0
+_PING = b": ping\n\n"
+
+FrameSource = Callable[[Callable[[], None]], AsyncGenerator[bytes, None]]
+
+
+class EventStream(Response):
+    """A `text/event-stream` response of the bytes an async iterator yields.
+
+    frames gets a callback that tears the response down at once; a reader dropped for
+    falling behind calls it, since a client that stopped reading leaves the response blocked
+    in a socket write where no queue check runs (invariant 10).
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: FrameSource) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._source = frames
+        self._scope: anyio.CancelScope | None = None
+        self._cancelled = False
+        self._send_started: float | None = None
+
+    def cancel(self) -> None:
+        """End the stream now, wherever it is."""
+        self._cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
+            if self._cancelled:
+                tg.cancel_scope.cancel()
+            _open_streams.add(self)
+            try:
+                tg.start_soon(self._watch, receive, send)
+                await self._stream(send)
+                tg.cancel_scope.cancel()
+            finally:
+                _open_streams.discard(self)
+        if self._send_started is None:
+            # Not stuck in a write: end the body cleanly. A reader cancelled mid-write is
+            # not read from; returning unfinished makes uvicorn close its socket.
+            with anyio.move_on_after(1, shield=True):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream(self, send: Send) -> None:
+        frames = self._source(self.cancel)
+        try:
+            async for chunk in frames:
+                self._send_started = time.monotonic()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._send_started = None
+        finally:
+            # A cancel that lands in send leaves the generator at a yield: close it here so
+            # its cleanup (detaching the reader) runs now, not whenever it is collected.
+            with anyio.CancelScope(shield=True):
+                await frames.aclose()
+
+    async def _watch(self, receive: Receive, send: Send) -> None:
+        """Ping a quiet stream, give up on a stalled one, stop when the client goes."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keepalive, send)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            self.cancel()
+
+    async def _keepalive(self, send: Send) -> None:
+        while True:
+            await anyio.sleep(PING_SECONDS)
+            started = self._send_started
+            if started is None:
+                await send({"type": "http.response.body", "body": _PING, "more_body": True})
+            elif time.monotonic() - started > SEND_TIMEOUT:
+                self.cancel()
+                return
+
+
+class _OpenStreams:
+    """Every stream this process serves, so a shutting-down server can end them.
+
+    Uvicorn waits for open responses before it shuts the app down; a stream that follows a
+    run to its end would hold shutdown up for the run's whole length.
+    """
+
+    def __init__(self) -> None:
+        self._streams: set[EventStream] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closing = False
+
+    def add(self, stream: EventStream) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._streams.add(stream)
+        if self.closing:
+            stream.cancel()
+
+    def discard(self, stream: EventStream) -> None:
+        self._streams.discard(stream)
+
+    def close_all(self) -> None:
+        """End every open stream; safe to call from a signal handler or another thread."""
+        self.closing = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._cancel_all)
+
+    def _cancel_all(self) -> None:
+        for stream in list(self._streams):
+            stream.cancel()
+
+
+_open_streams = _OpenStreams()
+
+
+def close_open_streams() -> None:
+    """End every SSE stream of this process (the server is shutting down)."""
+    _open_streams.close_all()
+
+
+__all__ = ["PING_SECONDS", "RETRY_MS", "SEND_TIMEOUT", "EventStream", "close_open_streams"]
