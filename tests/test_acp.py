@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import pytest
 from acp.schema import (
     AgentMessageChunk,
@@ -39,6 +38,7 @@ from od_runs.agents.acp_updates import UpdateMapper
 from od_runs.models import Event, RunCreate
 from od_runs.runs import RunService, open_service
 
+from .agent_runs import agent, all_events, final_answer, process_tree, ps_live_pids, run_to_end
 from .conftest import RUN_DEADLINE, assert_dense, process_alive, read_log
 from .fakes.responses_server import (
     CustomToolCall,
@@ -49,7 +49,6 @@ from .fakes.responses_server import (
     ResponsesServer,
     write_codex_home,
 )
-from .test_codex import agent, all_events, final_answer, ps_live_pids, run_to_end
 
 ROOT = Path(__file__).resolve().parents[1]
 CODEX_ACP = ROOT / "node_modules" / ".bin" / "codex-acp"
@@ -125,11 +124,6 @@ async def wait_for_event(service: RunService, run_id: str, name: str) -> None:
             await service.wait_for_events(run_id, events[-1].id if events else 0, 1.0)
 
 
-def run_tree(pid: int) -> list[int]:
-    """A run's child and all its descendants."""
-    return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
-
-
 # Check 9: the real codex-acp ----------------------------------------------------------------
 
 
@@ -190,7 +184,7 @@ async def test_cancel_sends_session_cancel_before_any_signal(
     async with open_service(data_dir, grace=grace) as service:
         started = await service.start(acp.request(command=recorder))
         await anyio.to_thread.run_sync(hold.wait_reached)
-        tree = run_tree((await service.get(started.id)).childPid or 0)
+        tree = process_tree((await service.get(started.id)).childPid or 0)
         began = time.monotonic()
         body = await service.cancel(started.id)
         took = time.monotonic() - began

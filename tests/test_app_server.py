@@ -13,112 +13,39 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
-import psutil
 import pytest
 
 from od_runs.agents.codex import BINARY_ENV
 from od_runs.client import DaemonClient
-from od_runs.models import Event, RunCreate, RunStatus, SessionDetail
+from od_runs.models import SessionDetail
 from od_runs.runs import RunService, open_service
 
-from .conftest import RUN_DEADLINE, Daemon, call, connect, process_alive, wait_terminal
+from .agent_runs import agent, final_answer, process_tree, run_to_end
+from .codex_helpers import APP_SERVER, CODEX, Codex, codex_daemon, make_codex, scripted_codex
+from .conftest import RUN_DEADLINE, call, connect, process_alive, wait_terminal
 from .fakes.responses_server import (
     Fail,
     FunctionCall,
-    Hold,
     Message,
     Reasoning,
     ResponsesServer,
     write_codex_home,
 )
 
-CODEX = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "codex"
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.needs_cli("codex"),
 ]
-AGENT = "codex-app-server"
-
-
-@dataclass
-class Codex:
-    """A scripted model, a scratch CODEX_HOME pointing at it, and a workspace."""
-
-    server: ResponsesServer
-    home: Path
-    workdir: Path
-    holds: list[Hold] = field(default_factory=list)
-
-    def env(self) -> dict[str, str]:
-        """What the app-server needs: its home, the dummy key, a HOME of its own."""
-        return {
-            "CODEX_HOME": str(self.home),
-            # Codex runs commands in login shells: keep the machine's profile out of tests.
-            "HOME": str(self.workdir.parent / "home"),
-            **self.server.env(),
-        }
-
-    def request(self, prompt: str = "Say hello.", **fields: Any) -> RunCreate:
-        """A codex-app-server run that reaches the scripted model and nothing else."""
-        fields.setdefault("conversationId", "conv-1")
-        return RunCreate(
-            agentId=AGENT, prompt=prompt, cwd=str(self.workdir), env=self.env(), **fields
-        )
-
-    def hold(self, **fields: Any) -> Hold:
-        """A response the server keeps open (released when the test ends)."""
-        held = Hold(**fields)
-        self.holds.append(held)
-        return held
-
-
-def make_codex(tmp_path: Path, server: ResponsesServer, **home: Any) -> Codex:
-    for name in ("work", "home"):
-        (tmp_path / name).mkdir(exist_ok=True)
-    codex_home = write_codex_home(tmp_path / "codex-home", server, **home)
-    return Codex(server, codex_home, tmp_path / "work")
 
 
 @pytest.fixture
 def codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Codex]:
     monkeypatch.setenv(BINARY_ENV, str(CODEX))
-    with ResponsesServer() as server:
-        made = make_codex(tmp_path, server)
-        try:
-            yield made
-        finally:
-            for held in made.holds:
-                held.release()
-
-
-async def run_to_end(service: RunService, request: RunCreate) -> tuple[RunStatus, list[Event]]:
-    """Start a run, wait for its end, return its status body and every event."""
-    started = await service.start(request)
-    with anyio.fail_after(RUN_DEADLINE):
-        body = await service.wait(started.id)
-    items, more = await service.events(body.id, 0, 1000)
-    assert not more
-    return body, items
-
-
-def agent(events: list[Event], kind: str | None = None) -> list[dict[str, Any]]:
-    """The data of `agent` events, of one type if given."""
-    return [
-        e.data
-        for e in events
-        if e.event == "agent" and (kind is None or e.data.get("type") == kind)
-    ]
-
-
-def final_answer(events: list[Event]) -> str | None:
-    finals = [d["text"] for d in agent(events, "message") if d.get("final")]
-    assert len(finals) <= 1
-    return finals[0] if finals else None
+    with scripted_codex(tmp_path, APP_SERVER) as made:
+        yield made
 
 
 def model_saw(server: ResponsesServer) -> str:
@@ -227,11 +154,6 @@ async def test_a_session_process_killed_between_runs_is_respawned_on_the_same_th
 # Check 4: silence after a tool call is a stall, and retires the session -------------------
 
 
-def process_tree(pid: int) -> list[int]:
-    """The session's process and its descendants (node wrapper, native binary, tools)."""
-    return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
-
-
 async def test_silence_after_a_tool_call_is_a_stall_within_the_post_tool_threshold(
     codex: Codex, data_dir: Path
 ) -> None:
@@ -299,7 +221,9 @@ async def test_approval_requests_are_answered_by_the_runs_policy(
     outside = tmp_path / "outside"
     outside.mkdir()
     with ResponsesServer() as server:
-        codex = make_codex(tmp_path, server, approval_policy="on-request", sandbox_mode="read-only")
+        codex = make_codex(
+            tmp_path, server, APP_SERVER, approval_policy="on-request", sandbox_mode="read-only"
+        )
         inside = codex.workdir / "inside.txt"
         server.script(
             [touch(outside / "denied.txt")],
@@ -374,8 +298,7 @@ async def test_a_session_survives_retire_crash_and_restart_and_resumes_its_threa
     retire; after a kill -9 of the daemon the row survives and the next run resumes the
     stored thread in a fresh process."""
     codex.server.script([Message("One.")], [Message("Two.")], [Message("Three.")])
-    daemon = Daemon(data_dir)
-    daemon.env[BINARY_ENV] = str(CODEX)
+    daemon = codex_daemon(data_dir)
     body = codex.request("first").model_dump(mode="json", exclude_unset=True)
     daemon.start()
     try:

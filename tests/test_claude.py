@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,10 +23,11 @@ import psutil
 import pytest
 
 from od_runs.agents.claude import BINARY_ENV, ClaudeAdapter
-from od_runs.models import Event, RunCreate, RunStatus, SessionRef
+from od_runs.models import Event, RunCreate, SessionRef
 from od_runs.redact import REDACTED
-from od_runs.runs import RunService, open_service
+from od_runs.runs import open_service
 
+from .agent_runs import agent, final_answer, index_of, ps_args, run_to_end
 from .conftest import (
     RUN_DEADLINE,
     Daemon,
@@ -88,35 +88,6 @@ def claude(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Claude]:
     monkeypatch.setenv(BINARY_ENV, str(CLAUDE))
     with AnthropicServer() as server:
         yield make_claude(tmp_path, server)
-
-
-async def run_to_end(service: RunService, request: RunCreate) -> tuple[RunStatus, list[Event]]:
-    """Start a run, wait for its end, return its status body and every event."""
-    started = await service.start(request)
-    with anyio.fail_after(RUN_DEADLINE):
-        body = await service.wait(started.id)
-    items, more = await service.events(started.id, 0, 1000)
-    assert not more
-    return body, items
-
-
-def agent(events: list[Event], kind: str | None = None) -> list[dict[str, Any]]:
-    """The data of `agent` events, of one type if given."""
-    return [
-        e.data
-        for e in events
-        if e.event == "agent" and (kind is None or e.data.get("type") == kind)
-    ]
-
-
-def final_answer(events: list[Event]) -> str | None:
-    finals = [d["text"] for d in agent(events, "message") if d.get("final")]
-    assert len(finals) <= 1
-    return finals[0] if finals else None
-
-
-def index_of(events: list[Event], predicate: Any) -> int:
-    return next(i for i, e in enumerate(events) if predicate(e))
 
 
 # What a run shows ---------------------------------------------------------------------------
@@ -439,11 +410,6 @@ server.run()
 """
 
 
-def ps_listing() -> str:
-    """Every process's command line, as another user on the machine would see it."""
-    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-
-
 async def test_a_tool_bundle_reaches_claude_through_a_private_mcp_config(
     claude: Claude, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -471,7 +437,7 @@ async def test_a_tool_bundle_reaches_claude_through_a_private_mcp_config(
         await anyio.to_thread.run_sync(hold.wait_reached)
         running = await service.get(started.id)
         argv = psutil.Process(running.childPid or 0).cmdline()
-        listing = await anyio.to_thread.run_sync(ps_listing)
+        listing = await anyio.to_thread.run_sync(ps_args)
         hold.release()
         with anyio.fail_after(RUN_DEADLINE):
             body = await service.wait(started.id)

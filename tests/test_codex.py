@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
-import psutil
 import pytest
 
 from od_runs.agents.codex import BINARY_ENV
-from od_runs.models import Event, RunCreate, RunStatus, SessionRef
+from od_runs.models import RunStatus, SessionRef
 from od_runs.redact import REDACTED
 from od_runs.runs import RunService, open_service
 
+from .agent_runs import (
+    agent,
+    all_events,
+    final_answer,
+    index_of,
+    process_tree,
+    ps_live_pids,
+    run_to_end,
+)
+from .codex_helpers import CODEX, Codex, make_codex, scripted_codex
 from .conftest import RUN_DEADLINE, Daemon, assert_dense, process_alive, read_log, wait_terminal
 from .fakes.responses_server import (
     API_KEY_ENV,
@@ -38,10 +44,8 @@ from .fakes.responses_server import (
     Message,
     Reasoning,
     ResponsesServer,
-    write_codex_home,
 )
 
-CODEX = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "codex"
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.needs_cli("codex"),
@@ -51,75 +55,11 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 STDERR_NOISE = "could not create PATH aliases"
 
 
-@dataclass
-class Codex:
-    """A scripted model, a scratch CODEX_HOME pointing at it, and a workspace."""
-
-    server: ResponsesServer
-    home: Path
-    workdir: Path
-
-    def env(self) -> dict[str, str]:
-        """What a Codex child needs: its home, the dummy key, and a HOME of its own."""
-        return {
-            "CODEX_HOME": str(self.home),
-            # Codex runs commands in login shells: keep the machine's profile out of tests.
-            "HOME": str(self.workdir.parent / "home"),
-            **self.server.env(),
-        }
-
-    def request(self, prompt: str = "Say hello.", **fields: Any) -> RunCreate:
-        """A codex run request that reaches the scripted model and nothing else."""
-        return RunCreate(
-            agentId="codex", prompt=prompt, cwd=str(self.workdir), env=self.env(), **fields
-        )
-
-
-def make_codex(tmp_path: Path, server: ResponsesServer) -> Codex:
-    """A workspace, a scratch HOME and a CODEX_HOME pointing at server, under tmp_path."""
-    for name in ("work", "home"):
-        (tmp_path / name).mkdir()
-    return Codex(server, write_codex_home(tmp_path / "codex-home", server), tmp_path / "work")
-
-
 @pytest.fixture
 def codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Codex]:
     monkeypatch.setenv(BINARY_ENV, str(CODEX))
-    with ResponsesServer() as server:
-        yield make_codex(tmp_path, server)
-
-
-async def run_to_end(service: RunService, request: RunCreate) -> tuple[RunStatus, list[Event]]:
-    """Start a run, wait for its end, return its status body and every event."""
-    started = await service.start(request)
-    with anyio.fail_after(RUN_DEADLINE):
-        body = await service.wait(started.id)
-    return body, await all_events(service, started.id)
-
-
-async def all_events(service: RunService, run_id: str) -> list[Event]:
-    items, more = await service.events(run_id, 0, 1000)
-    assert not more
-    return items
-
-
-def agent(events: list[Event], kind: str | None = None) -> list[dict[str, Any]]:
-    """The data of `agent` events, of one type if given."""
-    return [
-        e.data
-        for e in events
-        if e.event == "agent" and (kind is None or e.data.get("type") == kind)
-    ]
-
-
-def final_answer(events: list[Event]) -> str | None:
-    finals = [d["text"] for d in agent(events, "message") if d.get("final")]
-    assert len(finals) <= 1
-    return finals[0] if finals else None
-
-
-def index_of(events: list[Event], predicate: Any) -> int:
-    return next(i for i, e in enumerate(events) if predicate(e))
+    with scripted_codex(tmp_path) as made:
+        yield made
 
 
 async def wait_status(service: RunService, run_id: str, status: str) -> RunStatus:
@@ -302,21 +242,6 @@ async def test_a_conversation_whose_thread_was_lost_fails_instead_of_starting_ov
 # 6: cancel ---------------------------------------------------------------------------------
 
 
-def codex_tree(pid: int) -> list[int]:
-    """The run's child and all its descendants (the node wrapper and the native binary)."""
-    leader = psutil.Process(pid)
-    return [pid, *(p.pid for p in leader.children(recursive=True))]
-
-
-def ps_live_pids() -> set[int]:
-    """Pids `ps` lists, zombies left out (a container's pid 1 may never reap orphans)."""
-    listing = subprocess.run(
-        ["ps", "-eo", "pid=,stat="], capture_output=True, text=True, check=True
-    )
-    rows = (line.split() for line in listing.stdout.splitlines() if line.strip())
-    return {int(pid) for pid, stat, *_ in rows if not stat.startswith("Z")}
-
-
 async def test_cancel_while_the_model_holds_the_response_leaves_no_codex_process(
     codex: Codex, data_dir: Path
 ) -> None:
@@ -329,7 +254,7 @@ async def test_cancel_while_the_model_holds_the_response_leaves_no_codex_process
         await anyio.to_thread.run_sync(hold.wait_reached)
         running = await service.get(started.id)
         assert running.status == "running" and running.childPid is not None
-        tree = codex_tree(running.childPid)
+        tree = process_tree(running.childPid)
         assert len(tree) >= 2, "expected the node wrapper and the native codex binary"
         began = time.monotonic()
         body = await service.cancel(started.id)
@@ -364,7 +289,7 @@ async def test_a_codex_that_prints_nothing_for_idle_timeout_is_stalled_and_stopp
     async with open_service(data_dir) as service:
         started = await service.start(codex.request(idleTimeoutMs=1000))
         await anyio.to_thread.run_sync(hold.wait_reached)
-        tree = codex_tree((await service.get(started.id)).childPid or 0)
+        tree = process_tree((await service.get(started.id)).childPid or 0)
         with anyio.fail_after(RUN_DEADLINE):
             body = await service.wait(started.id)
         events = await all_events(service, started.id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
-import subprocess
 import sys
 import tomllib
 import uuid
@@ -27,10 +26,11 @@ from od_runs.agents.codex import BINARY_ENV, CodexAdapter
 from od_runs.models import RunCreate, ToolBundle
 from od_runs.runs import open_service
 
+from .agent_runs import agent, all_events, final_answer, ps_args
+from .codex_helpers import CODEX, make_codex
 from .conftest import RUN_DEADLINE, Daemon, read_log, wait_terminal
 from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer, write_codex_home
 from .test_acp import make_acp
-from .test_codex import CODEX, agent, all_events, final_answer, make_codex
 
 RECORDER = '''\
 """A one-tool MCP server: `record` appends sha256(RECORDER_TOKEN) and a note to a file."""
@@ -97,11 +97,6 @@ class Bundle:
     def line(self, note: str) -> str:
         """What the tool writes for note: the token's hash, never the token."""
         return f"{hashlib.sha256(self.token.encode()).hexdigest()} {note}"
-
-
-def ps_args() -> str:
-    """`ps -eo args`: every process's command line, as anyone on the machine sees them."""
-    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
 
 
 def profiles(codex_home: Path) -> list[Path]:

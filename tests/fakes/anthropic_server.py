@@ -16,26 +16,21 @@ prompt, the earlier turns of a resumed session).
 Claude Code also sends small side requests (a one-word title for the session, token
 counts); those never consume a scripted turn: they get a canned answer (see _is_side_request).
 
-Plain stdlib threads on purpose, as in responses_server.py: the server must keep answering
-while a test blocks in synchronous code.
+The server itself (threads, script queue, held responses) is scripted_server.py's.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import sys
-import threading
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
+
+from .scripted_server import Fail, Hold, ScriptedHandler, ScriptedServer, pieces
 
 # A dummy key: Claude Code refuses to start in print mode without some credential.
 DUMMY_API_KEY = "sk-ant-scripted-dummy-key-0000"
-# How long a held response may stay open before the server gives up on the test.
-MAX_HOLD_SECONDS = 120.0
 # Usage every scripted turn reports.
 USAGE = {
     "input_tokens": 120,
@@ -80,35 +75,7 @@ class Thinking:
 Block = Text | ToolUse | Thinking
 
 
-@dataclass
-class Fail:
-    """Answer with an HTTP error; times=None repeats it for every request from now on."""
-
-    status: int
-    message: str = "scripted failure"
-    times: int | None = 1
-
-
-@dataclass
-class Hold:
-    """Send `before` blocks, then keep the response open until release() (or close)."""
-
-    before: list[Block] = field(default_factory=list)
-    after: list[Block] = field(default_factory=list)
-    reached: threading.Event = field(default_factory=threading.Event)
-    released: threading.Event = field(default_factory=threading.Event)
-
-    def wait_reached(self, timeout: float = 30.0) -> None:
-        """Block until a request is being held here; fail after timeout seconds."""
-        if not self.reached.wait(timeout):
-            raise AssertionError(f"no request reached the held response within {timeout} s")
-
-    def release(self) -> None:
-        """Let the held response finish (with the `after` blocks)."""
-        self.released.set()
-
-
-Turn = list[Block] | Fail | Hold
+Turn = list[Block] | Fail | Hold[Block]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -120,15 +87,11 @@ _ERROR_TYPES = {
 }
 
 
-class AnthropicServer:
-    """The scripted Messages API server; a context manager that starts and stops it."""
+class AnthropicServer(ScriptedServer[Turn]):
+    """The scripted Messages API server; each main-conversation request takes the next turn."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._turns: deque[Turn] = deque()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._holds: list[Hold] = []
-        self.requests: list[dict[str, Any]] = []
+        super().__init__(_Handler, host, port)
         self.side_requests: list[dict[str, Any]] = []
         # Every request as (method, path), side and unknown routes included.
         self.paths: list[tuple[str, str]] = []
@@ -137,56 +100,11 @@ class AnthropicServer:
         # Hosts the child tried to reach through the proxy env() names (refused): the
         # traffic that would have left the machine.
         self.escapes: list[str] = []
-        self._httpd = _QuietServer((host, port), _handler_for(self))
-        self._thread: threading.Thread | None = None
-
-    # Lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on."""
-        return int(self._httpd.server_address[1])
 
     @property
     def base_url(self) -> str:
         """What ANTHROPIC_BASE_URL must be (Claude Code appends /v1/messages)."""
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> AnthropicServer:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Release held responses and stop serving."""
-        for hold in self._holds:
-            hold.released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # Scripting ----------------------------------------------------------------------------
-
-    def script(self, *turns: Turn) -> None:
-        """Append turns: each main-conversation request consumes the next one."""
-        with self._lock:
-            self._turns.extend(turns)
-            self._holds += [t for t in turns if isinstance(t, Hold)]
-
-    def pending(self) -> int:
-        """How many scripted turns are still unused."""
-        with self._lock:
-            return len(self._turns)
 
     def env(self, api_key: str = DUMMY_API_KEY) -> dict[str, str]:
         """The environment a Claude Code child needs to reach this server and nothing else.
@@ -242,18 +160,8 @@ class AnthropicServer:
 
     # Internals ----------------------------------------------------------------------------
 
-    def _next_turn(self) -> Turn:
-        with self._lock:
-            if not self._turns:
-                return Fail(400, "the scripted server has no turn left")
-            turn = self._turns[0]
-            if isinstance(turn, Fail):
-                if turn.times is None:
-                    return turn  # sticky: answers every request from now on
-                if turn.times > 1:
-                    turn.times -= 1
-                    return turn
-            return self._turns.popleft()
+    def _exhausted(self) -> Turn:
+        return Fail(400, "the scripted server has no turn left")
 
     def _sticky_failure(self) -> Fail | None:
         with self._lock:
@@ -265,9 +173,6 @@ class AnthropicServer:
             self.paths.append((method, path))
             if credential:
                 self.credentials.append(credential)
-
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):04d}"
 
 
 def _blocks(requests: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -289,28 +194,8 @@ def _is_side_request(body: dict[str, Any]) -> bool:
     return not body.get("tools") or not body.get("stream")
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up (a canceled or killed Claude Code) is business as usual here.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-def _handler_for(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(_Handler):
-        scripted = server
-
-    return Handler
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ScriptedHandler):
     scripted: AnthropicServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
 
     def _credential(self) -> str:
         return self.headers.get("x-api-key") or self.headers.get("authorization") or ""
@@ -374,21 +259,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.scripted._lock:
             self.scripted.requests.append(body)
-        turn = self.scripted._next_turn()
-        if isinstance(turn, Fail):
-            self._fail(turn)
-            return
-        self._stream(body, turn)
+        self._answer(body)
 
     # Answers ------------------------------------------------------------------------------
-
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _fail(self, fail: Fail) -> None:
         self._json(fail.status, _error_body(fail.status, fail.message))
@@ -416,12 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": USAGE,
         }
 
-    def _stream(self, body: dict[str, Any], turn: list[Block] | Hold) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+    def _stream(self, body: dict[str, Any], turn: list[Block] | Hold[Block]) -> None:
+        self._begin_stream()
         message = {
             "id": self.scripted._new_id("msg"),
             "type": "message",
@@ -439,8 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             for block in blocks:
                 self._block(block, next(index))
             if isinstance(turn, Hold):
-                turn.reached.set()
-                turn.released.wait(MAX_HOLD_SECONDS)
+                turn.wait_released()
                 for block in turn.after:
                     self._block(block, next(index))
                 blocks = [*blocks, *turn.after]
@@ -462,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "content_block_start",
                 {"index": index, "content_block": {"type": "text", "text": ""}},
             )
-            for piece in _pieces(block.text):
+            for piece in pieces(block.text):
                 self._event(
                     "content_block_delta",
                     {"index": index, "delta": {"type": "text_delta", "text": piece}},
@@ -488,21 +356,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "input": {},
             }
             self._event("content_block_start", {"index": index, "content_block": start})
-            for piece in _pieces(json.dumps(block.input)):
+            for piece in pieces(json.dumps(block.input)):
                 self._event(
                     "content_block_delta",
                     {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
                 )
         self._event("content_block_stop", {"index": index})
-
-    def _event(self, kind: str, payload: dict[str, Any]) -> None:
-        data = json.dumps({"type": kind, **payload})
-        self._chunk(f"event: {kind}\ndata: {data}\n\n".encode())
-
-    def _chunk(self, data: bytes) -> None:
-        # Chunked transfer encoding: the length line, the data, CRLF; b"" ends the body.
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -512,7 +371,3 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
 
 def _stop_reason(blocks: list[Block]) -> str:
     return "tool_use" if any(isinstance(b, ToolUse) for b in blocks) else "end_turn"
-
-
-def _pieces(text: str, size: int = 16) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

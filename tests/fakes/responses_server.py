@@ -13,30 +13,25 @@ model was shown (tool outputs, instructions, the prompt).
         ... run `codex exec` with CODEX_HOME=home and env server.env() ...
         server.function_outputs()  # what the shell tool returned to the model
 
-Plain stdlib threads on purpose: the server must keep answering while a test blocks
-in synchronous code (httpx polling a daemon), whatever event loop the test runs.
+The server itself (threads, script queue, held responses) is scripted_server.py's.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import sys
-import threading
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from .scripted_server import Fail, Hold, ScriptedHandler, ScriptedServer, pieces
 
 # The provider id written to config.toml, and the variable Codex reads its API key from.
 PROVIDER_ID = "scripted"
 API_KEY_ENV = "SCRIPTED_OPENAI_API_KEY"
 # A dummy key: Codex refuses to call a provider whose env_key is unset.
 DUMMY_API_KEY = "sk-scripted-dummy-key-0000"
-# How long a held response may stay open before the server gives up on the test.
-MAX_HOLD_SECONDS = 120.0
 
 
 @dataclass
@@ -86,35 +81,6 @@ Item = Message | FunctionCall | CustomToolCall | Reasoning
 
 
 @dataclass
-class Fail:
-    """Answer with an HTTP error; times=None repeats it for every request from now on."""
-
-    status: int
-    message: str = "scripted failure"
-    code: str | None = None
-    times: int | None = 1
-
-
-@dataclass
-class Hold:
-    """Send `before` items, then keep the response open until release() (or close)."""
-
-    before: list[Item] = field(default_factory=list)
-    after: list[Item] = field(default_factory=list)
-    reached: threading.Event = field(default_factory=threading.Event)
-    released: threading.Event = field(default_factory=threading.Event)
-
-    def wait_reached(self, timeout: float = 30.0) -> None:
-        """Block until a request is being held here; fail after timeout seconds."""
-        if not self.reached.wait(timeout):
-            raise AssertionError(f"no request reached the held response within {timeout} s")
-
-    def release(self) -> None:
-        """Let the held response finish (with the `after` items)."""
-        self.released.set()
-
-
-@dataclass
 class Disconnect:
     """Send `before` items, then drop the connection without response.completed."""
 
@@ -122,69 +88,20 @@ class Disconnect:
     times: int | None = 1
 
 
-Turn = list[Item] | Fail | Hold | Disconnect
+Turn = list[Item] | Fail | Hold[Item] | Disconnect
 
 
-class ResponsesServer:
-    """The scripted Responses API server; a context manager that starts and stops it."""
+class ResponsesServer(ScriptedServer[Turn]):
+    """The scripted Responses API server; each request to /v1/responses takes the next turn."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._turns: deque[Turn] = deque()
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._holds: list[Hold] = []
-        self.requests: list[dict[str, Any]] = []
+        super().__init__(_Handler, host, port)
         self.paths: list[str] = []
-        self._httpd = _QuietServer((host, port), _handler_for(self))
-        self._thread: threading.Thread | None = None
-
-    # Lifecycle ----------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The port the server listens on."""
-        return int(self._httpd.server_address[1])
 
     @property
     def base_url(self) -> str:
         """What Codex's provider `base_url` must be."""
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> ResponsesServer:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Release held responses and stop serving."""
-        for hold in self._holds:
-            hold.released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> ResponsesServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # Scripting ----------------------------------------------------------------------------
-
-    def script(self, *turns: Turn) -> None:
-        """Append turns: each request to /v1/responses consumes the next one."""
-        with self._lock:
-            self._turns.extend(turns)
-            self._holds += [t for t in turns if isinstance(t, Hold)]
-
-    def pending(self) -> int:
-        """How many scripted turns are still unused."""
-        with self._lock:
-            return len(self._turns)
 
     def env(self) -> dict[str, str]:
         """The environment a Codex child needs to reach this server (its dummy API key)."""
@@ -233,50 +150,17 @@ class ResponsesServer:
 
     # Internals ----------------------------------------------------------------------------
 
-    def _next_turn(self) -> Turn:
-        with self._lock:
-            if not self._turns:
-                return Fail(400, "the scripted server has no turn left", code="script_exhausted")
-            turn = self._turns[0]
-            if isinstance(turn, Fail | Disconnect):
-                if turn.times is None:
-                    return turn  # sticky: answers every request from now on
-                if turn.times > 1:
-                    turn.times -= 1
-                    return turn
-            return self._turns.popleft()
+    def _exhausted(self) -> Turn:
+        return Fail(400, "the scripted server has no turn left", code="script_exhausted")
 
     def _record(self, path: str, body: dict[str, Any]) -> None:
         with self._lock:
             self.paths.append(path)
             self.requests.append(body)
 
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{next(self._ids):04d}"
 
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up (a canceled or killed Codex) is business as usual here.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-def _handler_for(server: ResponsesServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(_Handler):
-        scripted = server
-
-    return Handler
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ScriptedHandler):
     scripted: ResponsesServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output clean
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
@@ -296,21 +180,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
         self.scripted._record(self.path, body)
-        turn = self.scripted._next_turn()
-        if isinstance(turn, Fail):
-            self._fail(turn)
-            return
-        self._stream(body, turn)
+        self._answer(body)
 
     # Answers ------------------------------------------------------------------------------
-
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _fail(self, fail: Fail) -> None:
         kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(
@@ -319,12 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
         error = {"message": fail.message, "type": kind, "code": fail.code or kind}
         self._json(fail.status, {"error": error})
 
-    def _stream(self, body: dict[str, Any], turn: list[Item] | Hold | Disconnect) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+    def _stream(self, body: dict[str, Any], turn: list[Item] | Hold[Item] | Disconnect) -> None:
+        self._begin_stream()
         server = self.scripted
         response_id = server._new_id("resp")
         model = str(body.get("model") or "scripted-model")
@@ -342,8 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             if isinstance(turn, Hold):
-                turn.reached.set()
-                turn.released.wait(MAX_HOLD_SECONDS)
+                turn.wait_released()
                 for item in turn.after:
                     self._item(item, next(index))
             usage = {
@@ -388,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             if item.phase is not None:
                 started["phase"] = done["phase"] = item.phase
             self._added(output_index, started)
-            for piece in _pieces(item.text):
+            for piece in pieces(item.text):
                 self._event(
                     "response.output_text.delta",
                     {
@@ -441,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {**where, "summary_index": 0, "part": part},
                 )
                 size = -(-len(item.text) // item.deltas)
-                for piece in _pieces(item.text, size):
+                for piece in pieces(item.text, size):
                     self._event(
                         "response.reasoning_summary_text.delta",
                         {**where, "summary_index": 0, "delta": piece},
@@ -455,19 +322,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _done(self, output_index: int, item: dict[str, Any]) -> None:
         self._event("response.output_item.done", {"output_index": output_index, "item": item})
-
-    def _event(self, kind: str, payload: dict[str, Any]) -> None:
-        data = json.dumps({"type": kind, **payload})
-        self._chunk(f"event: {kind}\ndata: {data}\n\n".encode())
-
-    def _chunk(self, data: bytes) -> None:
-        # Chunked transfer encoding: the length line, the data, CRLF; b"" ends the body.
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-
-def _pieces(text: str, size: int = 16) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def write_codex_home(

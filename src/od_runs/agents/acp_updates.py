@@ -41,13 +41,17 @@ from acp.schema import (
 )
 
 from .base import EventItem
+from .events import (
+    agent_event,
+    file_change_event,
+    final_message_event,
+    suppressed_events,
+    tool_call_event,
+)
+from .text import SUMMARY_CHARS, WRAPPED_SHELLS, bounded, short
 
-# How much of a tool's output one event carries.
-MAX_OUTPUT_CHARS = 64 * 1024
-SUMMARY_CHARS = 160
 # Output fields agents put in a tool call's rawOutput, best first (codex-acp: shell commands).
 _RAW_OUTPUT_KEYS = ("aggregated_output", "formatted_output", "output", "stdout")
-_WRAPPED_SHELL = ("bash", "sh", "zsh", "dash")
 # Updates that only describe the agent's UI state: counted, never stored.
 _NOTICE_KINDS = {
     "available_commands_update",
@@ -103,7 +107,7 @@ class UpdateMapper:
         elif isinstance(update, ToolCallProgress):
             out += self._tool_progress(update)
         elif isinstance(update, AgentPlanUpdate):
-            out.append(_agent({"type": "plan", "items": _plan(update)}))
+            out.append(agent_event({"type": "plan", "items": _plan(update)}))
         elif isinstance(update, UsageUpdate):
             self._context = {"contextTokens": update.used, "contextWindow": update.size}
             if update.cost is not None:
@@ -128,7 +132,7 @@ class UpdateMapper:
             return []
         text = "".join(message.parts[message.sent :])
         message.sent = len(message.parts)
-        return [_agent({"type": "delta", "itemId": message.item_id, "text": text})]
+        return [agent_event({"type": "delta", "itemId": message.item_id, "text": text})]
 
     def close_message(self) -> list[EventItem]:
         """The open message as a complete `message` event (none if it is blank)."""
@@ -140,7 +144,7 @@ class UpdateMapper:
             return []
         self.messages.append((message.item_id, text))
         return [
-            _agent(
+            agent_event(
                 {"type": "message", "role": "assistant", "itemId": message.item_id, "text": text}
             )
         ]
@@ -151,17 +155,7 @@ class UpdateMapper:
         out += self._usage(usage)
         if stop_reason == "end_turn" and self.messages:
             item_id, text = self.messages[-1]
-            out.append(
-                _agent(
-                    {
-                        "type": "message",
-                        "role": "assistant",
-                        "final": True,
-                        "itemId": item_id,
-                        "text": text,
-                    }
-                )
-            )
+            out.append(final_message_event(item_id, text))
         return out
 
     def final_answer(self) -> str | None:
@@ -174,12 +168,7 @@ class UpdateMapper:
 
     def summary_event(self) -> list[EventItem]:
         """One event counting what was left out, by kind."""
-        if not self.suppressed:
-            return []
-        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
-        return [
-            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
-        ]
+        return suppressed_events(self.suppressed)
 
     # Messages -----------------------------------------------------------------------------
 
@@ -222,17 +211,9 @@ class UpdateMapper:
         return call
 
     def _started(self, call: _Call) -> EventItem:
-        data: dict[str, Any] = {
-            "type": "tool_call",
-            "phase": "started",
-            "callId": call.call_id,
-            "name": call.name,
-            "summary": call.summary,
-        }
         tool_input = _tool_input(call.name, call.raw_input)
-        if tool_input is not None:
-            data["input"] = tool_input
-        return _agent(data)
+        extra = {"input": tool_input} if tool_input is not None else {}
+        return tool_call_event("started", call.call_id, call.name, call.summary, **extra)
 
     def _progress(
         self, call: _Call, status: str | None, content: list[Any] | None, raw_output: Any
@@ -254,27 +235,19 @@ class UpdateMapper:
             new = text[call.output_sent :]
             call.output_sent = len(text)
             out.append(
-                _agent({"type": "tool_output", "callId": call.call_id, "text": _bounded(new)})
+                agent_event({"type": "tool_output", "callId": call.call_id, "text": bounded(new)})
             )
         if status not in ("completed", "failed"):
             return out
         del self._calls[call.call_id]
-        done: dict[str, Any] = {
-            "type": "tool_call",
-            "phase": "completed",
-            "callId": call.call_id,
-            "name": call.name,
-            "summary": call.summary,
-            "status": status,
-            "output": _bounded(text),
-        }
+        done: dict[str, Any] = {"status": status, "output": bounded(text)}
         exit_code = raw_output.get("exit_code") if isinstance(raw_output, dict) else None
         if isinstance(exit_code, int):
             done["exitCode"] = exit_code
-        out.append(_agent(done))
+        out.append(tool_call_event("completed", call.call_id, call.name, call.summary, **done))
         if call.changes:
             changes = [{"path": p, "kind": k} for p, k in call.changes.items()]
-            out.append(_agent({"type": "file_change", "callId": call.call_id, "changes": changes}))
+            out.append(file_change_event(call.call_id, changes))
         return out
 
     def _relative(self, path: str) -> str:
@@ -295,23 +268,10 @@ class UpdateMapper:
             )
         if self._context is not None:
             data.update(self._context)
-        return [_agent(data)] if len(data) > 1 else []
+        return [agent_event(data)] if len(data) > 1 else []
 
 
 # Helpers ----------------------------------------------------------------------------------
-
-
-def _agent(data: dict[str, Any]) -> EventItem:
-    return ("agent", data)
-
-
-def _short(text: str, limit: int = SUMMARY_CHARS) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= MAX_OUTPUT_CHARS else text[-MAX_OUTPUT_CHARS:]
 
 
 def _plan(update: AgentPlanUpdate) -> list[dict[str, Any]]:
@@ -333,11 +293,11 @@ def _describe(kind: str | None, title: str | None, raw: Any) -> tuple[str, str]:
         preview = ""
         if isinstance(arguments, dict):
             preview = ", ".join(f"{k}={json.dumps(v)}" for k, v in arguments.items())
-        return name, _short(f"{name}({preview})")
+        return name, short(f"{name}({preview})", SUMMARY_CHARS)
     if kind == "execute":
         command = _command(raw)
-        return "shell", _short(command or title or "command")
-    return kind or "tool", _short(title or kind or "tool call")
+        return "shell", short(command or title or "command", SUMMARY_CHARS)
+    return kind or "tool", short(title or kind or "tool call", SUMMARY_CHARS)
 
 
 def _tool_input(name: str, raw: Any) -> dict[str, Any] | None:
@@ -366,7 +326,7 @@ def _command(raw: Any) -> str | None:
             return command
     else:
         return None
-    wrapped = argv[0].rsplit("/", 1)[-1] in _WRAPPED_SHELL if argv else False
+    wrapped = argv[0].rsplit("/", 1)[-1] in WRAPPED_SHELLS if argv else False
     if len(argv) == 3 and wrapped and argv[1] in ("-c", "-lc", "-ic"):
         return argv[2]
     return shlex.join(argv) if isinstance(command, list) else command

@@ -34,7 +34,6 @@ JSON-RPC error and a warning event.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -47,18 +46,18 @@ from ..models import RunCreate, RunError, SessionRef, TokenUsage
 from .app_server_errors import classify_turn_error, lost_session_error
 from .approvals import decide
 from .base import EventItem, SessionAdapter
-from .codex import (
-    _RECONNECT,
-    BINARY_ENV,
-    IDLE_TIMEOUT_MS,
-    INHERITED_ENV,
-    _bounded,
-    _command_summary,
-    _one_line,
-    _relative,
-    _short,
+from .codex import BINARY_ENV, IDLE_TIMEOUT_MS, INHERITED_ENV
+from .codex_errors import RECONNECT
+from .events import (
+    agent_event,
+    file_change_event,
+    final_message_event,
+    suppressed_events,
+    tool_call_event,
+    warning_event,
 )
 from .jsonrpc import METHOD_NOT_FOUND, JsonRpcPeer, Notification, RpcError
+from .text import bounded, command_summary, one_line, relative, short
 
 # How long Codex may take to answer initialize, thread/start|resume, turn/start, interrupt.
 RPC_TIMEOUT = 30.0
@@ -105,11 +104,7 @@ class CodexAppServerAdapter(SessionAdapter):
 
     def __init__(self, request: RunCreate) -> None:
         super().__init__(request)
-        self._resume: str | None = None
-        if request.sessionRef is not None and request.sessionRef.threadId is not None:
-            if not _is_uuid(request.sessionRef.threadId):
-                raise BadRequest("sessionRef.threadId must be a Codex thread id (a UUID)")
-            self._resume = request.sessionRef.threadId
+        self._resume = self.requested_thread("a Codex thread id")
         if request.toolBundle is not None and any(s.enabled for s in request.toolBundle.mcpServers):
             # A session's MCP servers are fixed when its process starts: not per run (yet).
             raise BadRequest(
@@ -184,7 +179,7 @@ class CodexAppServerAdapter(SessionAdapter):
             raise AgentFailure(
                 failure(
                     "SESSION_RESUME_FAILED",
-                    f"Codex could not resume thread {thread_id} ({_short(exc.message, 160)}); "
+                    f"Codex could not resume thread {thread_id} ({short(exc.message, 160)}); "
                     "no new thread was started. Start a new conversation to continue without it.",
                 )
             ) from None
@@ -251,7 +246,7 @@ class CodexAppServerAdapter(SessionAdapter):
             turn = params.get("turn")
             if self.turn_id is None and isinstance(turn, dict) and isinstance(turn.get("id"), str):
                 self.turn_id = turn["id"]
-            return [_agent({"type": "status", "text": "Turn started"})]
+            return [agent_event({"type": "status", "text": "Turn started"})]
         if method in ("item/started", "item/completed"):
             item = params.get("item")
             if not isinstance(item, dict):
@@ -262,15 +257,15 @@ class CodexAppServerAdapter(SessionAdapter):
             item_id = str(params.get("itemId") or "")
             self._streamed.add(item_id)
             delta = str(params.get("delta") or "")
-            return [_agent({"type": "text_delta", "itemId": item_id, "delta": delta})]
+            return [agent_event({"type": "text_delta", "itemId": item_id, "delta": delta})]
         if method in ("item/commandExecution/outputDelta", "item/fileChange/outputDelta"):
             item_id = str(params.get("itemId") or "")
             delta = str(params.get("delta") or "")
             self._output_sent[item_id] = self._output_sent.get(item_id, 0) + len(delta)
-            return [_agent({"type": "tool_output", "callId": item_id, "text": _bounded(delta)})]
+            return [agent_event({"type": "tool_output", "callId": item_id, "text": bounded(delta)})]
         if method == "item/mcpToolCall/progress":
-            text = _one_line(str(params.get("message") or ""))
-            return [_agent({"type": "status", "callId": params.get("itemId"), "text": text})]
+            text = one_line(str(params.get("message") or ""))
+            return [agent_event({"type": "status", "callId": params.get("itemId"), "text": text})]
         if method == "turn/plan/updated":
             steps = params.get("plan") if isinstance(params.get("plan"), list) else []
             items = [
@@ -278,7 +273,7 @@ class CodexAppServerAdapter(SessionAdapter):
                 for s in steps
                 if isinstance(s, dict)
             ]
-            return [_agent({"type": "plan", "items": items})]
+            return [agent_event({"type": "plan", "items": items})]
         if method == "thread/tokenUsage/updated":
             self._add_usage(params.get("tokenUsage"))
         elif method == "error":
@@ -320,14 +315,14 @@ class CodexAppServerAdapter(SessionAdapter):
         message = str(error.get("message") or "")
         self.last_error = message or self.last_error
         if params.get("willRetry"):
-            match = _RECONNECT.match(message)
-            data: dict[str, Any] = {"type": "status", "text": _one_line(message) or "Retrying"}
+            match = RECONNECT.match(message)
+            data: dict[str, Any] = {"type": "status", "text": one_line(message) or "Retrying"}
             if match:
                 self.retries = int(match.group(1))
                 data["retry"] = {"attempt": int(match.group(1)), "max": int(match.group(2))}
-            return [_agent(data)]
+            return [agent_event(data)]
         self.turn_error = error
-        return [_warning(_one_line(message) or "Codex reported an error.")]
+        return [warning_event(one_line(message) or "Codex reported an error.")]
 
     def _turn_completed(self, params: dict[str, Any]) -> list[EventItem]:
         turn = params.get("turn") if isinstance(params.get("turn"), dict) else {}
@@ -340,21 +335,11 @@ class CodexAppServerAdapter(SessionAdapter):
             self.turn_error = error
         out: list[EventItem] = []
         if self._usage is not None:
-            out.append(_agent({"type": "usage", **self._usage.model_dump()}))
+            out.append(agent_event({"type": "usage", **self._usage.model_dump()}))
         final = self.final_answer()
         if status == "completed" and final is not None:
             item_id, text = final
-            out.append(
-                _agent(
-                    {
-                        "type": "message",
-                        "role": "assistant",
-                        "final": True,
-                        "itemId": item_id,
-                        "text": text,
-                    }
-                )
-            )
+            out.append(final_message_event(item_id, text))
         return out
 
     def final_answer(self) -> tuple[str, str] | None:
@@ -381,7 +366,7 @@ class CodexAppServerAdapter(SessionAdapter):
             if phase:
                 data["phase"] = phase
             data["text"] = text
-            return [_agent(data)]
+            return [agent_event(data)]
         if kind in TOOL_ITEMS:
             self._items[item_id] = item
             return self._tool(done, item_id, kind, item)
@@ -393,18 +378,7 @@ class CodexAppServerAdapter(SessionAdapter):
         out: list[EventItem] = []
         if item_id not in self._started:
             self._started.add(item_id)
-            out.append(
-                _agent(
-                    {
-                        "type": "tool_call",
-                        "phase": "started",
-                        "callId": item_id,
-                        "name": name,
-                        "summary": summary,
-                        **started,
-                    }
-                )
-            )
+            out.append(tool_call_event("started", item_id, name, summary, **started))
         if not done:
             return out
         if kind == "commandExecution":
@@ -412,27 +386,14 @@ class CodexAppServerAdapter(SessionAdapter):
             sent = self._output_sent.pop(item_id, 0)
             if len(output) > sent:
                 out.append(
-                    _agent(
-                        {"type": "tool_output", "callId": item_id, "text": _bounded(output[sent:])}
+                    agent_event(
+                        {"type": "tool_output", "callId": item_id, "text": bounded(output[sent:])}
                     )
                 )
-        out.append(
-            _agent(
-                {
-                    "type": "tool_call",
-                    "phase": "completed",
-                    "callId": item_id,
-                    "name": name,
-                    "summary": summary,
-                    "status": str(item.get("status") or "completed"),
-                    **result,
-                }
-            )
-        )
+        status = str(item.get("status") or "completed")
+        out.append(tool_call_event("completed", item_id, name, summary, status=status, **result))
         if kind == "fileChange":
-            out.append(
-                _agent({"type": "file_change", "callId": item_id, "changes": result["changes"]})
-            )
+            out.append(file_change_event(item_id, result["changes"]))
         self.after_tool = True
         return out
 
@@ -449,7 +410,9 @@ class CodexAppServerAdapter(SessionAdapter):
             events: list[EventItem] = []
             if method not in self._refused:
                 self._refused.add(method)
-                events.append(_warning(f"Codex asked {method}, which od-runs does not answer."))
+                events.append(
+                    warning_event(f"Codex asked {method}, which od-runs does not answer.")
+                )
             return RpcError(METHOD_NOT_FOUND, f"od-runs does not handle {method}"), events
         event = {
             "type": "approval",
@@ -460,7 +423,7 @@ class CodexAppServerAdapter(SessionAdapter):
             "policy": policy,
             "reason": decision.reason,
         }
-        return decision.result, [_agent(event)]
+        return decision.result, [agent_event(event)]
 
     # Ending -------------------------------------------------------------------------------
 
@@ -470,12 +433,7 @@ class CodexAppServerAdapter(SessionAdapter):
 
     def finish_events(self) -> list[EventItem]:
         """The turn's one summary of what was not stored, by method (never the text)."""
-        if not self.suppressed:
-            return []
-        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
-        return [
-            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
-        ]
+        return suppressed_events(self.suppressed)
 
     def outcome(self, returncode: int) -> RunError | None:
         """completed: None; failed: its classified error; no end at all: why."""
@@ -526,11 +484,11 @@ def describe_tool(
         command = str(item.get("command") or "")
         return (
             "shell",
-            _command_summary(command),
+            command_summary(command),
             {"input": {"command": command}},
             {
                 "exitCode": item.get("exitCode"),
-                "output": _bounded(str(item.get("aggregatedOutput") or "")),
+                "output": bounded(str(item.get("aggregatedOutput") or "")),
             },
         )
     if kind == "fileChange":
@@ -542,10 +500,10 @@ def describe_tool(
             change_kind = change.get("kind")
             label = change_kind.get("type") if isinstance(change_kind, dict) else change_kind
             changes.append(
-                {"path": _relative(str(change.get("path") or ""), root), "kind": str(label or "")}
+                {"path": relative(str(change.get("path") or ""), root), "kind": str(label or "")}
             )
         summary = ", ".join(f"{c['kind']} {c['path']}" for c in changes) or "edit files"
-        return "apply_patch", _short(summary, 160), {}, {"changes": changes}
+        return "apply_patch", short(summary, 160), {}, {"changes": changes}
     if kind in ("mcpToolCall", "dynamicToolCall"):
         server = str(item.get("server") or item.get("namespace") or "")
         tool = str(item.get("tool") or "")
@@ -553,39 +511,23 @@ def describe_tool(
         result: dict[str, Any] = {}
         error = item.get("error")
         if isinstance(error, dict) and error.get("message"):
-            result["error"] = _short(str(error["message"]), 500)
+            result["error"] = short(str(error["message"]), 500)
         content = (
             item.get("result", {}).get("content") if isinstance(item.get("result"), dict) else None
         )
         content = content if isinstance(content, list) else item.get("contentItems")
         if isinstance(content, list):
             texts = [str(c.get("text")) for c in content if isinstance(c, dict) and "text" in c]
-            result["output"] = _bounded("\n".join(texts))
+            result["output"] = bounded("\n".join(texts))
         return (
             name,
-            _short(f"{name}()", 160),
+            short(f"{name}()", 160),
             {"input": {"arguments": item.get("arguments")}},
             result,
         )
     query = str(item.get("query") or "")
     summary = f"search: {query}" if query else "web search"
-    return "web_search", _short(summary, 160), {"input": {"query": query}}, {}
-
-
-def _agent(data: dict[str, Any]) -> EventItem:
-    return ("agent", data)
-
-
-def _warning(text: str) -> EventItem:
-    return ("agent", {"type": "warning", "text": text})
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return "web_search", short(summary, 160), {"input": {"query": query}}, {}
 
 
 __all__ = ["CodexAppServerAdapter", "describe_tool", "thread_of"]

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..failures import failure, rate_limited_message
 from ..models import RunError
-from .codex import _AUTH, _HTTP_STATUS, _RATE, _UNAVAILABLE, _short
+from .codex_errors import AUTH, HTTP_STATUS, RATE, UNAVAILABLE
+from .text import short
 
 # codexErrorInfo kinds -> our failure kinds (a kind not here is read by its text).
 INFO_KINDS = {
@@ -31,9 +32,9 @@ INFO_KINDS = {
     "badRequest": "PROVIDER_REJECTED",
 }
 _TEXT_PATTERNS = (
-    (_AUTH, "PROVIDER_AUTH_FAILED"),
-    (_RATE, "PROVIDER_RATE_LIMITED"),
-    (_UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
+    (AUTH, "PROVIDER_AUTH_FAILED"),
+    (RATE, "PROVIDER_RATE_LIMITED"),
+    (UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
 )
 
 
@@ -67,8 +68,8 @@ def classify_turn_error(
             code, f"The model provider is unavailable{http}; Codex gave up{after}. Retry later."
         )
     if code == "PROVIDER_REJECTED":
-        return failure(code, f"The model provider rejected the request{http}: {_short(message)}")
-    return failure("AGENT_EXITED", f"Codex reported the turn failed: {_short(message)}")
+        return failure(code, f"The model provider rejected the request{http}: {short(message)}")
+    return failure("AGENT_EXITED", f"Codex reported the turn failed: {short(message)}")
 
 
 def lost_session_error(garbage: str | None, returncode: int | None, stderr: str) -> RunError:
@@ -79,7 +80,7 @@ def lost_session_error(garbage: str | None, returncode: int | None, stderr: str)
             "The Codex app-server sent something that is not JSON-RPC; its session was "
             "retired and the next run starts a fresh process on the same thread.",
         )
-    if _AUTH.search(stderr):
+    if AUTH.search(stderr):
         return failure(
             "PROVIDER_AUTH_FAILED",
             "The Codex app-server stopped: the provider refused its credentials. Run "
@@ -117,5 +118,5 @@ def _status_of(info: Any) -> int | None:
 
 
 def _status_in(message: str) -> int | None:
-    match = _HTTP_STATUS.search(message)
+    match = HTTP_STATUS.search(message)
     return int(match.group(1)) if match else None

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from .codex import _command_summary, _relative, _short
+from .text import command_summary, relative, short, unwrap_shell
 
 COMMAND = ("item/commandExecution/requestApproval", "execCommandApproval")
 FILE_CHANGE = ("item/fileChange/requestApproval", "applyPatchApproval")
@@ -24,7 +24,6 @@ PERMISSIONS = "item/permissions/requestApproval"
 ELICITATION = "mcpServer/elicitation/request"
 # Older (v1) requests answer approved/denied instead of accept/decline.
 _LEGACY = ("execCommandApproval", "applyPatchApproval")
-_SHELLS = ("bash", "sh", "zsh", "dash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +52,11 @@ def decide(
         command = shlex.join(raw) if isinstance(raw, list) else str(raw or "")
         workdir = str(params.get("cwd") or root)
         inside = command_stays_inside(command, workdir, root)
-        summary = _command_summary(command)
+        summary = command_summary(command)
     elif method in FILE_CHANGE:
         paths = change_paths(params, items.get(str(params.get("itemId") or "")), root)
         inside = bool(paths) and all(_inside(p, root) for p in paths)
-        summary = ", ".join(_relative(p, root) for p in paths) or "edit files"
+        summary = ", ".join(relative(p, root) for p in paths) or "edit files"
     elif method == PERMISSIONS:
         wanted = params.get("permissions") if isinstance(params.get("permissions"), dict) else {}
         inside = permissions_stay_inside(wanted, root)
@@ -65,7 +64,7 @@ def decide(
     elif method == ELICITATION:
         allowed = policy == "allow"
         why = "policy allow" if allowed else f"policy {policy}: a question for a person"
-        summary = _short(str(params.get("message") or "a question"), 160)
+        summary = short(str(params.get("message") or "a question"), 160)
         return Decision(allowed, why, summary, None, _result(method, allowed, params))
     else:
         return None
@@ -82,7 +81,7 @@ def command_stays_inside(command: str, workdir: str, root: str) -> bool:
     if not _inside(workdir, root):
         return False
     try:
-        words = shlex.split(_unwrap_shell(command), comments=True)
+        words = shlex.split(unwrap_shell(command), comments=True)
     except ValueError:
         return False  # unbalanced quotes: nothing to reason about
     return all(
@@ -139,17 +138,6 @@ def _result(method: str, allowed: bool, params: dict[str, Any]) -> Any:
             else {"action": "accept", "content": {}}
         )
     return {"decision": "accept" if allowed else "decline"}
-
-
-def _unwrap_shell(command: str) -> str:
-    """The script of `/bin/bash -lc 'script'`, or the command itself."""
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return command
-    if len(argv) == 3 and argv[0].rsplit("/", 1)[-1] in _SHELLS and argv[1] in ("-c", "-lc", "-ic"):
-        return argv[2]
-    return command
 
 
 def _path_candidates(word: str) -> list[str]:

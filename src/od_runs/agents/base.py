@@ -13,6 +13,7 @@ spawning one; the adapter speaks the agent's protocol (JSON-RPC) for the turn.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
@@ -80,6 +81,17 @@ class Adapter:
         items) counts as output for the idle watchdog. Returns once stdout is closed.
         """
         raise NotImplementedError
+
+    def requested_thread(self, what: str) -> str | None:
+        """The agent thread the run's sessionRef names, checked to be a UUID (what it is)."""
+        thread = self.request.sessionRef.threadId if self.request.sessionRef else None
+        if thread is None:
+            return None
+        try:
+            uuid.UUID(thread)
+        except ValueError:
+            raise BadRequest(f"sessionRef.threadId must be {what} (a UUID)") from None
+        return thread
 
     def resume(self, ref: SessionRef) -> None:
         """Continue this agent session instead of starting a new one (before argv())."""

@@ -53,27 +53,23 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
-from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest
 from ..failures import failure, rate_limited_message
 from ..models import RunCreate, RunError, SessionRef, TokenUsage
-from .base import Adapter, EventItem, Stream
+from .base import EventItem
 from .bundles import claude_mcp_config, enabled_servers, skipped_warnings
-from .claude_tools import (
-    FILE_TOOLS,
-    bounded,
-    bounded_input,
-    describe_tool,
-    relative,
-    result_text,
-    short,
-    strip_tags,
+from .claude_tools import FILE_TOOLS, bounded_input, describe_tool, result_text, strip_tags
+from .events import (
+    agent_event,
+    file_change_event,
+    final_message_event,
+    tool_call_event,
+    warning_event,
 )
-from .process import OVERLONG, LineJoiner
+from .jsonl import JsonLinesAdapter
+from .text import bounded, relative, short
 
 BINARY_ENV = "OD_RUNS_CLAUDE_BIN"
 # approvalPolicy -> (--permission-mode, tools allowed without asking). acceptEdits lets
@@ -113,8 +109,6 @@ DEFAULT_ENV = {"DISABLE_AUTOUPDATER": "1"}
 # Claude Code prints nothing while the model thinks or a tool runs; half an hour of total
 # silence means it is wedged, not busy.
 IDLE_TIMEOUT_MS = 30 * 60 * 1000
-# A stream-json line may arrive in pieces (the process layer splits lines at 64 KiB).
-STDERR_TAIL_LINES = 50
 # Message types that carry nothing a person needs to read; counted, never stored.
 QUIET_TYPES = frozenset(
     {"stream_event", "rate_limit_event", "keep_alive", "tool_progress", "prompt_suggestion"}
@@ -149,7 +143,7 @@ _STOPPED = {
 }
 
 
-class ClaudeAdapter(Adapter):
+class ClaudeAdapter(JsonLinesAdapter):
     """Drives `claude -p --output-format stream-json` and maps its messages."""
 
     agent_id = "claude"
@@ -160,31 +154,22 @@ class ClaudeAdapter(Adapter):
     install_hint = (
         "install it with `npm install -g @anthropic-ai/claude-code`, or set OD_RUNS_CLAUDE_BIN"
     )
+    agent_name = "Claude Code"
+    object_noun = "a message"
 
     def __init__(self, request: RunCreate) -> None:
         super().__init__(request)
-        self._resume: str | None = None
-        if request.sessionRef is not None and request.sessionRef.threadId is not None:
-            if not _is_uuid(request.sessionRef.threadId):
-                raise BadRequest("sessionRef.threadId must be a Claude Code session id (a UUID)")
-            self._resume = request.sessionRef.threadId
+        self._resume = self.requested_thread("a Claude Code session id")
         self.permission_mode, self.allowed_tools = PERMISSIONS[request.approvalPolicy]
         self.session_id: str | None = None
         self.model: str | None = None
         self.result: dict[str, Any] | None = None
         self.api_error: dict[str, Any] | None = None
         self.retries = 0
-        self.saw_json = False
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.suppressed: Counter[str] = Counter()
         self._messages: list[tuple[str, str]] = []
         self._tools: dict[str, tuple[str, str, dict[str, Any]]] = {}
         self._denied: set[str] = set()
-        self._warned: set[str] = set()
-        self._lines = LineJoiner()
         self._config_dir: Path | None = None
-        # Warnings about bundle servers that could not be handed over, logged first.
-        self._notes: list[EventItem] = []
 
     # Spawning -----------------------------------------------------------------------------
 
@@ -251,37 +236,8 @@ class ClaudeAdapter(Adapter):
 
     # Reading ------------------------------------------------------------------------------
 
-    def translate(self, stream: Stream, lines: list[tuple[str, bool]]) -> list[EventItem]:
-        """stderr: kept as a tail and passed on; stdout: stream-json mapped message by message."""
-        if stream == "stderr":
-            self.stderr_tail.extend(text for text, partial in lines if not partial)
-            return super().translate(stream, lines)
-        out, self._notes = self._notes, []
-        for text, partial in lines:
-            whole = self._join(text, partial, out)
-            if whole is not None:
-                out += self.translate_line(whole)
-        return out
-
-    def _join(self, text: str, partial: bool, out: list[EventItem]) -> str | None:
-        """Reassemble a line the process layer delivered in pieces; skip an absurd one."""
-        whole = self._lines.feed(text, partial)
-        if whole is OVERLONG:
-            out.append(_warning("Claude Code printed an over-long line; it was skipped."))
-            return None
-        return whole  # type: ignore[return-value]
-
-    def translate_line(self, line: str) -> list[EventItem]:
-        """One line of Claude Code's stream-json as zero or more events."""
-        if not line.strip():
-            return []
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return [_warning("Claude Code printed a line that is not JSON.", line=line[:500])]
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            return [_warning("Claude Code printed JSON that is not a message.", line=line[:500])]
-        self.saw_json = True
+    def translate_object(self, message: dict[str, Any]) -> list[EventItem]:
+        """One message of Claude Code's stream-json as zero or more events."""
         kind = message["type"]
         if kind == "system":
             return self._system(message)
@@ -306,7 +262,7 @@ class ClaudeAdapter(Adapter):
             why = f"HTTP {status}" if status else str(message.get("error") or "an error")
             attempt, most = self.retries, _int(message.get("max_retries"))
             return [
-                _agent(
+                agent_event(
                     {
                         "type": "status",
                         "text": f"Retrying after {why} (attempt {attempt}/{most})",
@@ -318,16 +274,16 @@ class ClaudeAdapter(Adapter):
             call_id = str(message.get("tool_use_id") or "")
             self._denied.add(call_id)
             text = str(message.get("message") or f"{message.get('tool_name')} was not allowed.")
-            return [_warning(f"Permission denied: {short(text, 300)}", callId=call_id)]
+            return [warning_event(f"Permission denied: {short(text, 300)}", callId=call_id)]
         if subtype == "compact_boundary":
-            return [_agent({"type": "status", "text": "Conversation compacted"})]
+            return [agent_event({"type": "status", "text": "Conversation compacted"})]
         self.suppressed[f"system.{subtype or 'unknown'}"] += 1
         return []
 
     def _init(self, message: dict[str, Any]) -> list[EventItem]:
         session = message.get("session_id")
         if not isinstance(session, str) or not session:
-            return [_warning("Claude Code started a session without an id.")]
+            return [warning_event("Claude Code started a session without an id.")]
         self.session_id = session
         self.model = str(message.get("model") or "") or None
         # Claude Code has read its MCP config by now: the secrets need not wait on disk.
@@ -342,14 +298,14 @@ class ClaudeAdapter(Adapter):
         data: dict[str, Any] = {"type": "session", "threadId": session, "resumed": resumed}
         if self.model:
             data["model"] = self.model
-        out = [_agent(data)]
+        out = [agent_event(data)]
         failed = [
             str(s.get("name"))
             for s in message.get("mcp_servers") or []
             if isinstance(s, dict) and s.get("status") == "failed"
         ]
         if failed:
-            out.append(_warning(f"MCP server(s) failed to start: {', '.join(failed)}"))
+            out.append(warning_event(f"MCP server(s) failed to start: {', '.join(failed)}"))
         return out
 
     def _assistant(self, message: dict[str, Any]) -> list[EventItem]:
@@ -379,7 +335,7 @@ class ClaudeAdapter(Adapter):
                 data: dict[str, Any] = {"type": "message", "role": "assistant", "itemId": item_id}
                 if parent:
                     data["parentCallId"] = parent
-                out.append(_agent({**data, "text": text}))
+                out.append(agent_event({**data, "text": text}))
             elif block_type == "tool_use":
                 out.append(self._tool_started(block, parent))
             elif block_type in ("thinking", "redacted_thinking"):
@@ -397,17 +353,10 @@ class ClaudeAdapter(Adapter):
         tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
         name, summary = describe_tool(raw_name, tool_input, self.request.cwd)
         self._tools[call_id] = (raw_name, summary, tool_input)
-        data: dict[str, Any] = {
-            "type": "tool_call",
-            "phase": "started",
-            "callId": call_id,
-            "name": name,
-            "summary": summary,
-            "input": bounded_input(tool_input),
-        }
+        extra: dict[str, Any] = {"input": bounded_input(tool_input)}
         if parent:
-            data["parentCallId"] = parent
-        return _agent(data)
+            extra["parentCallId"] = parent
+        return tool_call_event("started", call_id, name, summary, **extra)
 
     def _user(self, message: dict[str, Any]) -> list[EventItem]:
         body = message.get("message") if isinstance(message.get("message"), dict) else {}
@@ -430,25 +379,17 @@ class ClaudeAdapter(Adapter):
         output = result_text(block.get("content"))
         failed = bool(block.get("is_error"))
         status = "denied" if call_id in self._denied else "failed" if failed else "completed"
-        data: dict[str, Any] = {
-            "type": "tool_call",
-            "phase": "completed",
-            "callId": call_id,
-            "name": name,
-            "summary": summary,
-            "status": status,
-            "output": bounded(output),
-        }
+        extra: dict[str, Any] = {"status": status, "output": bounded(output)}
         if failed:
-            data["error"] = short(strip_tags(output), 500)
-        out = [_agent(data)]
+            extra["error"] = short(strip_tags(output), 500)
+        out = [tool_call_event("completed", call_id, name, summary, **extra)]
         if not failed and raw_name in FILE_TOOLS and tool_input.get("file_path"):
             created = isinstance(result, dict) and result.get("type") == "create"
             change = {
                 "path": relative(str(tool_input["file_path"]), self.request.cwd),
                 "kind": "add" if created else "update",
             }
-            out.append(_agent({"type": "file_change", "callId": call_id, "changes": [change]}))
+            out.append(file_change_event(call_id, [change]))
         return out
 
     def _result(self, message: dict[str, Any]) -> list[EventItem]:
@@ -459,12 +400,12 @@ class ClaudeAdapter(Adapter):
             if isinstance(denial, dict) and call_id not in self._denied:
                 self._denied.add(call_id)
                 out.append(
-                    _warning(f"Permission denied: {denial.get('tool_name')}", callId=call_id)
+                    warning_event(f"Permission denied: {denial.get('tool_name')}", callId=call_id)
                 )
         tokens = self.usage()
         if tokens is not None:
             out.append(
-                _agent(
+                agent_event(
                     {
                         "type": "usage",
                         "inputTokens": tokens.inputTokens,
@@ -481,8 +422,7 @@ class ClaudeAdapter(Adapter):
         final = self.final_answer()
         if final is not None:
             item_id, text = final
-            data = {"type": "message", "role": "assistant", "final": True}
-            out.append(_agent({**data, **({"itemId": item_id} if item_id else {}), "text": text}))
+            out.append(final_message_event(item_id or None, text))
         return out
 
     def usage(self) -> TokenUsage | None:
@@ -518,23 +458,7 @@ class ClaudeAdapter(Adapter):
             return item, text
         return self._messages[-1] if self._messages else None
 
-    def _unknown(self, key: str, text: str) -> list[EventItem]:
-        if key in self._warned:
-            self.suppressed["unknown"] += 1
-            return []
-        self._warned.add(key)
-        return [_warning(text)]
-
     # Ending -------------------------------------------------------------------------------
-
-    def finish_events(self) -> list[EventItem]:
-        """One summary of what was left out, by kind (never the text itself)."""
-        if not self.suppressed:
-            return []
-        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
-        return [
-            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
-        ]
 
     def outcome(self, returncode: int) -> RunError | None:
         """Success only with a result that is not an error and exit 0; else the closest kind."""
@@ -628,22 +552,6 @@ class ClaudeAdapter(Adapter):
 
 
 # Helpers ----------------------------------------------------------------------------------
-
-
-def _agent(data: dict[str, Any]) -> EventItem:
-    return ("agent", data)
-
-
-def _warning(text: str, **extra: Any) -> EventItem:
-    return ("agent", {"type": "warning", "text": text, **extra})
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _int(value: Any) -> int | None:

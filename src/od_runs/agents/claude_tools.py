@@ -1,4 +1,4 @@
-"""How Claude Code's tool calls read to a person: names, one-line summaries, bounded text.
+"""How Claude Code's tool calls read to a person: names, one-line summaries, bounded input.
 
 Pure functions of a tool_use block's name and input, and of a tool_result's content; the
 `claude` adapter (claude.py) turns them into `tool_call` events.
@@ -10,10 +10,10 @@ import json
 import re
 from typing import Any
 
-# How much of a tool's output one event carries, and of each string in a tool's input.
-MAX_OUTPUT_CHARS = 64 * 1024
+from .text import SUMMARY_CHARS, relative, short
+
+# How much of each string in a tool's input one event carries.
 MAX_INPUT_CHARS = 2000
-SUMMARY_CHARS = 160
 # Tools whose successful result is a change to a file (the input's file_path).
 FILE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 # Tools that act on one file, and the verb that says what they do to it.
@@ -24,22 +24,6 @@ _FILE_VERBS = {
     "MultiEdit": "edit",
     "NotebookEdit": "edit",
 }
-
-
-def one_line(text: str) -> str:
-    """Whitespace runs (newlines included) as single spaces."""
-    return " ".join(text.split())
-
-
-def short(text: str, limit: int = 200) -> str:
-    """One line of at most limit characters, with an ellipsis where it was cut."""
-    line = one_line(text)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def bounded(text: str) -> str:
-    """A tool's output, its last MAX_OUTPUT_CHARS characters if it is longer."""
-    return text if len(text) <= MAX_OUTPUT_CHARS else text[-MAX_OUTPUT_CHARS:]
 
 
 def bounded_input(value: Any) -> Any:
@@ -71,13 +55,6 @@ def result_text(content: Any) -> str:
                 parts.append(f"[{block.get('type')}]")
         return "\n".join(parts)
     return "" if content is None else json.dumps(content)
-
-
-def relative(path: str, cwd: str | None) -> str:
-    """A path inside cwd as relative to it; any other path as it is."""
-    if cwd and path.startswith(cwd.rstrip("/") + "/"):
-        return path[len(cwd.rstrip("/")) + 1 :]
-    return path
 
 
 def describe_tool(name: str, tool_input: dict[str, Any], cwd: str | None) -> tuple[str, str]:

@@ -40,17 +40,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
-import uuid
-from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest
 from ..failures import failure
 from ..models import RunCreate, RunError, SessionRef
-from .base import Adapter, EventItem, Stream
+from .base import EventItem
 from .bundles import (
     codex_profile,
     enabled_servers,
@@ -58,7 +53,16 @@ from .bundles import (
     skipped_warnings,
     write_codex_profile,
 )
-from .process import OVERLONG, LineJoiner
+from .codex_errors import AUTH, HTTP_STATUS, RATE, RECONNECT, RESUME_GONE, TOOL_SERVER, UNAVAILABLE
+from .events import (
+    agent_event,
+    file_change_event,
+    final_message_event,
+    tool_call_event,
+    warning_event,
+)
+from .jsonl import JsonLinesAdapter
+from .text import SUMMARY_CHARS, bounded, command_summary, one_line, relative, short
 
 BINARY_ENV = "OD_RUNS_CODEX_BIN"
 # What a Codex child inherits from the daemon besides the generic allowlist.
@@ -77,37 +81,9 @@ INHERITED_ENV = (
 # Codex prints nothing while the model thinks or a command runs between its polls; half an
 # hour of total silence means it is wedged, not busy.
 IDLE_TIMEOUT_MS = 30 * 60 * 1000
-# A JSONL line may arrive in pieces (the process layer splits lines at 64 KiB).
-# How much of a tool's output one event carries.
-MAX_OUTPUT_CHARS = 64 * 1024
-# stderr lines kept to classify a failure.
-STDERR_TAIL_LINES = 50
-SUMMARY_CHARS = 160
-
-_RECONNECT = re.compile(r"^Reconnecting\.\.\.\s*(\d+)\s*/\s*(\d+)")
-_HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
-# A tool-bundle server (required = true in the profile) that Codex could not start.
-_TOOL_SERVER = re.compile(r"required MCP servers failed to initialize: ([^\s:,]+)")
-_RESUME_GONE = re.compile(
-    r"thread/resume|no rollout found|(?:thread|session|conversation) not found", re.I
-)
-_AUTH = re.compile(
-    r"\b40[13]\b|unauthori[sz]ed|forbidden|invalid[_ ]api[_ ]key|incorrect api key|"
-    r"missing (?:environment variable|api key)|not logged in|log ?in again|sign in again|"
-    r"refresh token|token (?:has )?expired|authenticat",
-    re.I,
-)
-_RATE = re.compile(r"\b429\b|too many requests|rate[_ -]?limit|usage limit|quota", re.I)
-_UNAVAILABLE = re.compile(
-    r"\b5\d\d\b|service unavailable|internal server error|bad gateway|gateway timeout|"
-    r"high demand|overloaded|stream disconnected|error sending request|connection (?:refused|"
-    r"reset|closed)|timed out|timeout",
-    re.I,
-)
-_WRAPPED_SHELL = ("bash", "sh", "zsh", "dash")
 
 
-class CodexAdapter(Adapter):
+class CodexAdapter(JsonLinesAdapter):
     """Drives `codex exec --json` and maps its events."""
 
     agent_id = "codex"
@@ -116,30 +92,21 @@ class CodexAdapter(Adapter):
     takes_model = True
     has_sessions = True
     install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
+    agent_name = "Codex"
 
     def __init__(self, request: RunCreate) -> None:
         super().__init__(request)
-        self._resume: str | None = None
-        if request.sessionRef is not None and request.sessionRef.threadId is not None:
-            if not _is_uuid(request.sessionRef.threadId):
-                raise BadRequest("sessionRef.threadId must be a Codex thread id (a UUID)")
-            self._resume = request.sessionRef.threadId
+        self._resume = self.requested_thread("a Codex thread id")
         self.thread_id: str | None = None
         self.turn_completed = False
         self.turn_error: str | None = None
         self.last_error: str | None = None
         self.retries = 0
-        self.saw_json = False
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.suppressed: Counter[str] = Counter()
         self._messages: list[tuple[str, str, str | None]] = []
-        self._lines = LineJoiner()
         self._started: set[str] = set()
         self._output_sent: dict[str, int] = {}
-        self._warned: set[str] = set()
         # The tool-bundle profile written for this run: (CODEX_HOME, profile name).
         self._profile: tuple[Path, str] | None = None
-        self._notes: list[EventItem] = []
 
     # Spawning -----------------------------------------------------------------------------
 
@@ -200,46 +167,17 @@ class CodexAdapter(Adapter):
 
     # Reading ------------------------------------------------------------------------------
 
-    def translate(self, stream: Stream, lines: list[tuple[str, bool]]) -> list[EventItem]:
-        """stderr: kept as a tail and passed on; stdout: JSONL mapped event by event."""
-        if stream == "stderr":
-            self.stderr_tail.extend(text for text, partial in lines if not partial)
-            return super().translate(stream, lines)
-        out, self._notes = self._notes, []
-        for text, partial in lines:
-            whole = self._join(text, partial, out)
-            if whole is not None:
-                out += self.translate_line(whole)
-        return out
-
-    def _join(self, text: str, partial: bool, out: list[EventItem]) -> str | None:
-        """Reassemble a line the process layer delivered in pieces; skip an absurd one."""
-        whole = self._lines.feed(text, partial)
-        if whole is OVERLONG:
-            out.append(_warning("Codex printed an over-long line; it was skipped."))
-            return None
-        return whole  # type: ignore[return-value]
-
-    def translate_line(self, line: str) -> list[EventItem]:
-        """One line of `codex exec --json` output as zero or more events."""
-        if not line.strip():
-            return []
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return [_warning("Codex printed a line that is not JSON.", line=line[:500])]
-        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            return [_warning("Codex printed JSON that is not an event.", line=line[:500])]
-        self.saw_json = True
+    def translate_object(self, event: dict[str, Any]) -> list[EventItem]:
+        """One event of `codex exec --json` as zero or more of ours."""
         kind = event["type"]
         if kind == "thread.started":
             return self._thread_started(event)
         if kind == "turn.started":
-            return [_agent({"type": "status", "text": "Turn started"})]
+            return [agent_event({"type": "status", "text": "Turn started"})]
         if kind in ("item.started", "item.updated", "item.completed"):
             item = event.get("item")
             if not isinstance(item, dict):
-                return [_warning(f"Codex sent {kind} without an item.")]
+                return [warning_event(f"Codex sent {kind} without an item.")]
             return self._item(kind.removeprefix("item."), item)
         if kind == "turn.completed":
             return self._turn_completed(event)
@@ -247,7 +185,7 @@ class CodexAdapter(Adapter):
             error = event.get("error")
             message = error.get("message") if isinstance(error, dict) else None
             self.turn_error = str(message or self.last_error or "the turn failed")
-            return [_agent({"type": "status", "text": "Turn failed"})]
+            return [agent_event({"type": "status", "text": "Turn failed"})]
         if kind == "error":
             return self._error(str(event.get("message") or ""))
         return self._unknown(f"event:{kind}", f"Codex sent an event of unknown type {kind!r}.")
@@ -257,7 +195,7 @@ class CodexAdapter(Adapter):
         self.cleanup()
         thread = event.get("thread_id")
         if not isinstance(thread, str) or not thread:
-            return [_warning("Codex started a thread without an id.")]
+            return [warning_event("Codex started a thread without an id.")]
         self.thread_id = thread
         resumed = self._resume is not None
         if resumed and thread.lower() != str(self._resume).lower():
@@ -266,24 +204,24 @@ class CodexAdapter(Adapter):
                 f"Codex could not resume thread {self._resume} and started a new one instead; "
                 "the run was stopped. Start a new conversation to continue without it.",
             )
-        return [_agent({"type": "session", "threadId": thread, "resumed": resumed})]
+        return [agent_event({"type": "session", "threadId": thread, "resumed": resumed})]
 
     def _error(self, message: str) -> list[EventItem]:
-        match = _RECONNECT.match(message)
+        match = RECONNECT.match(message)
         if match:
             self.retries = int(match.group(1))
             self.last_error = message
             return [
-                _agent(
+                agent_event(
                     {
                         "type": "status",
-                        "text": _one_line(message),
+                        "text": one_line(message),
                         "retry": {"attempt": int(match.group(1)), "max": int(match.group(2))},
                     }
                 )
             ]
         self.last_error = message
-        return [_warning(_one_line(message) or "Codex reported an error.")]
+        return [warning_event(one_line(message) or "Codex reported an error.")]
 
     def _turn_completed(self, event: dict[str, Any]) -> list[EventItem]:
         self.turn_completed = True
@@ -291,7 +229,7 @@ class CodexAdapter(Adapter):
         usage = event.get("usage")
         if isinstance(usage, dict):
             out.append(
-                _agent(
+                agent_event(
                     {
                         "type": "usage",
                         "inputTokens": usage.get("input_tokens"),
@@ -304,17 +242,7 @@ class CodexAdapter(Adapter):
         final = self.final_answer()
         if final is not None:
             item_id, text = final
-            out.append(
-                _agent(
-                    {
-                        "type": "message",
-                        "role": "assistant",
-                        "final": True,
-                        "itemId": item_id,
-                        "text": text,
-                    }
-                )
-            )
+            out.append(final_message_event(item_id, text))
         return out
 
     def final_answer(self) -> tuple[str, str] | None:
@@ -342,7 +270,7 @@ class CodexAdapter(Adapter):
             if message_phase:
                 data["phase"] = message_phase
             data["text"] = text
-            return [_agent(data)]
+            return [agent_event(data)]
         if item_type == "command_execution":
             return self._command(phase, item_id, item)
         if item_type in ("file_change", "mcp_tool_call", "web_search"):
@@ -354,53 +282,37 @@ class CodexAdapter(Adapter):
                 for e in entries
                 if isinstance(e, dict)
             ]
-            return [_agent({"type": "plan", "itemId": item_id, "items": plan})]
+            return [agent_event({"type": "plan", "itemId": item_id, "items": plan})]
         if item_type == "error":
             if phase != "completed":
                 return []
             message = str(item.get("message") or "")
             self.last_error = message
-            return [_warning(_one_line(message) or "Codex reported an error.")]
+            return [warning_event(one_line(message) or "Codex reported an error.")]
         return self._unknown(
             f"item:{item_id or item_type}",
             f"Codex sent an item of unknown type {item_type!r}; it is not shown.",
         )
 
-    def _unknown(self, key: str, text: str) -> list[EventItem]:
-        if key in self._warned:
-            self.suppressed["unknown"] += 1
-            return []
-        self._warned.add(key)
-        return [_warning(text)]
-
     def _command(self, phase: str, item_id: str, item: dict[str, Any]) -> list[EventItem]:
         command = str(item.get("command") or "")
-        summary = _command_summary(command)
+        summary = command_summary(command)
         out: list[EventItem] = []
         if item_id not in self._started:
             self._started.add(item_id)
             out.append(
-                _agent(
-                    {
-                        "type": "tool_call",
-                        "phase": "started",
-                        "callId": item_id,
-                        "name": "shell",
-                        "summary": summary,
-                        "input": {"command": command},
-                    }
-                )
+                tool_call_event("started", item_id, "shell", summary, input={"command": command})
             )
         output = str(item.get("aggregated_output") or "")
         sent = self._output_sent.get(item_id, 0)
         if len(output) > sent:
             # Codex repeats the whole output so far; pass on only what is new.
             out.append(
-                _agent(
+                agent_event(
                     {
                         "type": "tool_output",
                         "callId": item_id,
-                        "text": _bounded(output[sent:]),
+                        "text": bounded(output[sent:]),
                     }
                 )
             )
@@ -409,17 +321,14 @@ class CodexAdapter(Adapter):
             self._output_sent.pop(item_id, None)
             status = str(item.get("status") or "completed")
             out.append(
-                _agent(
-                    {
-                        "type": "tool_call",
-                        "phase": "completed",
-                        "callId": item_id,
-                        "name": "shell",
-                        "summary": summary,
-                        "status": status,
-                        "exitCode": item.get("exit_code"),
-                        "output": _bounded(output),
-                    }
+                tool_call_event(
+                    "completed",
+                    item_id,
+                    "shell",
+                    summary,
+                    status=status,
+                    exitCode=item.get("exit_code"),
+                    output=bounded(output),
                 )
             )
         return out
@@ -431,36 +340,18 @@ class CodexAdapter(Adapter):
         out: list[EventItem] = []
         if item_id not in self._started:
             self._started.add(item_id)
-            started = {"type": "tool_call", "phase": "started", "callId": item_id}
-            out.append(_agent({**started, "name": name, "summary": summary, **extra["input"]}))
+            out.append(tool_call_event("started", item_id, name, summary, **extra["input"]))
         if phase != "completed":
             return out
-        done: dict[str, Any] = {
-            "type": "tool_call",
-            "phase": "completed",
-            "callId": item_id,
-            "name": name,
-            "summary": summary,
-            "status": str(item.get("status") or "completed"),
-            **extra["result"],
-        }
-        out.append(_agent(done))
+        status = str(item.get("status") or "completed")
+        out.append(
+            tool_call_event("completed", item_id, name, summary, status=status, **extra["result"])
+        )
         if item_type == "file_change":
-            out.append(
-                _agent({"type": "file_change", "callId": item_id, "changes": extra["changes"]})
-            )
+            out.append(file_change_event(item_id, extra["changes"]))
         return out
 
     # Ending -------------------------------------------------------------------------------
-
-    def finish_events(self) -> list[EventItem]:
-        """One summary of what was left out, by kind (never the text itself)."""
-        if not self.suppressed:
-            return []
-        kinds = [{"kind": k, "count": n} for k, n in sorted(self.suppressed.items())]
-        return [
-            _agent({"type": "suppressed", "total": sum(self.suppressed.values()), "kinds": kinds})
-        ]
 
     def outcome(self, returncode: int) -> RunError | None:
         """Success only with turn.completed and exit 0; otherwise the most specific kind."""
@@ -468,7 +359,7 @@ class CodexAdapter(Adapter):
             return self.failure
         if self.turn_error is not None:
             return self.classify(self.turn_error, returncode)
-        broken = _TOOL_SERVER.search("\n".join(self.stderr_tail)) if returncode else None
+        broken = TOOL_SERVER.search("\n".join(self.stderr_tail)) if returncode else None
         if broken is not None:
             return failure(
                 "TOOL_SERVER_FAILED",
@@ -494,9 +385,9 @@ class CodexAdapter(Adapter):
     def classify(self, message: str, returncode: int) -> RunError:
         """The failure kind of a Codex error message, with the stderr tail as a hint only."""
         hint = "\n".join(self.stderr_tail)
-        status = _HTTP_STATUS.search(message)
+        status = HTTP_STATUS.search(message)
         http = f" (HTTP {status.group(1)})" if status else ""
-        if self._resume is not None and self.thread_id is None and _RESUME_GONE.search(hint):
+        if self._resume is not None and self.thread_id is None and RESUME_GONE.search(hint):
             return failure(
                 "SESSION_RESUME_FAILED",
                 f"Codex could not resume thread {self._resume}: it no longer exists in "
@@ -505,19 +396,19 @@ class CodexAdapter(Adapter):
         for text in (message, hint):
             if not text:
                 continue
-            if _AUTH.search(text):
+            if AUTH.search(text):
                 return failure(
                     "PROVIDER_AUTH_FAILED",
                     f"The model provider refused Codex's credentials{http}. Run `codex login` "
                     "(or give the daemon the provider's API key) and start the run again.",
                 )
-            if _RATE.search(text):
+            if RATE.search(text):
                 return failure(
                     "PROVIDER_RATE_LIMITED",
                     f"The model provider is rate limiting requests{http}. Wait, or check the "
                     "account's usage limits, then retry.",
                 )
-            if _UNAVAILABLE.search(text):
+            if UNAVAILABLE.search(text):
                 after = f" after {self.retries} retries" if self.retries else ""
                 return failure(
                     "PROVIDER_UNAVAILABLE",
@@ -526,58 +417,14 @@ class CodexAdapter(Adapter):
             if status:
                 return failure(
                     "PROVIDER_REJECTED",
-                    f"The model provider rejected the request{http}: {_short(message)}",
+                    f"The model provider rejected the request{http}: {short(message)}",
                 )
         if self.turn_error is not None:
-            return failure("AGENT_EXITED", f"Codex reported the turn failed: {_short(message)}")
+            return failure("AGENT_EXITED", f"Codex reported the turn failed: {short(message)}")
         return failure("AGENT_EXITED", f"Codex exited with code {returncode}.")
 
 
 # Helpers ----------------------------------------------------------------------------------
-
-
-def _agent(data: dict[str, Any]) -> EventItem:
-    return ("agent", data)
-
-
-def _warning(text: str, **extra: Any) -> EventItem:
-    return ("agent", {"type": "warning", "text": text, **extra})
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _short(text: str, limit: int = 200) -> str:
-    line = _one_line(text)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= MAX_OUTPUT_CHARS else text[-MAX_OUTPUT_CHARS:]
-
-
-def _command_summary(command: str) -> str:
-    """`/bin/bash -lc 'make test'` reads as `make test`."""
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return _short(command, SUMMARY_CHARS)
-    if (
-        len(argv) == 3
-        and argv[0].rsplit("/", 1)[-1] in _WRAPPED_SHELL
-        and argv[1] in ("-c", "-lc", "-ic")
-    ):
-        return _short(argv[2], SUMMARY_CHARS)
-    return _short(command, SUMMARY_CHARS)
 
 
 def _describe_tool(
@@ -587,14 +434,14 @@ def _describe_tool(
     if item_type == "file_change":
         raw = item.get("changes") if isinstance(item.get("changes"), list) else []
         changes = [
-            {"path": _relative(str(c.get("path") or ""), cwd), "kind": str(c.get("kind") or "")}
+            {"path": relative(str(c.get("path") or ""), cwd), "kind": str(c.get("kind") or "")}
             for c in raw
             if isinstance(c, dict)
         ]
         summary = ", ".join(f"{c['kind']} {c['path']}" for c in changes) or "edit files"
         return (
             "apply_patch",
-            _short(summary, SUMMARY_CHARS),
+            short(summary, SUMMARY_CHARS),
             {"input": {}, "result": {"changes": changes}, "changes": changes},
         )
     if item_type == "mcp_tool_call":
@@ -606,25 +453,19 @@ def _describe_tool(
         result: dict[str, Any] = {}
         error = item.get("error")
         if isinstance(error, dict) and error.get("message"):
-            result["error"] = _short(str(error["message"]), 500)
+            result["error"] = short(str(error["message"]), 500)
         content = (item.get("result") or {}).get("content") if item.get("result") else None
         if isinstance(content, list):
             texts = [str(c.get("text")) for c in content if isinstance(c, dict) and "text" in c]
-            result["output"] = _bounded("\n".join(texts))
+            result["output"] = bounded("\n".join(texts))
         return (
             f"{server}.{tool}",
-            _short(f"{server}.{tool}({preview})", SUMMARY_CHARS),
+            short(f"{server}.{tool}({preview})", SUMMARY_CHARS),
             {"input": {"input": {"arguments": arguments}}, "result": result, "changes": []},
         )
     query = str(item.get("query") or "")
     return (
         "web_search",
-        _short(f"search: {query}" if query else "web search", SUMMARY_CHARS),
+        short(f"search: {query}" if query else "web search", SUMMARY_CHARS),
         {"input": {"input": {"query": query}}, "result": {}, "changes": []},
     )
-
-
-def _relative(path: str, cwd: str | None) -> str:
-    if cwd and path.startswith(cwd.rstrip("/") + "/"):
-        return path[len(cwd.rstrip("/")) + 1 :]
-    return path
