@@ -8,16 +8,29 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 
 from od_runs.cli import main as cli_main
 
-from .conftest import RUN_DEADLINE, TERMINAL, Daemon, assert_dense, free_port, read_log
+from .codex_helpers import APP_SERVER, codex_daemon, scripted_codex
+from .conftest import (
+    RUN_DEADLINE,
+    TERMINAL,
+    Daemon,
+    assert_dense,
+    free_port,
+    process_alive,
+    read_log,
+    wait_terminal,
+)
+from .fakes.responses_server import Message
 
 RUN_ID = re.compile(r"run-[0-9a-f]{16}")
-COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail", "mcp-config")
+COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail", "sessions", "mcp-config")
 
 
 def cli_env(url: str | None) -> dict[str, str]:
@@ -252,24 +265,39 @@ def test_the_url_flag_and_the_env_var_both_find_the_daemon(shared: Daemon) -> No
     assert "runs" in json.loads(by_flag.stdout) and "runs" in json.loads(by_env.stdout)
 
 
+def every_command(
+    group: click.Group, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Each command of a group with its path, descending into subgroups (`sessions ls`)."""
+    found: list[tuple[tuple[str, ...], click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        found.append(((*prefix, name), command))
+        if isinstance(command, click.Group):
+            found += every_command(command, (*prefix, name))
+    return found
+
+
 def test_every_subcommand_explains_itself_in_help() -> None:
     """`--help` of the tool and of each subcommand exits 0 with usage, purpose and every option."""
     group = cli_main
     assert isinstance(group, click.Group)
     assert set(COMMANDS) <= set(group.commands)
-    names = sorted(group.commands)
-    results = od_many(None, [["--help"], *[[name, "--help"] for name in names]])
+    commands = every_command(group)
+    results = od_many(None, [["--help"], *[[*path, "--help"] for path, _ in commands]])
     top = results[0]
     assert top.returncode == 0 and top.stdout.startswith("Usage: ")
-    for name in names:
+    for name in group.commands:
         assert name in top.stdout
-    for name, result in zip(names, results[1:], strict=True):
-        command = group.commands[name]
+    for (path, command), result in zip(commands, results[1:], strict=True):
+        name = " ".join(path)
         assert result.returncode == 0, (name, result.stderr)
         assert result.stdout.startswith("Usage: "), name
         assert f" {name} " in result.stdout.splitlines()[0]
         summary = (command.help or "").split("\n")[0].split(":")[0]
         assert summary and summary.split()[0] in result.stdout, name
+        if isinstance(command, click.Group):
+            for sub in command.commands:
+                assert sub in result.stdout, (name, sub)
         for param in command.params:
             if isinstance(param, click.Option) and param.name != "help":
                 assert param.help, f"{name} {param.opts[0]} has no help text"
@@ -284,3 +312,122 @@ def test_start_refuses_a_bad_env_pair_before_talking_to_the_daemon() -> None:
     assert "--env" in result.stderr and "Traceback" not in result.stderr
     command = od(url, "start", "--agent", "command")
     assert command.returncode == 2 and "needs the command" in command.stderr
+
+
+# od-runs sessions -------------------------------------------------------------------------
+
+
+def test_sessions_without_any_say_so_and_unknown_ids_fail_cleanly(shared: Daemon) -> None:
+    """`sessions ls` of a daemon with no session prints `no sessions` (`--json`: an empty
+    list); get and retire of an unknown or malformed id are one-line NOT_FOUND errors."""
+    missing = "ses-0123456789abcdef"
+    empty, empty_json, got, retired, malformed, bad_status = od_many(
+        shared.url,
+        [
+            ["sessions", "ls"],
+            ["sessions", "ls", "--json"],
+            ["sessions", "get", missing],
+            ["sessions", "retire", missing],
+            ["sessions", "get", "../../etc/passwd"],
+            ["sessions", "ls", "--status", "busy"],
+        ],
+    )
+    assert (empty.returncode, empty.stdout) == (0, "no sessions\n"), empty.stderr
+    assert json.loads(empty_json.stdout) == {"sessions": []}
+    for result in (got, retired):
+        assert_clean_failure(result, f"no session with id '{missing}'", "NOT_FOUND")
+    assert_clean_failure(malformed, "NOT_FOUND")
+    assert bad_status.returncode == 2 and "--status" in bad_status.stderr
+
+
+@pytest.mark.needs_cli("codex")
+def test_sessions_ls_get_and_retire_a_real_codex_app_server_session(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two turns of a real `codex app-server` on the scripted model: `sessions ls` lists the
+    conversation's session, `get` shows its turns, `retire` is a clean SESSION_BUSY error
+    while the second turn runs, then stops the process; retiring it again fails cleanly."""
+    with scripted_codex(tmp_path, APP_SERVER) as codex:
+        held = codex.hold(after=[Message("Two.")])
+        codex.server.script([Message("One.")], held)
+        daemon = codex_daemon(data_dir)
+        body = codex.request("first").model_dump(mode="json", exclude_unset=True)
+        daemon.start()
+        try:
+            first = wait_terminal(daemon, daemon.create(body)["id"])
+            listing, as_json, other, none_retired = od_many(
+                daemon.url,
+                [
+                    ["sessions", "ls"],
+                    ["sessions", "ls", "--conversation", "conv-1", "--json"],
+                    ["sessions", "ls", "--conversation", "conv-nobody"],
+                    ["sessions", "ls", "--status", "retired"],
+                ],
+            )
+            (session,) = json.loads(as_json.stdout)["sessions"]
+            got, got_json = od_many(
+                daemon.url,
+                [["sessions", "get", session["id"]], ["sessions", "get", session["id"], "--json"]],
+            )
+            second = daemon.create({**body, "prompt": "second"})
+            held.wait_reached()
+            busy, active = od_many(
+                daemon.url,
+                [
+                    ["sessions", "retire", session["id"]],
+                    ["sessions", "ls", "--status", "active", "--json"],
+                ],
+            )
+            held.release()
+            second = wait_terminal(daemon, second["id"])
+            retired = od(daemon.url, "sessions", "retire", session["id"])
+            again, listed_retired = od_many(
+                daemon.url,
+                [
+                    ["sessions", "retire", session["id"]],
+                    ["sessions", "ls", "--status", "retired", "--json"],
+                ],
+            )
+        finally:
+            daemon.stop()
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
+    pid = first["childPid"]
+    assert (session["conversationId"], session["status"], session["pid"]) == ("conv-1", "idle", pid)
+    # The plain table: a header and the session, each cell under its header.
+    header, line = listing.stdout.splitlines()
+    assert header.split() == [
+        "ID", "STATUS", "AGENT", "CONVERSATION", "PID", "LAST", "RUN", "TURN", "UPDATED"
+    ]  # fmt: skip
+    assert line.split()[:7] == [
+        session["id"], "idle", "codex-app-server", "conv-1", str(pid), first["id"], "completed"
+    ]  # fmt: skip
+    for column, value in (("STATUS", "idle"), ("CONVERSATION", "conv-1"), ("TURN", "completed")):
+        assert line.index(value) == header.index(column), column
+    assert other.stdout == "no sessions\n" and none_retired.stdout == "no sessions\n"
+    # get: the status line, the last run, then one line per recent event, oldest first.
+    status_line, last_run, *event_lines = got.stdout.splitlines()
+    assert status_line.split()[:4] == [session["id"], "idle", "codex-app-server", "conv-1"]
+    assert f"thread {first['sessionRef']['threadId']}" in status_line
+    assert f"pid {pid}" in status_line
+    assert last_run == f"  last run: {first['id']} (completed)"
+    assert [e.split()[2] for e in event_lines] == [
+        "spawned",
+        "thread.started",
+        "turn.started",
+        "turn.ended",
+    ]
+    assert f"pid={pid}" in event_lines[0]
+    assert f"runId={first['id']}" in event_lines[3] and "status=completed" in event_lines[3]
+    detail = json.loads(got_json.stdout)
+    assert detail["id"] == session["id"] and len(detail["recentEvents"]) == len(event_lines)
+    # While the second turn runs, the session is active and refuses to retire.
+    assert_clean_failure(busy, "SESSION_BUSY", second["id"])
+    assert [s["status"] for s in json.loads(active.stdout)["sessions"]] == ["active"]
+    assert second["childPid"] == pid
+    # Retired: the status line says so and why, and the process is gone.
+    assert retired.returncode == 0, retired.stderr
+    assert retired.stdout.split()[:2] == [session["id"], "retired"]
+    assert "(retired on request)" in retired.stdout
+    assert not process_alive(pid)
+    assert_clean_failure(again, "already retired", "ALREADY_RETIRED")
+    assert [s["id"] for s in json.loads(listed_retired.stdout)["sessions"]] == [session["id"]]

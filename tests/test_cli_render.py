@@ -13,9 +13,10 @@ from typing import Any
 from rich.console import Console
 
 from od_runs.agents.demo_agent import session
-from od_runs.models import Event, RunStatus
-from od_runs.render import EventPrinter, runs_table
+from od_runs.models import Event, RunStatus, SessionEvent, SessionStatus
+from od_runs.render import EventPrinter, runs_table, session_event_line, sessions_table
 from od_runs.render_tty import TtyPrinter
+from od_runs.render_tty import sessions_table as rich_sessions_table
 
 from .conftest import RUN_DEADLINE, Daemon, wait_terminal
 from .test_cli import cli_env
@@ -203,6 +204,59 @@ def test_ls_without_a_terminal_is_an_aligned_table() -> None:
         assert line[header.index("STATUS") :].split()[0] in ("succeeded", "failed")
         assert line[header.index("CREATED") :].startswith("2026-11-21 10:00:00")
     assert second[header.index("ERROR") :] == "BOOM"
+
+
+def test_sessions_read_as_an_aligned_table_plainly_and_in_colour_on_a_terminal() -> None:
+    """`sessions ls`: one line per session, cells under their headers, `-` for what a retired
+    session no longer has; on a terminal the same cells, with the status coloured."""
+    idle = SessionStatus(
+        id="ses-0123456789abcdef",
+        conversationId="conv-1",
+        agentId="codex-app-server",
+        status="idle",
+        pid=4242,
+        lastRunId="run-0123456789abcdef",
+        lastTurnStatus="completed",
+        createdAt=TS,
+        updatedAt=TS,
+    )
+    retired = SessionStatus(
+        id="ses-fedcba9876543210",
+        agentId="codex-app-server",
+        status="retired",
+        createdAt=TS,
+        updatedAt=TS,
+    )
+    header, first, second = sessions_table([idle, retired]).splitlines()
+    assert header.split() == [
+        "ID", "STATUS", "AGENT", "CONVERSATION", "PID", "LAST", "RUN", "TURN", "UPDATED"
+    ]  # fmt: skip
+    assert first[header.index("PID") :].split()[0] == "4242"
+    assert second[header.index("CONVERSATION") :].split()[:2] == ["-", "-"]
+    for line in (first, second):
+        assert line[header.index("UPDATED") :] == "2026-11-21 10:00:00"
+    raw = io.StringIO()
+    console = Console(file=raw, force_terminal=True, width=140, color_system="standard")
+    console.print(rich_sessions_table([idle, retired]))
+    assert "\x1b[32midle" in raw.getvalue()  # green
+    rows = [line.split() for line in ANSI.sub("", raw.getvalue()).splitlines()]
+    assert rows == [header.split(), first.split(), second.split()]
+
+
+def test_a_session_event_is_one_line_of_time_type_and_compact_data() -> None:
+    """Bare words stay bare, text with spaces and structures are JSON, long values are cut."""
+    line = session_event_line(
+        SessionEvent(
+            ts=TS,
+            type="retired",
+            data={"reason": "retired on request", "pid": 7, "extra": {"a": [1]}, "long": "x" * 500},
+        )
+    )
+    assert line.startswith("2026-11-21 10:00:00  retired  ")
+    assert 'reason="retired on request" pid=7 extra={"a": [1]} long=xxx' in line
+    assert line.endswith("x…") and len(line) < 250 and "\n" not in line
+    bare = session_event_line(SessionEvent(ts=TS, type="turn.started", data={"runId": "run-1"}))
+    assert bare == "2026-11-21 10:00:00  turn.started    runId=run-1"
 
 
 def run_on_tty(url: str, *args: str) -> tuple[int, str]:

@@ -12,6 +12,8 @@ import psutil
 import pytest
 from mcp import Client
 
+from od_runs.models import MAX_TIMEOUT_MS
+
 from .conftest import (
     Daemon,
     assert_dense,
@@ -235,3 +237,70 @@ async def test_cancel_running_run(daemon: Daemon) -> None:
     log = read_log(started["run"]["eventsLogPath"])
     assert_dense(log)
     assert log[-1]["data"]["status"] == "canceled"
+
+
+@pytest.mark.anyio
+async def test_start_run_schema_offers_approval_policy_and_post_tool_idle_timeout(
+    shared: Daemon,
+) -> None:
+    """tools/list: start_run takes approvalPolicy (an enum, default `default`) and
+    postToolIdleTimeoutMs (0 to the one-week cap), each described, as RunCreate does."""
+    with anyio.fail_after(TEST_DEADLINE):
+        async with connect(shared, "http") as client:
+            listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    props = listed["start_run"].input_schema["properties"]
+    policy = props["approvalPolicy"]
+    assert sorted(policy["enum"]) == ["allow", "default", "deny"]
+    assert policy["default"] == "default" and "deny" in policy["description"]
+    post_tool = props["postToolIdleTimeoutMs"]
+    (bounds,) = [s for s in post_tool["anyOf"] if s.get("type") == "integer"]
+    assert (bounds["minimum"], bounds["maximum"]) == (0, MAX_TIMEOUT_MS)
+    assert "AGENT_STALLED" in post_tool["description"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_start_run_passes_approval_policy_and_post_tool_idle_timeout_to_the_run(
+    shared: Daemon, transport: str
+) -> None:
+    """start_run with approvalPolicy=deny and postToolIdleTimeoutMs=1000 is accepted. The
+    status body does not echo them, so idempotency shows they reached the run's request: the
+    same clientRequestId with the same values is the same run, with another value (or none)
+    a conflict. Bad values are tool errors naming the argument."""
+    request_id = f"req-policy-{transport}"
+    args = {
+        "demo": SMALL_DEMO,
+        "clientRequestId": request_id,
+        "approvalPolicy": "deny",
+        "postToolIdleTimeoutMs": 1000,
+    }
+    with anyio.fail_after(TEST_DEADLINE):
+        async with connect(shared, transport) as client:
+            started = await call(client, "start_run", args)
+            run_id = started["run"]["id"]
+            got = await call(client, "get_run", {"runId": run_id})
+            again = await call(client, "start_run", args)
+            changed = [
+                await client.call_tool("start_run", {**args, **change})
+                for change in ({"approvalPolicy": "allow"}, {"postToolIdleTimeoutMs": 2000})
+            ]
+            omitted = [
+                await client.call_tool("start_run", {k: v for k, v in args.items() if k != name})
+                for name in ("approvalPolicy", "postToolIdleTimeoutMs")
+            ]
+            bad = [
+                await client.call_tool("start_run", {"demo": SMALL_DEMO, **value})
+                for value in (
+                    {"approvalPolicy": "maybe"},
+                    {"postToolIdleTimeoutMs": -1},
+                    {"postToolIdleTimeoutMs": MAX_TIMEOUT_MS + 1},
+                )
+            ]
+    assert got["run"]["id"] == run_id and got["run"]["agentId"] == "demo"
+    assert again["run"]["id"] == run_id
+    for result in changed + omitted:
+        assert result.is_error and "IDEMPOTENCY_CONFLICT" in error_text(result)
+    names = ["approvalPolicy", "postToolIdleTimeoutMs", "postToolIdleTimeoutMs"]
+    for result, name in zip(bad, names, strict=True):
+        assert result.is_error, name
+        assert name in error_text(result), error_text(result)

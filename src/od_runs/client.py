@@ -131,6 +131,12 @@ class DaemonClient:
             await self._request("GET", f"/api/sessions/{session_id}")
         )
 
+    async def retire_session(self, session_id: str) -> SessionDetail:
+        """POST /api/sessions/{id}/retire (409 SESSION_BUSY while a run uses it)."""
+        return SessionDetail.model_validate(
+            await self._request("POST", f"/api/sessions/{session_id}/retire", timeout=None)
+        )
+
     async def cancel(self, run_id: str, grace: float | None = None) -> RunStatus:
         """POST /api/runs/{id}/cancel (returns once the process group is gone)."""
         body = await self._request("POST", f"/api/runs/{run_id}/cancel", timeout=None)

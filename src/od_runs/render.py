@@ -6,10 +6,11 @@ tool calls with their output, the final answer kept for the end); a sink decides
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
-from .models import Event, RunStatus
+from .models import Event, RunStatus, SessionEvent, SessionStatus
 
 BlockKind = Literal[
     "start",
@@ -98,14 +99,74 @@ def run_row(status: RunStatus) -> tuple[str, ...]:
     )
 
 
-def runs_table(runs: list[RunStatus]) -> str:
-    """`od-runs ls` without a terminal: a header and one aligned line per run."""
-    rows = [RUN_COLUMNS, *(run_row(run) for run in runs)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(RUN_COLUMNS))]
+def aligned(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as lines whose columns line up, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def runs_table(runs: list[RunStatus]) -> str:
+    """`od-runs ls` without a terminal: a header and one aligned line per run."""
+    return aligned([RUN_COLUMNS, *(run_row(run) for run in runs)])
+
+
+SESSION_COLUMNS = ("ID", "STATUS", "AGENT", "CONVERSATION", "PID", "LAST RUN", "TURN", "UPDATED")
+
+
+def session_row(session: SessionStatus) -> tuple[str, ...]:
+    """The cells of one session in `od-runs sessions ls`, in SESSION_COLUMNS order."""
+    return (
+        session.id,
+        session.status,
+        session.agentId,
+        session.conversationId or "-",
+        str(session.pid) if session.pid is not None else "-",
+        session.lastRunId or "-",
+        session.lastTurnStatus or "-",
+        short_time(session.updatedAt),
+    )
+
+
+def sessions_table(sessions: list[SessionStatus]) -> str:
+    """`od-runs sessions ls` without a terminal: a header and one aligned line per session."""
+    return aligned([SESSION_COLUMNS, *(session_row(s) for s in sessions)])
+
+
+def session_line(session: SessionStatus) -> str:
+    """One line per session: id, status, agent, conversation, thread, pid, why it retired."""
+    parts = [
+        session.id,
+        f"{session.status:<7}",
+        session.agentId,
+        session.conversationId or "-",
+        f"thread {session.threadId or '-'}",
+    ]
+    if session.pid is not None:
+        parts.append(f"pid {session.pid}")
+    if session.retiredReason and session.status == "retired":
+        parts.append(f"({session.retiredReason})")
+    return "  ".join(parts)
+
+
+# A session event's data is small (ids, a pid, a reason); past this a value is cut short.
+SESSION_VALUE_CHARS = 120
+
+
+def session_event_line(event: SessionEvent) -> str:
+    """`2026-11-21 20:49:53  turn.ended  runId=run-… status=completed`."""
+    pairs = []
+    for key, value in event.data.items():
+        # Bare words stay bare; anything with spaces or structure is JSON, so pairs stay apart.
+        bare = isinstance(value, str) and value != "" and not any(c.isspace() for c in value)
+        text = value if bare else json.dumps(value, ensure_ascii=False)
+        if len(text) > SESSION_VALUE_CHARS:
+            text = text[: SESSION_VALUE_CHARS - 1] + "…"
+        pairs.append(f"{key}={text}")
+    # Padded to the longest type a session records (thread.resumed), so the data lines up.
+    return "  ".join([short_time(event.ts), f"{event.type:<14}", " ".join(pairs)]).rstrip()
 
 
 def end_summary(data: dict[str, Any]) -> str:

@@ -12,8 +12,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from .models import TERMINAL_STATES, Event, RunStatus
-from .render import RUN_COLUMNS, Block, EventReader, run_row
+from .models import TERMINAL_STATES, Event, RunStatus, SessionStatus
+from .render import RUN_COLUMNS, SESSION_COLUMNS, Block, EventReader, run_row, session_row
 
 # The status line redraws this often; it only reads a few fields, so it is cheap.
 REFRESH_PER_SECOND = 8
@@ -26,6 +26,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "canceled": "bold yellow",
 }
+SESSION_STATUS_STYLE = {"active": "cyan", "idle": "green", "retired": "dim"}
 BLOCK_STYLE = {
     "start": ("▶ ", "bold green"),
     "status": ("… ", "dim italic"),
@@ -180,6 +181,17 @@ def runs_table(runs: list[RunStatus]) -> Table:
             *cells[2:6],
             Text(cells[6], "red"),
         )
+    return table
+
+
+def sessions_table(sessions: list[SessionStatus]) -> Table:
+    """`od-runs sessions ls` on a terminal: a rich table with coloured statuses."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in SESSION_COLUMNS:
+        table.add_column(column, no_wrap=column in ("ID", "LAST RUN", "UPDATED"))
+    for session in sessions:
+        cells = list(session_row(session))
+        table.add_row(cells[0], Text(cells[1], SESSION_STATUS_STYLE.get(cells[1], "")), *cells[2:])
     return table
 
 
