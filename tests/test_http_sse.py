@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from od_runs import fanout
@@ -156,7 +155,7 @@ def test_httpx_stream_can_follow_a_long_run_live(daemon: Daemon) -> None:
     """Live delivery: frames arrive while the run is still running, not only at its end."""
     run = start_demo(daemon, events=40, seconds=2.0)
     with (
-        httpx.Client(base_url=daemon.url, timeout=30, trust_env=False) as http,
+        daemon.client() as http,
         http.stream("GET", f"/api/runs/{run['id']}/events") as response,
     ):
         for chunk in response.iter_text():

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
@@ -172,7 +171,7 @@ def test_a_10_mb_line_without_newline_streams_in_bounded_pieces_and_memory(
 
     def follow(run_id: str) -> None:
         with (
-            httpx.Client(base_url=daemon.url, timeout=RUN_DEADLINE, trust_env=False) as http,
+            daemon.client(timeout=RUN_DEADLINE) as http,
             http.stream("GET", f"/api/runs/{run_id}/events") as response,
         ):
             frames.extend(response.iter_bytes())

@@ -20,6 +20,7 @@ from .conftest import (
     Daemon,
     assert_dense,
     free_port,
+    http_client,
     poll,
     process_alive,
     read_log,
@@ -518,7 +519,7 @@ def test_with_a_token_only_requests_bearing_it_are_served(data_dir: Path, tmp_pa
         )
     good = {"Authorization": "Bearer T0ken"}
     try:
-        with httpx.Client(base_url=url, timeout=30, trust_env=False) as http:
+        with http_client(url) as http:
 
             def healthy() -> bool:
                 assert proc.poll() is None, "daemon exited"

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from od_runs import recovery
@@ -181,7 +180,7 @@ def sse_events(
 ) -> list[dict]:
     """Read a run's SSE stream until it closes; return each frame's data, the parsed log line."""
     with (
-        httpx.Client(base_url=daemon.url, timeout=10, trust_env=False) as http,
+        daemon.client(timeout=10) as http,
         http.stream("GET", f"/api/runs/{run_id}/events{query}", headers=headers or {}) as resp,
     ):
         assert resp.status_code == 200

@@ -35,7 +35,7 @@ from od_runs.redact import (
 )
 from od_runs.store import DB_NAME
 
-from .conftest import RUN_DEADLINE, Daemon, assert_dense, wait_terminal, write_script
+from .conftest import RUN_DEADLINE, Daemon, assert_dense, http_client, wait_terminal, write_script
 
 TS = "2025-01-01T00:00:00.000Z"
 
@@ -52,7 +52,7 @@ def canary(label: str, *, prefix: str = "", suffix: str = "") -> tuple[str, str]
 def sse_bytes(url: str, run_id: str) -> bytes:
     """The whole SSE stream of a run, read until the daemon closes it after `end`."""
     with (
-        httpx.Client(base_url=url, timeout=RUN_DEADLINE, trust_env=False) as http,
+        http_client(url, timeout=RUN_DEADLINE) as http,
         http.stream("GET", f"/api/runs/{run_id}/events") as response,
     ):
         assert response.status_code == 200

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
 from od_runs.models import RunStatus
 from od_runs.status_events import StatusHub
 
@@ -101,5 +99,5 @@ def _status(daemon: Daemon, run_id: str) -> str:
 
 
 def _body(daemon: Daemon, run_id: str) -> dict:
-    with httpx.Client(base_url=daemon.url, trust_env=False) as http:
+    with daemon.client() as http:
         return http.get(f"/api/runs/{run_id}").json()  # type: ignore[no-any-return]

@@ -49,24 +49,17 @@ class LogCorrupt(Exception):
 class LogLine:
     """One serialised event: its id, its name and its JSON line without the newline."""
 
-    __slots__ = ("_frame", "event", "id", "line")
+    __slots__ = ("event", "id", "line")
 
     def __init__(self, event_id: int, event: str, line: bytes) -> None:
         self.id = event_id
         self.event = event
         self.line = line
-        self._frame: bytes | None = None
 
     @property
     def frame(self) -> bytes:
-        """The SSE frame of this event, built once and shared by every subscriber."""
-        if self._frame is None:
-            self._frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (
-                self.id,
-                self.event.encode(),
-                self.line,
-            )
-        return self._frame
+        """The SSE frame of this event (live readers share a batch's frames, built once)."""
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.id, self.event.encode(), self.line)
 
 
 def parse_prefix(line: bytes) -> tuple[int, str]:

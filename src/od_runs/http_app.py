@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .config import Settings
 from .errors import OdRunsError
-from .mcp_server import RunsMcp
+from .mcp_mount import McpMount
 from .models import (
     ApiErrorBody,
     CancelResult,
@@ -66,7 +66,7 @@ StatusFilter = Annotated[
 
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app of a daemon with these settings."""
-    mcp = RunsMcp()
+    mcp = McpMount()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -223,7 +223,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Stop a session's process now; its next run resumes the thread in a new one."""
         return await service_of(request).sessions.retire(session_id)
 
-    app.router.routes.extend(mcp.http_routes())
+    app.router.routes.append(mcp.route())
     app.router.routes.extend(monitor_routes())
     return app
 

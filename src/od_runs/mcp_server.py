@@ -38,6 +38,7 @@ from starlette.routing import BaseRoute
 from . import __version__
 from .agents import agent_help, agent_ids
 from .errors import Invalid, NotFound, OdRunsError
+from .mcp_mount import MCP_PATH
 from .mcp_stdio import Activity, serve_stdio
 from .mcp_text import INSTRUCTIONS, delegate_prompt
 from .mcp_watch import (
@@ -51,6 +52,7 @@ from .models import (
     ID_PATTERN,
     MAX_TIMEOUT_MS,
     TERMINAL_STATES,
+    ApprovalPolicy,
     DemoOptions,
     Event,
     RunCreate,
@@ -67,7 +69,6 @@ log = logging.getLogger("od_runs.mcp")
 
 # wait_run never holds a tool call longer than this: clients time out around 60 s.
 MAX_WAIT_SECONDS = 50.0
-MCP_PATH = "/mcp"
 # runs://{runId}/events holds at most this many of the newest events ...
 RESOURCE_EVENTS = 100
 # ... and at most this much text: a resource lands whole in a model's context.
@@ -297,6 +298,25 @@ class RunsMcp:
                     description="Fail AGENT_TIMEOUT after this long in total; omitted: no limit.",
                 ),
             ] = None,
+            postToolIdleTimeoutMs: Annotated[
+                int | None,
+                Field(
+                    ge=0,
+                    le=MAX_TIMEOUT_MS,
+                    description="Fail AGENT_STALLED after this long without any output once a "
+                    "tool call has finished (codex-app-server); usually shorter than "
+                    "idleTimeoutMs, so a wedged agent is caught early. 0: never; omitted: the "
+                    "agent's default.",
+                ),
+            ] = None,
+            approvalPolicy: Annotated[
+                ApprovalPolicy,
+                Field(
+                    description="How the agent's requests for approval (commands, file changes, "
+                    "permissions) are answered: allow, deny, or default (allow what stays "
+                    "inside cwd, deny the rest). Choose allow only if the user agreed.",
+                ),
+            ] = "default",
             waitSeconds: Annotated[
                 float,
                 Field(
@@ -327,6 +347,8 @@ class RunsMcp:
                 ("model", model),
                 ("idleTimeoutMs", idleTimeoutMs),
                 ("timeoutMs", timeoutMs),
+                ("postToolIdleTimeoutMs", postToolIdleTimeoutMs),
+                ("approvalPolicy", approvalPolicy),
             ):
                 if value is not None:
                     fields[key] = value

@@ -177,6 +177,9 @@ class RunStore:
             self._urgent.set()
             self._wake.set()
             await flushed.wait()
+        # Nothing pending may still mean rows taken by a write that has not committed yet.
+        async with self._tx_lock:
+            pass
 
     async def run_writer(self) -> None:
         """The writer task: commit scheduled rows in batches until cancelled."""

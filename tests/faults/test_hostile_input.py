@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import Daemon
+from ..conftest import Daemon, http_client
 
 INIT = {
     "jsonrpc": "2.0",
@@ -110,7 +110,7 @@ def test_mcp_needs_the_token_when_one_is_set(data_dir: Path) -> None:
     """With a token, /mcp without it is a 401 like every other route."""
     daemon = Daemon(data_dir, token="s3cret-token").start()
     try:
-        with httpx.Client(base_url=daemon.url, trust_env=False) as http:
+        with http_client(daemon.url) as http:  # daemon.client() would send the token
             assert http.post("/mcp", json=INIT, headers=MCP_HEADERS).status_code == 401
             authorised = {**MCP_HEADERS, "Authorization": "Bearer s3cret-token"}
             assert http.post("/mcp", json=INIT, headers=authorised).status_code == 200
