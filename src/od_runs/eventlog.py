@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import count
 from pathlib import Path
 
 LOG_NAME = "events.jsonl"
@@ -91,14 +92,21 @@ def encode_lines(
 
     scrub runs over the whole batch in one pass; it never sees or makes a newline.
     """
+    end = f',"ts":"{ts}"}}'
     text = "\n".join(
-        '{"id":%d,"event":"%s","data":%s,"ts":"%s"}' % (first_id + i, event, _dumps(data), ts)
-        for i, (event, data) in enumerate(items)
+        [
+            f'{{"id":{event_id},"event":"{event}","data":'
+            f"{data if data.__class__ is RawJSON else _dumps(data)}{end}"
+            for event_id, (event, data) in zip(count(first_id), items, strict=False)
+        ]
     )
     raw = scrub(text).encode("utf-8", "replace") + b"\n"
     parts = raw.split(b"\n")
     parts.pop()
-    lines = [LogLine(first_id + i, items[i][0], part) for i, part in enumerate(parts)]
+    lines = [
+        LogLine(event_id, event, part)
+        for event_id, (event, _), part in zip(count(first_id), items, parts, strict=False)
+    ]
     return raw, lines, [len(p) + 1 for p in parts]
 
 

@@ -99,9 +99,14 @@ class EventStream(Response):
         while True:
             await anyio.sleep(PING_SECONDS)
             started = self._send_started
-            if started is None:
+            if started is not None:  # a write is under way: is it stuck?
+                if time.monotonic() - started > SEND_TIMEOUT:
+                    self.cancel()
+                    return
+                continue
+            with anyio.move_on_after(SEND_TIMEOUT) as ping:
                 await send({"type": "http.response.body", "body": _PING, "more_body": True})
-            elif time.monotonic() - started > SEND_TIMEOUT:
+            if ping.cancelled_caught:  # the client stopped reading while the run was quiet
                 self.cancel()
                 return
 

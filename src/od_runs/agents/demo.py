@@ -34,9 +34,10 @@ class DemoAdapter(Adapter):
         """Our own child prints one JSON object per line: keep its text, skip a re-encode."""
         if stream == "stderr":
             return super().translate(stream, lines)
+        raw = RawJSON
         return [
-            ("agent", RawJSON(text))
-            if not partial and text.startswith("{") and text.endswith("}")
+            ("agent", raw(text))
+            if text[-1:] == "}" and text[:1] == "{" and not partial
             else ("stdout", {"text": text, "partial": partial})
             for text, partial in lines
         ]

@@ -75,22 +75,38 @@ class LineSplitter:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._rest = b""
         self._max = max_line
+        # Pieces of the line in _rest already went out (the decoder may hold half a char).
+        self._mid_line = False
 
     def feed(self, chunk: bytes) -> list[tuple[str, bool]]:
         """Return (text, partial) pairs; partial means the line goes on in the next piece."""
-        parts = (self._rest + chunk).split(b"\n") if self._rest else chunk.split(b"\n")
-        rest = parts.pop()
-        out: list[tuple[str, bool]] = []
-        for part in parts:
-            pieces = [part[i : i + self._max] for i in range(0, len(part), self._max)] or [b""]
-            last = pieces.pop()
-            out += [(self._decoder.decode(p), True) for p in pieces]
-            if last.endswith(b"\r"):
-                last = last[:-1]
-            out.append((self._decoder.decode(last, final=True), False))
+        data = self._rest + chunk if self._rest else chunk
+        cut = data.rfind(b"\n")
+        whole = data[:cut] if cut >= 0 else b""
+        parts = whole.split(b"\n") if cut >= 0 else []
+        if parts and not self._mid_line and max(map(len, parts)) <= self._max:
+            # The common case, decoded in one call: no newline hides inside a UTF-8
+            # sequence, so decoding the block and splitting it equals splitting then decoding.
+            text = whole.decode("utf-8", "replace")
+            lines = text.split("\n")
+            if "\r" in text:
+                lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+            out = [(line, False) for line in lines]
+        else:
+            out = []
+            for part in parts:
+                pieces = [part[i : i + self._max] for i in range(0, len(part), self._max)] or [b""]
+                last = pieces.pop()
+                out += [(self._decoder.decode(p), True) for p in pieces]
+                if last.endswith(b"\r"):
+                    last = last[:-1]
+                out.append((self._decoder.decode(last, final=True), False))
+                self._mid_line = False
+        rest = data[cut + 1 :] if cut >= 0 else data
         while len(rest) > self._max:
             out.append((self._decoder.decode(rest[: self._max]), True))
             rest = rest[self._max :]
+            self._mid_line = True
         self._rest = rest
         return out
 
