@@ -510,6 +510,30 @@ async def test_idle_sessions_beyond_the_limit_are_retired_least_recently_used_fi
     assert old.retiredReason == "more than 1 sessions were live"
 
 
+async def test_a_session_idle_past_its_ttl_is_retired_and_its_process_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle session's process is stopped once it has gone unused for IDLE_TTL (30 min;
+    0.3 s here); the session is retired with the reason, and keeps its thread for later."""
+    fake_app_server(tmp_path, monkeypatch, "complete")
+    monkeypatch.setattr(sessions, "IDLE_TTL", 0.3)
+    request = RunCreate(agentId="codex-app-server", conversationId="c", cwd=str(tmp_path))
+    async with open_service(None, grace=1.0) as service:
+        started = await service.start(request)
+        with anyio.fail_after(RUN_DEADLINE):
+            body = await service.wait(started.id)
+        assert body.status == "succeeded"
+        assert process_alive(body.childPid or 0)  # idle, not yet past its TTL
+        with anyio.fail_after(RUN_DEADLINE):  # the janitor wakes every IDLE_TTL: poll
+            while True:
+                if (summary := (await service.sessions.list())[0]).status == "retired":
+                    break
+                await anyio.sleep(0.05)
+    assert summary.retiredReason == "it was idle for 0.005 minutes"
+    assert summary.threadId is not None
+    assert not process_alive(body.childPid or 0)
+
+
 async def test_a_turn_that_ignores_the_interrupt_gets_the_signal_ladder_and_is_retired(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

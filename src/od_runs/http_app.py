@@ -32,7 +32,7 @@ from .monitor import is_public, monitor_routes
 from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
 from .sse import resolve_cursor, run_stream
-from .sse_response import EventStream, close_open_streams
+from .sse_response import EventStream, close_open_streams, open_stream_count
 from .status_events import status_frames
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -119,7 +119,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/health", response_model=Health, tags=["daemon"])
     async def health(request: Request) -> Health:
         """Liveness and the number of active runs."""
-        return Health(version=__version__, activeRuns=service_of(request).active_count())
+        return Health(
+            version=__version__,
+            activeRuns=service_of(request).active_count(),
+            openStreams=open_stream_count(),
+        )
 
     # Left out of /openapi.json: it never ends, and schema-driven fuzzers wait for a body end.
     @app.get("/api/events", include_in_schema=False)

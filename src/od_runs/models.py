@@ -288,6 +288,7 @@ class Health(_Model):
     ok: bool = True
     version: str
     activeRuns: int
+    openStreams: int = Field(description="SSE streams being served (runs and /api/events)")
 
 
 class ErrorBody(_Model):

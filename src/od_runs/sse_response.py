@@ -9,6 +9,7 @@ task per stream that wakes only on its own timer or on the client's disconnect.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncGenerator, Callable
 
@@ -19,9 +20,9 @@ from starlette.types import Receive, Scope, Send
 # Browsers wait this long before reconnecting after the stream drops.
 RETRY_MS = 1000
 # A comment line this often keeps proxies and idle-timeouts from closing a quiet stream.
-PING_SECONDS = 15.0
+PING_SECONDS = float(os.environ.get("OD_RUNS_SSE_PING", "15"))
 # A client that has not taken a frame for this long is treated as gone.
-SEND_TIMEOUT = 30.0
+SEND_TIMEOUT = float(os.environ.get("OD_RUNS_SSE_SEND_TIMEOUT", "30"))
 _PING = b": ping\n\n"
 
 FrameSource = Callable[[Callable[[], None]], AsyncGenerator[bytes, None]]
@@ -132,6 +133,9 @@ class _OpenStreams:
     def discard(self, stream: EventStream) -> None:
         self._streams.discard(stream)
 
+    def __len__(self) -> int:
+        return len(self._streams)
+
     def close_all(self) -> None:
         """End every open stream; safe to call from a signal handler or another thread."""
         self.closing = True
@@ -146,9 +150,21 @@ class _OpenStreams:
 _open_streams = _OpenStreams()
 
 
+def open_stream_count() -> int:
+    """How many SSE streams this process is serving."""
+    return len(_open_streams)
+
+
 def close_open_streams() -> None:
     """End every SSE stream of this process (the server is shutting down)."""
     _open_streams.close_all()
 
 
-__all__ = ["PING_SECONDS", "RETRY_MS", "SEND_TIMEOUT", "EventStream", "close_open_streams"]
+__all__ = [
+    "PING_SECONDS",
+    "RETRY_MS",
+    "SEND_TIMEOUT",
+    "EventStream",
+    "close_open_streams",
+    "open_stream_count",
+]

@@ -12,7 +12,7 @@ from pathlib import Path
 import h11
 import pytest
 
-from ..conftest import Daemon, assert_dense, parse_frames, read_log, wait_terminal
+from ..conftest import Daemon, assert_dense, parse_frames, poll, read_log, wait_terminal
 
 # Paced, so the run's duration is set by the agent, not by how busy the machine is; big
 # enough (about 7 MB of frames) to fill a stalled reader's socket buffers and its queue.
@@ -139,3 +139,60 @@ def test_a_stalled_client_is_dropped_while_the_run_and_other_clients_go_on(
     resumed.join(timeout=30)
     union = [json.loads(f["data"]) for f in frames + parse_frames(resumed.text)]
     assert union == log
+
+
+@pytest.fixture
+def impatient(data_dir: Path) -> Iterator[Daemon]:
+    """A daemon that pings every 0.2 s and cuts a client after 1 s of a stuck write."""
+    started = Daemon(data_dir)
+    started.env |= {"OD_RUNS_SSE_PING": "0.2", "OD_RUNS_SSE_SEND_TIMEOUT": "1"}
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def open_streams(daemon: Daemon) -> int:
+    """How many SSE streams the daemon says it serves."""
+    with daemon.client() as http:
+        return int(http.get("/api/health").json()["openStreams"])
+
+
+def test_a_quiet_stream_gets_keep_alive_comments(impatient: Daemon, tmp_path: Path) -> None:
+    """A run that prints nothing for a while still sends `: ping` comments, so proxies and
+    idle timeouts do not close the stream; readers skip them (parse_frames does)."""
+    script = tmp_path / "quiet.py"
+    script.write_text("import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    run = impatient.create({"agentId": "command", "command": ["python3", str(script)]})
+    text = ""
+    with (
+        impatient.client() as http,
+        http.stream("GET", f"/api/runs/{run['id']}/events") as response,
+    ):
+        deadline = time.monotonic() + 10
+        for chunk in response.iter_text():
+            text += chunk
+            if text.count(": ping\n\n") >= 2 or time.monotonic() > deadline:
+                break
+        with impatient.client() as control:
+            control.post(f"/api/runs/{run['id']}/cancel")
+    assert text.count(": ping\n\n") >= 2
+    assert [f["event"] for f in parse_frames(text)][:2] == ["start", "stdout"]
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(impatient: Daemon) -> None:
+    """A reader that stops reading while a big log is replayed to it blocks the daemon's
+    write; after the send timeout the stream is given up (no task waits on it any more),
+    and what the client got is a clean prefix it can resume from."""
+    run = impatient.create({"prompt": "big", "demo": {"events": 60_000, "fast": True}})
+    status = wait_terminal(impatient, run["id"])
+    sock = open_stalled(impatient, run["id"])
+    poll("the stalled stream to open", lambda: open_streams(impatient) == 1)
+    poll("the stalled stream to be given up", lambda: open_streams(impatient) == 0)
+    text, clean = drain_stalled(sock)
+    assert not clean
+    frames = parse_frames(text.rpartition("\n\n")[0] + "\n\n")
+    log = read_log(status["eventsLogPath"])
+    assert 0 < len(frames) < len(log)
+    assert [json.loads(f["data"]) for f in frames] == log[: len(frames)]
