@@ -8,9 +8,11 @@ answered by the run's approvalPolicy and each decision is an event.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from acp.schema import (
 
 from od_runs.agents.acp_permissions import decide
 from od_runs.agents.acp_updates import UpdateMapper
-from od_runs.models import Event, RunCreate
+from od_runs.models import Event, RunCreate, SessionRef
 from od_runs.runs import RunService, open_service
 
 from .agent_runs import agent, all_events, final_answer, process_tree, ps_live_pids, run_to_end
@@ -170,6 +172,46 @@ async def test_an_acp_run_streams_its_progress_and_succeeds_with_the_final_answe
 
 
 @needs_codex_acp
+async def test_a_conversation_continues_its_acp_session_and_the_model_sees_the_past(
+    acp: Acp, data_dir: Path
+) -> None:
+    """The second run of a conversation resumes the first run's ACP session in a new
+    codex-acp process (session/resume): the model gets the earlier exchange, and the new
+    run's events hold only its own turn."""
+    acp.server.script([Message("First answer.")], [Message("Second answer.")])
+    async with open_service(data_dir) as service:
+        first, events1 = await run_to_end(service, acp.request("First prompt.", conversationId="c"))
+        second, events2 = await run_to_end(
+            service, acp.request("Second prompt.", conversationId="c")
+        )
+    assert (first.status, second.status) == ("succeeded", "succeeded")
+    (opened,) = agent(events1, "session")
+    (resumed,) = agent(events2, "session")
+    assert "resumed" not in opened and resumed["resumed"] is True
+    assert resumed["sessionId"] == opened["sessionId"]
+    assert first.sessionRef == second.sessionRef == SessionRef(threadId=opened["sessionId"])
+    assert first.childPid != second.childPid
+    seen = str(acp.server.requests[-1]["input"])
+    assert "First prompt." in seen and "First answer." in seen and "Second prompt." in seen
+    assert final_answer(events2) == "Second answer."
+    assert not any("First" in json.dumps(e.data) for e in events2)
+
+
+@needs_codex_acp
+async def test_a_session_the_agent_does_not_know_fails_the_run_and_starts_none(
+    acp: Acp, data_dir: Path
+) -> None:
+    """sessionRef naming a session codex-acp has never seen: SESSION_RESUME_FAILED, no turn."""
+    gone = SessionRef(threadId=str(uuid.uuid4()))
+    async with open_service(data_dir) as service:
+        body, events = await run_to_end(service, acp.request("Hello?", sessionRef=gone))
+    assert (body.status, body.errorCode) == ("failed", "SESSION_RESUME_FAILED")
+    assert gone.threadId in (body.error or "")
+    assert acp.server.requests == []
+    assert agent(events, "session") == []
+
+
+@needs_codex_acp
 @pytest.mark.slow
 async def test_cancel_sends_session_cancel_before_any_signal(
     acp: Acp, data_dir: Path, tmp_path: Path
@@ -287,6 +329,52 @@ async def test_an_agent_that_exits_when_its_stdin_closes_is_never_signalled(
     assert events[-1].data == {"status": "succeeded", "code": 0, "signal": None}
     seen = record.read_text().splitlines()
     assert seen == ["method initialize", "method session/new", "method session/prompt", "eof"]
+
+
+async def test_an_agent_that_only_loads_sessions_retells_the_past_which_the_run_leaves_out(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Without session/resume, a conversation's next run uses session/load; the updates the
+    agent replays belong to earlier runs and are not logged again."""
+    record = tmp_path / "seen.txt"
+    command = fake_agent("load", record)
+    request = RunCreate(agentId="acp", prompt="hi", cwd=str(tmp_path), command=command)
+    resumed = request.model_copy(update={"sessionRef": SessionRef(threadId="fake-session")})
+    async with open_service(data_dir) as service:
+        body, events = await run_to_end(service, resumed)
+    assert body.status == "succeeded"
+    assert body.sessionRef == SessionRef(threadId="fake-session")
+    (session,) = agent(events, "session")
+    assert session["sessionId"] == "fake-session" and session["resumed"] is True
+    assert final_answer(events) == "Hello from the fake agent."
+    assert not any("Old" in json.dumps(e.data) for e in events)
+    assert record.read_text().splitlines()[:3] == [
+        "method initialize",
+        "method session/load",
+        "method session/prompt",
+    ]
+
+
+async def test_an_agent_that_cannot_resume_starts_a_new_session_and_says_so(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """An agent with neither session/resume nor session/load: a new session, and a warning
+    naming the one that could not be continued (never silently)."""
+    record = tmp_path / "seen.txt"
+    request = RunCreate(
+        agentId="acp",
+        prompt="hi",
+        cwd=str(tmp_path),
+        command=fake_agent("answer", record),
+        sessionRef=SessionRef(threadId="older-session"),
+    )
+    async with open_service(data_dir) as service:
+        body, events = await run_to_end(service, request)
+    assert body.status == "succeeded"
+    (warning,) = [e.data for e in events if e.event == "agent" and e.data.get("type") == "warning"]
+    assert "older-session" in warning["text"] and "new one" in warning["text"]
+    assert body.sessionRef == SessionRef(threadId="fake-session")
+    assert "method session/new" in record.read_text().splitlines()
 
 
 async def test_an_agent_that_ignores_session_cancel_gets_the_signal_ladder_after_the_grace(

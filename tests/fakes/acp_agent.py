@@ -9,6 +9,8 @@ on `session/prompt`, by MODE:
   it exits as soon as its stdin closes.
 - `ignore-cancel`: sends a plan, never answers; notes `session/cancel` and ignores it.
 - `die`: exits with code 3 without answering.
+- `load`: like `answer`, but it offers `loadSession`; `session/load` first retells an
+  earlier exchange ("Old question." / "Old answer.") as updates, as ACP has it.
 
 RECORD_FILE gets `method NAME` for every message received, `signal NAME` for SIGTERM and
 `eof` when stdin closes, in order.
@@ -53,9 +55,15 @@ def main() -> None:
         if mode == "mute":
             continue
         if method == "initialize":
-            send({"id": message["id"], "result": {"protocolVersion": 1, "agentCapabilities": {}}})
+            caps = {"loadSession": True} if mode == "load" else {}
+            send({"id": message["id"], "result": {"protocolVersion": 1, "agentCapabilities": caps}})
         elif method == "session/new":
             send({"id": message["id"], "result": {"sessionId": SESSION}})
+        elif method == "session/load":
+            for kind, text in (("user", "Old question."), ("agent", "Old answer.")):
+                chunk = {"type": "text", "text": text}
+                update({"sessionUpdate": f"{kind}_message_chunk", "content": chunk})
+            send({"id": message["id"], "result": {}})
         elif method == "session/prompt":
             if mode == "die":
                 sys.exit(3)
@@ -63,7 +71,7 @@ def main() -> None:
                 # Show that the turn runs (a plan), then never finish it.
                 entry = {"content": "think forever", "priority": "high", "status": "in_progress"}
                 update({"sessionUpdate": "plan", "entries": [entry]})
-            if mode == "answer":
+            if mode in ("answer", "load"):
                 for text in ("Hello from ", "the fake agent."):
                     chunk = {"type": "text", "text": text}
                     update({"sessionUpdate": "agent_message_chunk", "content": chunk})

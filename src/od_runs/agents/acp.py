@@ -33,10 +33,11 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .. import __version__
 from ..failures import failure
-from ..models import RunCreate, RunError
+from ..models import RunCreate, RunError, SessionRef
 from .acp_permissions import Decision, decide
 from .base import Adapter, EventItem
 from .bundles import acp_servers, enabled_servers, skipped_warnings
+from .events import warning_event
 from .process import terminate
 
 if TYPE_CHECKING:
@@ -86,13 +87,14 @@ Emit = Callable[[list[EventItem]], None]
 
 
 class AcpAdapter(Adapter):
-    """Drives one ACP session: initialize, session/new, one session/prompt."""
+    """Drives one ACP turn: initialize, a new or resumed session, one session/prompt."""
 
     agent_id = "acp"
     description = (
         "any Agent Client Protocol agent over stdio (`command`; default `codex-acp`), with "
-        "permission requests answered by approvalPolicy"
+        "permission requests answered by approvalPolicy; resumable per conversation"
     )
+    has_sessions = True
     install_hint = (
         "install one (e.g. `npm install -g @zed-industries/codex-acp`), pass its argv as "
         "`command`, or set OD_RUNS_ACP_COMMAND"
@@ -119,6 +121,10 @@ class AcpAdapter(Adapter):
         self._chunk: anyio.Event | None = None
         self._aborted = False
         self._emit: Emit = _ignore
+        # The ACP session to continue: the run's sessionRef, else its conversation's last.
+        self._resume = request.sessionRef.threadId if request.sessionRef else None
+        # While session/load replays the old conversation, its updates are not this run's.
+        self._replaying = False
 
     # Spawning -----------------------------------------------------------------------------
 
@@ -138,6 +144,16 @@ class AcpAdapter(Adapter):
     def stdin(self) -> bytes | None:
         """Nothing: stdin carries the protocol, and the prompt goes in session/prompt."""
         return None
+
+    def resume(self, ref: SessionRef) -> None:
+        """Continue ref's ACP session (a conversation's previous run), unless the run names one."""
+        if self._resume is None and ref.threadId is not None:
+            self._resume = ref.threadId
+
+    def session_ref(self) -> SessionRef | None:
+        """The ACP session this run used or was asked to continue (as threadId)."""
+        session = self.session_id or self._resume
+        return SessionRef(threadId=session) if session else None
 
     # Talking ------------------------------------------------------------------------------
 
@@ -200,18 +216,19 @@ class AcpAdapter(Adapter):
                 sse=bool(mcp and mcp.sse),
             )
             self._emit(skipped_warnings(skipped))
-            step = "session/new"
-            session = await conn.new_session(cwd=self.cwd, mcp_servers=servers)
-            self.session_id = session.session_id
-            event: dict[str, Any] = {"type": "session", "sessionId": session.session_id}
+            step = self._session_step(init.agent_capabilities)
+            self.session_id = await self._open_session(conn, step, servers)
+            event: dict[str, Any] = {"type": "session", "sessionId": self.session_id}
             if self.agent_name:
                 event["agent"] = self.agent_name
+            if step != "session/new":
+                event["resumed"] = True
             self._emit([("agent", event)])
             step = "session/prompt"
             self._in_turn = True
             try:
                 result = await conn.prompt(
-                    session_id=session.session_id, prompt=[text_block(self.request.prompt)]
+                    session_id=self.session_id, prompt=[text_block(self.request.prompt)]
                 )
             finally:
                 self._in_turn = False
@@ -221,8 +238,55 @@ class AcpAdapter(Adapter):
             self._emit(self.updates.end_turn(result.stop_reason, result.usage))
         except RequestError as exc:
             self.error = _rpc_failure(step, exc)
+            if (
+                step in ("session/resume", "session/load")
+                and self.error.code == "AGENT_PROTOCOL_ERROR"
+            ):
+                self.error = failure(
+                    "SESSION_RESUME_FAILED",
+                    f"The agent could not continue session {self._resume} "
+                    f"({self.error.message.split(': ', 1)[-1].rstrip('.')}). Start the run "
+                    "without sessionRef, or in a new conversation, for a new session.",
+                )
         except ConnectionError:
             pass  # the agent hung up: outcome() reads its exit code
+
+    def _session_step(self, caps: Any) -> str:
+        """How this run gets its session: session/new, session/resume or session/load."""
+        if self._resume is None or caps is None:
+            return "session/new"
+        if caps.session_capabilities is not None and caps.session_capabilities.resume:
+            return "session/resume"  # continues without replaying the past
+        if caps.load_session:
+            return "session/load"  # replays the past as updates first
+        return "session/new"
+
+    async def _open_session(self, conn: ClientSideConnection, step: str, servers: list[Any]) -> str:
+        """The session id, opened by step; updates session/load replays are dropped, since
+        they belong to earlier runs (and are in their logs)."""
+        if step == "session/resume":
+            assert self._resume is not None
+            await conn.resume_session(session_id=self._resume, cwd=self.cwd, mcp_servers=servers)
+            return self._resume
+        if step == "session/load":
+            assert self._resume is not None
+            self._replaying = True
+            try:
+                await conn.load_session(cwd=self.cwd, session_id=self._resume, mcp_servers=servers)
+            finally:
+                self._replaying = False
+            return self._resume
+        if self._resume is not None:
+            self._emit(
+                [
+                    warning_event(
+                        "The agent cannot resume sessions, so this run starts a new one "
+                        f"instead of continuing {self._resume}."
+                    )
+                ]
+            )
+        session = await conn.new_session(cwd=self.cwd, mcp_servers=servers)
+        return str(session.session_id)
 
     async def _hang_up(self, process: Process) -> None:
         """Close the agent's stdin; if it does not exit by itself, end its group."""
@@ -270,6 +334,8 @@ class AcpAdapter(Adapter):
     def on_update(self, update: Any) -> None:
         """One session/update: its events now, a growing message's text a bit later."""
         assert self.updates is not None
+        if self._replaying:
+            return  # session/load retelling earlier runs: they are in their own logs
         self._emit(self.updates.update(update))
         if self.updates.growing and self._chunk is not None:
             self._chunk.set()
