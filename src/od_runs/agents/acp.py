@@ -33,7 +33,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .. import __version__
 from ..failures import failure
-from ..models import RunCreate, RunError, SessionRef
+from ..models import RunCreate, RunError
 from .acp_permissions import Decision, decide
 from .base import Adapter, EventItem
 from .bundles import acp_servers, enabled_servers, skipped_warnings
@@ -145,15 +145,9 @@ class AcpAdapter(Adapter):
         """Nothing: stdin carries the protocol, and the prompt goes in session/prompt."""
         return None
 
-    def resume(self, ref: SessionRef) -> None:
-        """Continue ref's ACP session (a conversation's previous run), unless the run names one."""
-        if self._resume is None and ref.threadId is not None:
-            self._resume = ref.threadId
-
-    def session_ref(self) -> SessionRef | None:
-        """The ACP session this run used or was asked to continue (as threadId)."""
-        session = self.session_id or self._resume
-        return SessionRef(threadId=session) if session else None
+    def live_session(self) -> str | None:
+        """The ACP session this run opened or resumed."""
+        return self.session_id
 
     # Talking ------------------------------------------------------------------------------
 

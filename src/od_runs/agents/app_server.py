@@ -42,7 +42,7 @@ import anyio
 from .. import __version__
 from ..errors import BadRequest
 from ..failures import AgentFailure, failure
-from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from ..models import RunCreate, RunError, TokenUsage
 from .app_server_errors import classify_turn_error, lost_session_error
 from .approvals import decide
 from .base import EventItem, SessionAdapter
@@ -140,19 +140,13 @@ class CodexAppServerAdapter(SessionAdapter):
         env.update(self.request.env)
         return env
 
-    def resume(self, ref: SessionRef) -> None:
-        """The conversation's previous thread, for a session that has none on record yet."""
-        if self._resume is None and ref.threadId is not None:
-            self._resume = ref.threadId
-
     def wanted_thread(self) -> str | None:
         """The thread this run asked to continue (sessionRef, or the conversation's last)."""
         return self._resume
 
-    def session_ref(self) -> SessionRef | None:
+    def live_session(self) -> str | None:
         """The thread this run's turn belongs to."""
-        thread = self.thread_id or self._resume
-        return SessionRef(threadId=thread) if thread else None
+        return self.thread_id
 
     async def open_session(self, peer: JsonRpcPeer, thread_id: str | None) -> str:
         """initialize, then thread/resume thread_id (never a new thread instead) or thread/start."""

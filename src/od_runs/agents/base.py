@@ -61,6 +61,9 @@ class Adapter:
         self.request = request
         # Set by translate() when the run must stop now (the signal ladder follows).
         self.failure: RunError | None = None
+        # The agent session to continue: the run's sessionRef (an adapter checks its form),
+        # else its conversation's last, through resume(); None starts a new one.
+        self._resume: str | None = None
 
     def argv(self) -> list[str]:
         """The command line of the child."""
@@ -94,11 +97,19 @@ class Adapter:
         return thread
 
     def resume(self, ref: SessionRef) -> None:
-        """Continue this agent session instead of starting a new one (before argv())."""
+        """Continue ref's session (a conversation's previous run) unless the run names one;
+        before argv(). Only for agents with sessions."""
+        if self.has_sessions and self._resume is None and ref.threadId is not None:
+            self._resume = ref.threadId
+
+    def live_session(self) -> str | None:
+        """The session (thread) id the agent reported for this run, once it has."""
+        return None
 
     def session_ref(self) -> SessionRef | None:
-        """The agent session this run belongs to, once known."""
-        return None
+        """The session this run belongs to: the agent's, else the one it was to continue."""
+        session = self.live_session() or self._resume
+        return SessionRef(threadId=session) if session else None
 
     def translate(self, stream: Stream, lines: list[tuple[str, bool]]) -> list[EventItem]:
         """Turn a batch of output lines into events."""

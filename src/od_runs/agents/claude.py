@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from ..failures import failure, rate_limited_message
-from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from ..models import RunCreate, RunError, TokenUsage
 from .base import EventItem
 from .bundles import claude_mcp_config, enabled_servers, skipped_warnings
 from .claude_tools import FILE_TOOLS, bounded_input, describe_tool, result_text, strip_tags
@@ -204,15 +204,9 @@ class ClaudeAdapter(JsonLinesAdapter):
         env.update(self.request.env)
         return env
 
-    def resume(self, ref: SessionRef) -> None:
-        """Continue ref's session (a conversation's previous run), unless the run names one."""
-        if self._resume is None and ref.threadId is not None:
-            self._resume = ref.threadId
-
-    def session_ref(self) -> SessionRef | None:
-        """The session Claude Code reported, or the one this run was asked to resume."""
-        session = self.session_id or self._resume
-        return SessionRef(threadId=session) if session else None
+    def live_session(self) -> str | None:
+        """The session Claude Code reported."""
+        return self.session_id
 
     def cleanup(self) -> None:
         """Remove the private MCP config (it may hold the bundle's secrets)."""

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..failures import failure
-from ..models import RunCreate, RunError, SessionRef
+from ..models import RunCreate, RunError
 from .base import EventItem
 from .bundles import (
     codex_profile,
@@ -155,15 +155,9 @@ class CodexAdapter(JsonLinesAdapter):
             remove_codex_profile(*self._profile)
             self._profile = None
 
-    def resume(self, ref: SessionRef) -> None:
-        """Continue ref's thread (a conversation's previous run), unless the run names one."""
-        if self._resume is None and ref.threadId is not None:
-            self._resume = ref.threadId
-
-    def session_ref(self) -> SessionRef | None:
-        """The thread Codex reported, or the one this run was asked to resume."""
-        thread = self.thread_id or self._resume
-        return SessionRef(threadId=thread) if thread else None
+    def live_session(self) -> str | None:
+        """The thread Codex reported."""
+        return self.thread_id
 
     # Reading ------------------------------------------------------------------------------
 
