@@ -387,7 +387,10 @@ async def test_a_thread_that_cannot_be_resumed_fails_the_run_and_starts_no_new_t
     assert len(codex.server.requests) == 1  # the model never saw the second prompt
     assert session.threadId == thread and session.status == "retired"
     reasons = [e.data["reason"] for e in session.recentEvents if e.type == "retired"]
-    assert reasons == ["the run's environment changed", "its thread could not be resumed"]
+    assert reasons == [
+        "the run's environment or tool bundle changed",
+        "its thread could not be resumed",
+    ]
     assert [e.data["error"]["code"] for e in events if e.event == "error"] == [
         "SESSION_RESUME_FAILED"
     ]

@@ -250,12 +250,32 @@ def test_thread_ids_are_read_from_every_known_spelling() -> None:
     assert thread_of({"thread": {}}) is None and thread_of(None) is None
 
 
-def test_a_stale_thread_id_that_is_not_a_uuid_is_refused_and_a_bundle_too(tmp_path: Path) -> None:
+def test_a_stale_thread_id_that_is_not_a_uuid_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="UUID"):
         make(tmp_path, sessionRef=SessionRef(threadId="not-a-uuid"))
-    bundle = ToolBundle.model_validate({"mcpServers": [{"id": "t", "command": "x"}]})
-    with pytest.raises(BadRequest, match="toolBundle"):
-        make(tmp_path, toolBundle=bundle)
+
+
+def test_a_bundle_becomes_the_threads_mcp_config_and_part_of_the_process_setup(
+    tmp_path: Path,
+) -> None:
+    """Enabled servers go to Codex as `mcp_servers` config; an SSE one is a warning; the
+    servers are part of what a session's process is set up with."""
+    bundle = ToolBundle.model_validate(
+        {
+            "mcpServers": [
+                {"id": "t", "command": "x", "args": ["-v"]},
+                {"id": "off", "command": "y", "enabled": False},
+                {"id": "old", "transport": "sse", "url": "https://mcp.test/sse"},
+            ]
+        }
+    )
+    adapter = make(tmp_path, toolBundle=bundle)
+    assert list(adapter.mcp_servers) == ["t"]
+    assert adapter.mcp_servers["t"]["command"] == "x" and adapter.mcp_servers["t"]["required"]
+    assert adapter.process_config() == adapter.mcp_servers
+    assert make(tmp_path).process_config() == {}
+    (note,) = adapter.notes()
+    assert note[0] == "agent" and "old" in note[1]["text"]
 
 
 # Approvals ----------------------------------------------------------------------------------

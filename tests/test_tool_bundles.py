@@ -27,7 +27,7 @@ from od_runs.models import RunCreate, ToolBundle
 from od_runs.runs import open_service
 
 from .agent_runs import agent, all_events, final_answer, ps_args
-from .codex_helpers import CODEX, make_codex
+from .codex_helpers import APP_SERVER, CODEX, codex_daemon, make_codex
 from .conftest import RUN_DEADLINE, Daemon, read_log, wait_terminal
 from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer, write_codex_home
 from .test_acp import make_acp
@@ -286,6 +286,68 @@ def test_a_codex_run_calls_a_bundle_tool_and_the_token_stays_with_the_tool_serve
         "run list": listed,
         "daemon log": daemon.log_path.read_text(),
         "ps listing": listing,
+    }
+    assert [name for name, text in surfaces.items() if bundle.token in text] == []
+    assert bundle.token.encode() not in database_bytes(data_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_cli("codex")
+def test_a_codex_app_server_session_gets_the_bundle_with_its_thread_and_a_new_one_respawns(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Check 11 for `codex-app-server`: the bundle's servers go to Codex in thread/start
+    (over the pipe), the model calls the tool, and the token is in no event, status, log,
+    SQLite row, `ps` listing or file under CODEX_HOME. The conversation's next run without
+    the bundle gets a fresh process on the same thread, and the tool is no longer offered."""
+    bundle = Bundle(tmp_path)
+    with ResponsesServer() as server:
+        server.script(
+            [FunctionCall("record", {"note": "from-app-server"}, namespace="mcp__recorder")],
+            [Message("Recorded it.")],
+            [Message("No tools now.")],
+        )
+        codex = make_codex(tmp_path, server, APP_SERVER)
+        write_codex_home(codex.home, server, model=SCRIPTED_MODEL)
+        daemon = codex_daemon(data_dir)
+        daemon.start()
+        try:
+            body = codex.request("Record a note.").model_dump(mode="json", exclude_unset=True)
+            body["toolBundle"] = bundle.spec()
+            first = wait_terminal(daemon, daemon.create(body)["id"])
+            listing = ps_args()
+            plain = codex.request("Anything else?").model_dump(mode="json", exclude_unset=True)
+            second = wait_terminal(daemon, daemon.create(plain)["id"])
+            with daemon.client() as http:
+                page = http.get(f"/api/runs/{first['id']}/events", params={"format": "json"})
+                sessions = http.get("/api/sessions").text
+        finally:
+            daemon.stop()
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded"), (first, second)
+    assert bundle.recorded() == [bundle.line("from-app-server")]
+    calls = [e["data"] for e in page.json()["items"] if e["data"].get("type") == "tool_call"]
+    assert [(c["phase"], c["name"]) for c in calls] == [
+        ("started", "recorder.record"),
+        ("completed", "recorder.record"),
+    ]
+    assert not bundle.marker.exists()
+    tools = [[str(t.get("name")) for t in r.get("tools", [])] for r in server.requests]
+    assert "mcp__recorder" in tools[0] and "mcp__dormant" not in tools[0]
+    assert "mcp__recorder" not in tools[-1]
+    # Another bundle, another process; the same thread.
+    assert first["childPid"] != second["childPid"]
+    assert first["sessionRef"] == second["sessionRef"]
+    home_files = "".join(
+        p.read_text(errors="replace") for p in codex.home.rglob("*") if p.is_file()
+    )
+    surfaces = {
+        "events page": page.text,
+        "events.jsonl": Path(first["eventsLogPath"]).read_text(),
+        "status body": str(first),
+        "sessions": sessions,
+        "daemon log": daemon.log_path.read_text(),
+        "ps listing": listing,
+        "CODEX_HOME": home_files,
     }
     assert [name for name, text in surfaces.items() if bundle.token in text] == []
     assert bundle.token.encode() not in database_bytes(data_dir)

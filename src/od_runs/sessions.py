@@ -152,7 +152,7 @@ class Turn:
             "process": "spawned" if first else "reused",
             "resumed": not (first and self.live.thread_opened == "started"),
         }
-        sink([("agent", opened)])
+        sink([("agent", opened), *adapter.notes()])
         try:
             await adapter.start_turn(peer, thread)
             self.accepted = True
@@ -318,7 +318,8 @@ class SessionManager:
                 )
             )
         env = child_env(adapter.env())
-        digest = hashlib.sha256(repr(sorted(env.items())).encode()).hexdigest()
+        setup = repr((sorted(env.items()), adapter.process_config()))
+        digest = hashlib.sha256(setup.encode()).hexdigest()
         if session.live is not None:
             reason = await self._unfit(session, adapter, digest)
             if reason is None:
@@ -334,7 +335,7 @@ class SessionManager:
         if not session.alive():
             return "its process died"
         if live.env_digest != digest:
-            return "the run's environment changed"
+            return "the run's environment or tool bundle changed"
         try:
             # A process killed a moment ago may not look dead yet; it can no longer answer.
             await adapter.ping(live.peer)

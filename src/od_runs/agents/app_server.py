@@ -40,12 +40,12 @@ from typing import Any
 import anyio
 
 from .. import __version__
-from ..errors import BadRequest
 from ..failures import AgentFailure, failure
 from ..models import RunCreate, RunError, TokenUsage
 from .app_server_errors import classify_turn_error, lost_session_error
 from .approvals import decide
 from .base import EventItem, SessionAdapter
+from .bundles import codex_mcp_servers, enabled_servers, skipped_warnings
 from .codex import BINARY_ENV, IDLE_TIMEOUT_MS, INHERITED_ENV
 from .codex_errors import RECONNECT
 from .events import (
@@ -105,11 +105,10 @@ class CodexAppServerAdapter(SessionAdapter):
     def __init__(self, request: RunCreate) -> None:
         super().__init__(request)
         self._resume = self.requested_thread("a Codex thread id")
-        if request.toolBundle is not None and any(s.enabled for s in request.toolBundle.mcpServers):
-            # A session's MCP servers are fixed when its process starts: not per run (yet).
-            raise BadRequest(
-                "agentId 'codex-app-server' does not take a toolBundle yet; use agentId 'codex'"
-            )
+        # The bundle's servers go to Codex in thread/start or thread/resume (over the pipe,
+        # never argv or a file); a run with another bundle gets a fresh process.
+        self.mcp_servers, skipped = codex_mcp_servers(enabled_servers(request.toolBundle))
+        self._notes = skipped_warnings(skipped)
         # Where the default approval policy draws the line.
         self.root = request.cwd or os.getcwd()
         self.thread_id: str | None = None
@@ -148,6 +147,14 @@ class CodexAppServerAdapter(SessionAdapter):
         """The thread this run's turn belongs to."""
         return self.thread_id
 
+    def process_config(self) -> object:
+        """The tool bundle's servers: Codex starts them with the thread."""
+        return self.mcp_servers
+
+    def notes(self) -> list[EventItem]:
+        """Warnings for bundle servers Codex cannot start."""
+        return self._notes
+
     async def open_session(self, peer: JsonRpcPeer, thread_id: str | None) -> str:
         """initialize, then thread/resume thread_id (never a new thread instead) or thread/start."""
         client = {"name": "od-runs", "title": "od-runs", "version": __version__}
@@ -156,6 +163,8 @@ class CodexAppServerAdapter(SessionAdapter):
         params: dict[str, Any] = {"cwd": self.request.cwd} if self.request.cwd else {}
         if self.request.model:
             params["model"] = self.request.model
+        if self.mcp_servers:
+            params["config"] = {"mcp_servers": self.mcp_servers}
         if thread_id is None:
             found = thread_of(await peer.request("thread/start", params, RPC_TIMEOUT))
             if found is None:

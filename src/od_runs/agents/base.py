@@ -165,6 +165,15 @@ class SessionAdapter(Adapter):
         """The agent thread this run asked to continue, for a session that has none yet."""
         return None
 
+    def process_config(self) -> object:
+        """What a session's process is set up with besides its env (a tool bundle, say): a
+        run that wants something else gets a fresh process on the same thread."""
+        return None
+
+    def notes(self) -> list[EventItem]:
+        """Events to log as the turn opens (warnings about the run's options)."""
+        return []
+
     def stdin(self) -> bytes | None:
         """The prompt goes over the protocol, not stdin."""
         return None

@@ -49,6 +49,12 @@ def enabled_servers(bundle: ToolBundle | None) -> list[McpServerSpec]:
 
 def codex_profile(servers: list[McpServerSpec]) -> tuple[str, Skipped]:
     """The TOML of a Codex config profile with one `[mcp_servers.<id>]` table per server."""
+    tables, skipped = codex_mcp_servers(servers)
+    return (tomlkit.dumps({"mcp_servers": tables}) if tables else ""), skipped
+
+
+def codex_mcp_servers(servers: list[McpServerSpec]) -> tuple[dict[str, dict[str, Any]], Skipped]:
+    """Codex's `mcp_servers` config: one entry per server it can start, and those it cannot."""
     tables: dict[str, dict[str, Any]] = {}
     skipped: Skipped = []
     for server in servers:
@@ -78,7 +84,7 @@ def codex_profile(servers: list[McpServerSpec]) -> tuple[str, Skipped]:
         # if it cannot start, instead of carrying on without it.
         entry["required"] = True
         tables[server.id] = entry
-    return (tomlkit.dumps({"mcp_servers": tables}) if tables else ""), skipped
+    return tables, skipped
 
 
 def write_codex_profile(codex_home: Path, text: str) -> str:
