@@ -184,35 +184,21 @@ class EventLog:
 
     def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
         """Yield batches of lines with cursor < id <= upto (blocking: run it in a thread)."""
-        try:
-            fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
-        except FileNotFoundError:
-            return
-        try:
-            fh.seek(self._start_offset(fh, cursor))
-            rest = b""
-            while True:
-                chunk = fh.read(READ_CHUNK)
-                if not chunk:
+        for data in self._whole_lines(cursor):
+            batch: list[LogLine] = []
+            for raw in data.split(b"\n"):
+                if not raw:
+                    continue
+                item = to_log_line(raw)
+                if item.id <= cursor:
+                    continue
+                if upto is not None and item.id > upto:
+                    if batch:
+                        yield batch
                     return
-                lines = (rest + chunk).split(b"\n")
-                rest = lines.pop()  # an incomplete last line waits for the next chunk
-                batch: list[LogLine] = []
-                for raw in lines:
-                    if not raw:
-                        continue
-                    item = to_log_line(raw)
-                    if item.id <= cursor:
-                        continue
-                    if upto is not None and item.id > upto:
-                        if batch:
-                            yield batch
-                        return
-                    batch.append(item)
-                if batch:
-                    yield batch
-        finally:
-            fh.close()
+                batch.append(item)
+            if batch:
+                yield batch
 
     def read_frames_after(
         self, cursor: int, upto: int | None = None
@@ -222,6 +208,21 @@ class EventLog:
         Replay to many readers is the hot path, so whole chunks become frames in one regex
         pass instead of one Python object per line.
         """
+        for whole in self._whole_lines(cursor):
+            data = _skip_through(whole, cursor)
+            if not data:
+                continue
+            last_id, last_event = _last_prefix(data)
+            if upto is not None and last_id > upto:
+                data = _cut_after(data, upto)
+                if data:
+                    yield _frames(data), *_last_prefix(data)
+                return
+            yield _frames(data), last_id, last_event
+
+    def _whole_lines(self, cursor: int) -> Iterator[bytes]:
+        """The log from a line at or before cursor + 1 on, in chunks of whole lines (an
+        unfinished last line is left for the writer to finish)."""
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed in finally, generator
         except FileNotFoundError:
@@ -229,23 +230,12 @@ class EventLog:
         try:
             fh.seek(self._start_offset(fh, cursor))
             rest = b""
-            while True:
-                chunk = fh.read(READ_CHUNK)
-                if not chunk:
-                    return
+            while chunk := fh.read(READ_CHUNK):
                 data = rest + chunk
                 cut = data.rfind(b"\n") + 1
-                data, rest = data[:cut], data[cut:]  # an unfinished last line waits
-                data = _skip_through(data, cursor)
-                if not data:
-                    continue
-                last_id, last_event = _last_prefix(data)
-                if upto is not None and last_id > upto:
-                    data = _cut_after(data, upto)
-                    if data:
-                        yield _frames(data), *_last_prefix(data)
-                    return
-                yield _frames(data), last_id, last_event
+                data, rest = data[:cut], data[cut:]
+                if data:
+                    yield data
         finally:
             fh.close()
 
