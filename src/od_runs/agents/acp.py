@@ -38,7 +38,7 @@ from .acp_permissions import Decision, decide
 from .base import Adapter, EventItem
 from .bundles import acp_servers, enabled_servers, skipped_warnings
 from .events import warning_event
-from .process import terminate
+from .process import NETWORK_ENV, terminate
 
 if TYPE_CHECKING:
     # Imported for real only when an ACP run starts (see _load_protocol).
@@ -61,12 +61,7 @@ INHERITED_ENV = (
     "ANTHROPIC_BASE_URL",
     "GEMINI_API_KEY",
     "GOOGLE_API_KEY",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
+    *NETWORK_ENV,
 )
 # An agent says nothing while the model thinks or a tool runs; half an hour of total silence
 # means it is wedged, not busy.

@@ -69,6 +69,7 @@ from .events import (
     warning_event,
 )
 from .jsonl import JsonLinesAdapter
+from .process import NETWORK_ENV
 from .text import bounded, relative, short
 
 BINARY_ENV = "OD_RUNS_CLAUDE_BIN"
@@ -96,13 +97,8 @@ INHERITED_ENV = (
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
     "DISABLE_TELEMETRY",
     "API_TIMEOUT_MS",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
     "NODE_EXTRA_CA_CERTS",
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
+    *NETWORK_ENV,
 )
 # A daemon's child must not update itself halfway through a run.
 DEFAULT_ENV = {"DISABLE_AUTOUPDATER": "1"}

@@ -62,6 +62,7 @@ from .events import (
     warning_event,
 )
 from .jsonl import JsonLinesAdapter
+from .process import NETWORK_ENV
 from .text import SUMMARY_CHARS, bounded, command_summary, one_line, relative, short
 
 BINARY_ENV = "OD_RUNS_CODEX_BIN"
@@ -71,12 +72,7 @@ INHERITED_ENV = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
     "CODEX_API_KEY",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
+    *NETWORK_ENV,
 )
 # Codex prints nothing while the model thinks or a command runs between its polls; half an
 # hour of total silence means it is wedged, not busy.

@@ -64,6 +64,17 @@ async def spawn(
     )
 
 
+# TLS and proxy settings an agent that calls its provider over the network inherits.
+NETWORK_ENV = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+)
+
+
 class LineSplitter:
     """Bytes in, decoded lines out; an over-long line comes out in bounded pieces.
 
