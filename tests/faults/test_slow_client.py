@@ -14,9 +14,26 @@ import pytest
 
 from ..conftest import Daemon, assert_dense, parse_frames, poll, read_log, wait_terminal
 
-# Paced, so the run's duration is set by the agent, not by how busy the machine is; big
-# enough (about 7 MB of frames) to fill a stalled reader's socket buffers and its queue.
-PACED = {"prompt": "stall", "demo": {"events": 60_000, "durationSeconds": 3.0}}
+# A child that prints 2,500 lines of 3 KB paced over 3 s: about 7.5 MB of frames, enough to
+# fill a stalled reader's socket buffers and its queue, but so few events that the daemon and
+# the test's own reader use little CPU. The run's duration is then set by the child's clock,
+# not by how busy the machine is (CI runs another test beside this one on two cores).
+PACER = """
+import sys, time
+lines, width, duration = 2500, 3000, 3.0
+started = time.monotonic()
+for i in range(lines):
+    delay = started + i * duration / lines - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    sys.stdout.write(f"line {i:05d} " + "all work and no play " * (width // 21) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+def paced_run(daemon: Daemon) -> dict:
+    """Start the paced child as a `command` run."""
+    return daemon.create({"agentId": "command", "command": ["python3", "-c", PACER]})
 
 
 class Reader(threading.Thread):
@@ -39,9 +56,20 @@ class Reader(threading.Thread):
         self.finished_at = time.monotonic()
 
 
-def open_stalled(daemon: Daemon, run_id: str) -> socket.socket:
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Stalled sockets a test opened, closed at teardown even when an assertion failed first
+    (a leaked one would surface as a ResourceWarning in whichever test runs next)."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def open_stalled(daemon: Daemon, run_id: str, sockets: list[socket.socket]) -> socket.socket:
     """Send a stream request and then never read: a browser tab frozen by the OS."""
     sock = socket.socket()
+    sockets.append(sock)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", daemon.port))
     sock.sendall(
@@ -75,10 +103,12 @@ def drain_stalled(sock: socket.socket) -> tuple[str, bool]:
     return body.decode(), False
 
 
-def run_once(daemon: Daemon, stalled: bool) -> tuple[dict, Reader, socket.socket | None]:
-    """One paced run with a normal reader, and optionally a stalled one beside it."""
-    run = daemon.create(PACED)
-    sock = open_stalled(daemon, run["id"]) if stalled else None
+def run_once(
+    daemon: Daemon, sockets: list[socket.socket] | None = None
+) -> tuple[dict, Reader, socket.socket | None]:
+    """One paced run with a normal reader, and a stalled one beside it if given `sockets`."""
+    run = paced_run(daemon)
+    sock = open_stalled(daemon, run["id"], sockets) if sockets is not None else None
     reader = Reader(daemon, run["id"])
     started = time.monotonic()
     reader.start()
@@ -110,11 +140,11 @@ def daemon(data_dir: Path) -> Iterator[Daemon]:
 
 
 def test_a_stalled_client_is_dropped_while_the_run_and_other_clients_go_on(
-    daemon: Daemon,
+    daemon: Daemon, sockets: list[socket.socket]
 ) -> None:
     """Ingest and a normal client keep pace (within 10 %); the stalled one is cut and resumes."""
-    control, control_reader, _ = run_once(daemon, stalled=False)
-    status, reader, sock = run_once(daemon, stalled=True)
+    control, control_reader, _ = run_once(daemon)
+    status, reader, sock = run_once(daemon, sockets)
     assert sock is not None
     log = read_log(status["eventsLogPath"])
     assert_dense(log)
@@ -181,13 +211,15 @@ def test_a_quiet_stream_gets_keep_alive_comments(impatient: Daemon, tmp_path: Pa
     assert [f["event"] for f in parse_frames(text)][:2] == ["start", "stdout"]
 
 
-def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(impatient: Daemon) -> None:
+def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(
+    impatient: Daemon, sockets: list[socket.socket]
+) -> None:
     """A reader that stops reading while a big log is replayed to it blocks the daemon's
     write; after the send timeout the stream is given up (no task waits on it any more),
     and what the client got is a clean prefix it can resume from."""
     run = impatient.create({"prompt": "big", "demo": {"events": 60_000, "fast": True}})
     status = wait_terminal(impatient, run["id"])
-    sock = open_stalled(impatient, run["id"])
+    sock = open_stalled(impatient, run["id"], sockets)
     poll("the stalled stream to open", lambda: open_streams(impatient) == 1)
     poll("the stalled stream to be given up", lambda: open_streams(impatient) == 0)
     text, clean = drain_stalled(sock)
