@@ -37,7 +37,9 @@ lint: $(VENV)/.installed-test
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: lint node_modules/.installed /usr/bin/chromium
+# The Python, npm and apt installs are independent downloads: run them side by side.
+test:
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint node_modules/.installed /usr/bin/chromium
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(VENV)/.installed-test
