@@ -97,31 +97,16 @@ class DaemonClient:
         limit: int = 200,
     ) -> list[RunStatus]:
         """GET /api/runs with filters."""
-        params = {
-            k: v
-            for k, v in {
-                "projectId": project_id,
-                "conversationId": conversation_id,
-                "status": status,
-                "limit": limit,
-            }.items()
-            if v is not None
-        }
+        params = _query(
+            projectId=project_id, conversationId=conversation_id, status=status, limit=limit
+        )
         return RunList.model_validate(await self._request("GET", "/api/runs", params=params)).runs
 
     async def list_sessions(
         self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
     ) -> list[SessionStatus]:
         """GET /api/sessions with filters."""
-        params = {
-            k: v
-            for k, v in {
-                "conversationId": conversation_id,
-                "status": status,
-                "limit": limit,
-            }.items()
-            if v is not None
-        }
+        params = _query(conversationId=conversation_id, status=status, limit=limit)
         body = await self._request("GET", "/api/sessions", params=params)
         return SessionList.model_validate(body).sessions
 
@@ -243,3 +228,8 @@ def _api_error(status: int, content: bytes) -> ApiError:
         return ApiError(status, str(error["code"]), str(error["message"]))
     except (ValueError, KeyError, TypeError):
         return ApiError(status, "HTTP_ERROR", f"HTTP {status}: {content[:200]!r}")
+
+
+def _query(**params: object) -> dict[str, object]:
+    """The query parameters that have a value (None means: not filtered on)."""
+    return {name: value for name, value in params.items() if value is not None}
