@@ -230,6 +230,25 @@ def test_cancel_stops_a_running_run(shared: Daemon) -> None:
     assert "■ canceled" in tail.stdout
 
 
+def test_get_and_tail_without_an_id_take_the_newest_run_and_name_it(daemon: Daemon) -> None:
+    """With no runs, `get`/`tail` without RUN_ID say so; then they take the newest run and
+    name it on stderr, so the output is never about a run the user did not expect."""
+    for result in od_many(daemon.url, [["get"], ["tail"]]):
+        assert_clean_failure(result, "no runs yet", "od-runs start", "NOT_FOUND")
+    older = create(daemon, {"prompt": "older", "demo": {"events": 6, "fast": True}})
+    wait_status(daemon, older["id"], TERMINAL)
+    newest = create(daemon, {"prompt": "newest", "demo": {"events": 8, "fast": True}})
+    got, tail = od_many(daemon.url, [["get", "--json"], ["tail", "--json"]])
+    assert got.returncode == 0 and tail.returncode == 0, (got.stderr, tail.stderr)
+    for result in (got, tail):
+        assert result.stderr.strip() == f"newest run: {newest['id']}"
+    assert json.loads(got.stdout)["id"] == newest["id"]
+    # tail followed the newest run to its end: exactly its log.
+    log = read_log(newest["eventsLogPath"])
+    assert [json.loads(line) for line in tail.stdout.splitlines()] == log
+    assert log[-1]["event"] == "end"
+
+
 def test_an_unknown_run_id_fails_cleanly(shared: Daemon) -> None:
     """get, tail and cancel of a missing run: non-zero, `Error: no run with id …`, no traceback."""
     missing = "run-0123456789abcdef"

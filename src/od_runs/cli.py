@@ -19,7 +19,7 @@ from . import __version__
 from .agents import agent_help, agent_ids
 from .client import DaemonClient, DaemonUnavailable
 from .config import CONVERSATION_LIMIT, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, Settings
-from .errors import Conflict, OdRunsError
+from .errors import Conflict, NotFound, OdRunsError
 from .mcpconfig import (
     CLIENTS,
     SERVER_NAME,
@@ -464,16 +464,27 @@ def ls(
         click.echo(runs_table(runs))
 
 
+async def _run_id_or_newest(client: DaemonClient, run_id: str | None) -> str:
+    """The run asked for, or (none given) the newest run, named on stderr so nobody guesses."""
+    if run_id is not None:
+        return run_id
+    newest = await client.list(limit=1)
+    if not newest:
+        raise NotFound("no runs yet: start one with `od-runs start`")
+    click.echo(f"newest run: {newest[0].id}", err=True)
+    return newest[0].id
+
+
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="The full status body as JSON.")
 @click.pass_context
-def get(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Show one run's status."""
+def get(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
+    """Show one run's status (without RUN_ID: the newest run's)."""
 
     async def go() -> RunStatus:
         async with _client(ctx) as client:
-            return await client.get(run_id)
+            return await client.get(await _run_id_or_newest(client, run_id))
 
     status = _run(go)
     if as_json:
@@ -501,16 +512,17 @@ def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--after", type=int, default=0, show_default=True, help="Start after this event id.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
 @click.pass_context
-def tail(ctx: click.Context, run_id: str, after: int, as_json: bool) -> None:
-    """Follow a run's events until it ends; exit 0 succeeded, 1 failed, 2 canceled."""
+def tail(ctx: click.Context, run_id: str | None, after: int, as_json: bool) -> None:
+    """Follow a run's events until it ends (without RUN_ID: the newest run's); exit 0
+    succeeded, 1 failed, 2 canceled."""
 
     async def go() -> int:
         async with _client(ctx) as client:
-            return await _follow(client, run_id, after, as_json)
+            return await _follow(client, await _run_id_or_newest(client, run_id), after, as_json)
 
     ctx.exit(_run(go))
 
