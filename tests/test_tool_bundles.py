@@ -70,25 +70,34 @@ class Bundle:
         self.record = tmp_path / "record.txt"
         self.marker = tmp_path / "dormant-was-started"
 
-    def spec(self) -> dict[str, Any]:
-        """The run's toolBundle."""
-        return {
-            "mcpServers": [
+    def spec(self, remote: bool = False) -> dict[str, Any]:
+        """The run's toolBundle; remote adds an http server (secret header) and an sse one."""
+        servers: list[dict[str, Any]] = [
+            {
+                "id": "recorder",
+                "command": sys.executable,
+                "args": [str(self.script)],
+                "env": {"RECORDER_TOKEN": self.token, "RECORDER_FILE": str(self.record)},
+                "label": "notes",
+            },
+            {
+                "id": "dormant",
+                "command": sys.executable,
+                "args": ["-c", TOUCH, str(self.marker)],
+                "enabled": False,
+            },
+        ]
+        if remote:
+            servers += [
                 {
-                    "id": "recorder",
-                    "command": sys.executable,
-                    "args": [str(self.script)],
-                    "env": {"RECORDER_TOKEN": self.token, "RECORDER_FILE": str(self.record)},
-                    "label": "notes",
+                    "id": "web",
+                    "transport": "http",
+                    "url": "https://mcp.test/x",
+                    "headers": {"X-Key": "k1"},
                 },
-                {
-                    "id": "dormant",
-                    "command": sys.executable,
-                    "args": ["-c", TOUCH, str(self.marker)],
-                    "enabled": False,
-                },
+                {"id": "old", "transport": "sse", "url": "https://mcp.test/sse"},
             ]
-        }
+        return {"mcpServers": servers}
 
     def recorded(self) -> list[str]:
         """The lines the tool wrote."""
@@ -122,11 +131,7 @@ def test_codex_gets_the_bundle_as_a_private_profile_and_never_on_its_command_lin
 ) -> None:
     """A 0600 profile in CODEX_HOME holds the servers; argv only names it; cleanup removes it."""
     bundle = Bundle(tmp_path)
-    spec = bundle.spec()
-    spec["mcpServers"] += [
-        {"id": "web", "transport": "http", "url": "https://mcp.test/x", "headers": {"X-Key": "k1"}},
-        {"id": "old", "transport": "sse", "url": "https://mcp.test/sse"},
-    ]
+    spec = bundle.spec(remote=True)
     home = tmp_path / "codex-home"
     adapter = CodexAdapter(
         RunCreate(agentId="codex", env={"CODEX_HOME": str(home)}, toolBundle=spec)
@@ -177,11 +182,7 @@ def test_acp_gets_the_enabled_servers_in_session_new_as_the_agent_supports_them(
 ) -> None:
     """stdio always; http and sse only if the agent's capabilities say so."""
     bundle = Bundle(tmp_path)
-    spec = bundle.spec()
-    spec["mcpServers"] += [
-        {"id": "web", "transport": "http", "url": "https://mcp.test/x", "headers": {"X-Key": "k1"}},
-        {"id": "old", "transport": "sse", "url": "https://mcp.test/sse"},
-    ]
+    spec = bundle.spec(remote=True)
     servers, skipped = acp_servers(
         enabled_servers(ToolBundle.model_validate(spec)), http=True, sse=False
     )

@@ -19,26 +19,18 @@ RECORD_FILE gets `method NAME` for every message received, `signal NAME` for SIG
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 from typing import Any
+
+# Run as a script: its own directory is on sys.path.
+from record import open_record
 
 SESSION = "fake-session"
 
 
 def main() -> None:
     mode, record_path = sys.argv[1], sys.argv[2]
-    record = open(record_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-
-    def note(text: str) -> None:
-        record.write(text + "\n")
-        record.flush()
-        os.fsync(record.fileno())
-
-    def on_signal(signum: int, frame: object) -> None:
-        note(f"signal {signal.Signals(signum).name}")
-        os._exit(128 + signum)
+    note = open_record(record_path)
 
     def send(message: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps({"jsonrpc": "2.0", **message}) + "\n")
@@ -47,7 +39,6 @@ def main() -> None:
     def update(change: dict[str, Any]) -> None:
         send({"method": "session/update", "params": {"sessionId": SESSION, "update": change}})
 
-    signal.signal(signal.SIGTERM, on_signal)
     for line in sys.stdin:
         message = json.loads(line)
         method = message.get("method")

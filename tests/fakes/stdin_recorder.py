@@ -12,30 +12,16 @@ both, and the recorder notes it before it exits.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 
-_lock = threading.Lock()
+# Run as a script: its own directory is on sys.path.
+from record import open_record
 
 
 def main() -> None:
     record_path, argv = sys.argv[1], sys.argv[2:]
-    record = open(record_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-
-    def note(text: str) -> None:
-        with _lock:
-            record.write(text + "\n")
-            record.flush()
-            os.fsync(record.fileno())
-
-    def on_signal(signum: int, frame: object) -> None:
-        note(f"signal {signal.Signals(signum).name}")
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
+    note = open_record(record_path)
     child = subprocess.Popen(argv, stdin=subprocess.PIPE)
     assert child.stdin is not None
     for line in sys.stdin.buffer:
