@@ -12,7 +12,8 @@ from typing import Any
 import anyio
 import psutil
 
-from od_runs.models import Event, RunCreate, RunStatus
+from od_runs.agents.base import Adapter, Failed, Going, Outcome, TurnEnded
+from od_runs.models import Event, RunCreate, RunError, RunStatus
 from od_runs.runs import RunService
 
 from .conftest import RUN_DEADLINE
@@ -71,3 +72,19 @@ def ps_live_pids() -> set[int]:
 def ps_args() -> str:
     """`ps -eo args`: every process's command line, as anyone on the machine sees them."""
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+
+
+def error_of(outcome: Outcome) -> RunError | None:
+    """The error an adapter's outcome carries (None for success or a run still going)."""
+    return outcome.error if isinstance(outcome, Failed) else None
+
+
+def ended(adapter: Adapter) -> bool:
+    """True once a session adapter says its turn is over."""
+    return isinstance(adapter.progress(), TurnEnded)
+
+
+def after_tool(adapter: Adapter) -> bool:
+    """True while a session adapter has seen only chatter since a tool call finished."""
+    state = adapter.progress()
+    return isinstance(state, Going) and state.after_tool

@@ -18,14 +18,16 @@ import pytest
 from od_runs import sessions
 from od_runs.agents.app_server import CodexAppServerAdapter, thread_of
 from od_runs.agents.approvals import command_stays_inside, decide, permissions_stay_inside
+from od_runs.agents.base import TurnEnded
 from od_runs.agents.codex import BINARY_ENV
 from od_runs.agents.jsonrpc import JsonRpcPeer, Notification, PeerClosed, RpcError
-from od_runs.agents.process import spawn
+from od_runs.agents.process import managed_process
 from od_runs.agents.watchdog import Watchdog
 from od_runs.errors import BadRequest
 from od_runs.models import RunCreate, SessionRef, ToolBundle
 from od_runs.runs import open_service
 
+from .agent_runs import after_tool, ended, error_of
 from .conftest import RUN_DEADLINE, process_alive
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +85,7 @@ def test_the_final_answer_is_the_last_completed_agent_message_and_deltas_are_pro
     assert [d["itemId"] for d in data(events, "message") if not d.get("final")] == ["m2", "m3"]
     (final,) = [d for d in data(events, "message") if d.get("final")]
     assert (final["itemId"], final["text"]) == ("m2", "Done.")
-    assert adapter.turn_ended and adapter.outcome(0) is None
+    assert ended(adapter) and error_of(adapter.outcome(0)) is None
 
 
 def test_a_shell_item_becomes_a_tool_call_with_its_output_once(tmp_path: Path) -> None:
@@ -95,7 +97,7 @@ def test_a_shell_item_becomes_a_tool_call_with_its_output_once(tmp_path: Path) -
             note("item/commandExecution/outputDelta", itemId="c1", delta="ok 1\n"),
         ]
     )
-    assert not adapter.after_tool
+    assert not after_tool(adapter)
     events += adapter.translate_batch(
         [
             item(
@@ -115,11 +117,11 @@ def test_a_shell_item_becomes_a_tool_call_with_its_output_once(tmp_path: Path) -
     assert calls[1]["exitCode"] == 0 and calls[1]["status"] == "completed"
     assert [d["text"] for d in data(events, "tool_output")] == ["ok 1\n", "ok 2\n"]
     # Silence from here on is post-tool quiet; any sign of work ends it.
-    assert adapter.after_tool
+    assert after_tool(adapter)
     adapter.translate_batch([note("thread/tokenUsage/updated", tokenUsage={})])
-    assert adapter.after_tool
+    assert after_tool(adapter)
     adapter.translate_batch([note("item/reasoning/summaryTextDelta", delta="hmm")])
-    assert not adapter.after_tool
+    assert not after_tool(adapter)
 
 
 def test_a_file_change_shows_relative_paths_and_their_kind(tmp_path: Path) -> None:
@@ -164,18 +166,18 @@ def test_noise_is_counted_by_method_in_one_summary_and_usage_is_summed(tmp_path:
     }
     assert summary["total"] == 11 and "secret" not in json.dumps(summary)
     assert adapter.usage() is not None
-    assert (adapter.usage().inputTokens, adapter.usage().totalTokens) == (200, 220)  # type: ignore[union-attr]
+    assert (adapter.usage().inputTokens, adapter.usage().totalTokens) == (200, 220)
 
 
 def test_notifications_of_an_earlier_turn_are_not_this_runs_events(tmp_path: Path) -> None:
     adapter = make(tmp_path)
     late = Notification("item/agentMessage/delta", {"threadId": THREAD, "turnId": "old"})
     assert adapter.translate_batch([late]) == []
-    assert adapter.translate_batch([completed()]) == [] and adapter.turn_ended
+    assert adapter.translate_batch([completed()]) == [] and ended(adapter)
     stale = {"threadId": THREAD, "turn": {"id": "old", "status": "interrupted"}}
     adapter2 = make(tmp_path)
     adapter2.translate_batch([Notification("turn/completed", stale)])
-    assert not adapter2.turn_ended
+    assert not ended(adapter2)
 
 
 def test_a_turn_aborted_marker_in_the_text_ends_the_turn_as_interrupted(tmp_path: Path) -> None:
@@ -184,7 +186,7 @@ def test_a_turn_aborted_marker_in_the_text_ends_the_turn_as_interrupted(tmp_path
     adapter.translate_batch(
         [item("item/completed", type="agentMessage", id="m", text="<turn_aborted/>")]
     )
-    assert (adapter.turn_ended, adapter.turn_status) == (True, "interrupted")
+    assert adapter.progress() == TurnEnded("interrupted")
 
 
 def test_a_retrying_error_is_progress_and_the_final_one_a_warning(tmp_path: Path) -> None:
@@ -223,7 +225,7 @@ def test_a_failed_turn_is_classified_from_its_structured_error_first(
 ) -> None:
     adapter = make(tmp_path)
     adapter.translate_batch([completed("failed", error)])
-    result = adapter.outcome(0)
+    result = error_of(adapter.outcome(0))
     assert result is not None and result.code == code and hint in result.message
 
 
@@ -232,11 +234,11 @@ def test_a_lost_session_says_why(tmp_path: Path) -> None:
     garbage.session_lost("<html>", None)
     dead.session_lost(None, -9)
     auth.session_lost(None, 1, "Error: token refresh failed: invalid_grant (401)")
-    assert garbage.outcome(0).code == "AGENT_PROTOCOL_ERROR"  # type: ignore[union-attr]
-    died = dead.outcome(0)
+    assert error_of(garbage.outcome(0)).code == "AGENT_PROTOCOL_ERROR"
+    died = error_of(dead.outcome(0))
     assert died is not None and died.code == "AGENT_EXITED" and died.retryable
     assert "signal 9" in died.message
-    refused = auth.outcome(0)
+    refused = error_of(auth.outcome(0))
     assert refused is not None and refused.code == "PROVIDER_AUTH_FAILED"
     assert "codex login" in refused.message
 
@@ -340,10 +342,10 @@ def test_permissions_and_elicitations_follow_the_policy(tmp_path: Path) -> None:
     granted = decide("allow", "item/permissions/requestApproval", net, root, {})
     assert granted is not None and granted.result["permissions"] == net["permissions"]
     form = {"message": "Your name?", "mode": "form", "requestedSchema": {}}
-    assert decide("default", "mcpServer/elicitation/request", form, root, {}).result == {  # type: ignore[union-attr]
+    assert decide("default", "mcpServer/elicitation/request", form, root, {}).result == {
         "action": "decline"
     }
-    assert decide("allow", "mcpServer/elicitation/request", form, root, {}).allowed  # type: ignore[union-attr]
+    assert decide("allow", "mcpServer/elicitation/request", form, root, {}).allowed
     assert decide("allow", "item/tool/call", {}, root, {}) is None
 
 
@@ -392,12 +394,14 @@ for line in sys.stdin:
 async def test_the_peer_carries_requests_notifications_and_questions_in_order(
     tmp_path: Path,
 ) -> None:
-    process = await spawn([sys.executable, "-c", CHILD], env={}, cwd=str(tmp_path), stdin=True)
-    assert process.stdin is not None and process.stdout is not None
-    peer = JsonRpcPeer(process.stdin)
+    argv = [sys.executable, "-c", CHILD]
     seen: list[Any] = []
-    peer.on_notifications = lambda batch: seen.extend(n.params for n in batch)
-    try:
+    marker = ("OD_RUNS_TEST_PEER", tmp_path.name)
+    async with managed_process(argv, env={}, cwd=str(tmp_path), stdin=True, marker=marker) as child:
+        process = child.process
+        assert process.stdin is not None and process.stdout is not None
+        peer = JsonRpcPeer(process.stdin)
+        peer.on_notifications = lambda batch: seen.extend(n.params for n in batch)
         async with anyio.create_task_group() as tg:
             tg.start_soon(peer.serve, process.stdout)
             with anyio.fail_after(10):
@@ -407,9 +411,6 @@ async def test_the_peer_carries_requests_notifications_and_questions_in_order(
                 await peer.notify("garbage")
                 await peer.closed.wait()
             tg.cancel_scope.cancel()
-    finally:
-        process.kill()
-        await process.wait()
     assert seen[:2] == [{"n": 1}, {"n": 2}]
     # Nobody handles please/approve: the child got a method-not-found error, in order.
     reply = seen[2]["reply"]

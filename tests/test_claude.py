@@ -27,7 +27,7 @@ from od_runs.models import Event, RunCreate, SessionRef
 from od_runs.redact import REDACTED
 from od_runs.runs import open_service
 
-from .agent_runs import agent, final_answer, index_of, ps_args, run_to_end
+from .agent_runs import agent, error_of, final_answer, index_of, ps_args, run_to_end
 from .conftest import (
     RUN_DEADLINE,
     Daemon,
@@ -580,7 +580,7 @@ def test_lines_that_are_not_stream_json_or_of_unknown_type_are_warnings_not_fail
     kinds = [data["type"] for _, data in events]
     assert kinds == ["warning", "warning", "session", "message"]
     assert events[-1][1] == {"type": "message", "role": "assistant", "final": True, "text": "ok"}
-    assert adapter.outcome(0) is None
+    assert error_of(adapter.outcome(0)) is None
     (summary,) = [data for _, data in adapter.finish_events()]
     assert summary["kinds"] == [
         {"kind": "rate_limit_event", "count": 1},
@@ -600,5 +600,5 @@ def test_an_exit_without_a_result_is_a_protocol_error() -> None:
             )
         ],
     )
-    error = adapter.outcome(0)
+    error = error_of(adapter.outcome(0))
     assert error is not None and error.code == "AGENT_PROTOCOL_ERROR"

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from od_runs.agents.base import Failed
 from od_runs.agents.codex import CodexAdapter
 from od_runs.errors import BadRequest
 from od_runs.models import RunCreate, SessionRef
+
+from .agent_runs import error_of
 
 THREAD = "01a1ffe0-6416-7063-b830-6ff82dfb6818"
 OTHER_THREAD = "01a1ffe0-67bd-77d2-8c7d-0a7c6d16c774"
@@ -109,7 +112,7 @@ def test_a_warning_before_the_thread_keeps_its_place() -> None:
     assert kinds(events) == ["warning", "session", "message", "usage", "message"]
     assert events[0]["text"] == "warning one"
     assert final(events) == "ok"
-    assert codex.outcome(0) is None
+    assert error_of(codex.outcome(0)) is None
     assert codex.session_ref() == SessionRef(threadId=THREAD)
 
 
@@ -127,7 +130,7 @@ def test_reconnect_notices_are_progress_and_not_failures() -> None:
     retries = [e["retry"] for e in events if e["type"] == "status"]
     assert retries == [{"attempt": 1, "max": 5}, {"attempt": 2, "max": 5}]
     assert "warning" not in kinds(events)
-    assert codex.outcome(0) is None
+    assert error_of(codex.outcome(0)) is None
 
 
 def test_the_final_answer_prefers_the_final_answer_phase() -> None:
@@ -172,7 +175,7 @@ def test_unknown_items_and_lines_are_warnings_and_the_run_goes_on() -> None:
     warnings = [e["text"] for e in events if e["type"] == "warning"]
     assert len(warnings) == 3  # one per unknown item (not per update), line, event type
     assert "collab_tool_call" in warnings[1]
-    assert final(events) == "ok" and codex.outcome(0) is None
+    assert final(events) == "ok" and error_of(codex.outcome(0)) is None
 
 
 def test_reasoning_is_suppressed_and_counted_in_one_summary() -> None:
@@ -313,7 +316,7 @@ def test_a_failed_turn_is_classified_by_its_message(
         line("error", message=message_text),
         line("turn.failed", error={"message": message_text}),
     )
-    error = codex.outcome(1)
+    error = error_of(codex.outcome(1))
     assert error is not None
     assert (error.code, error.retryable) == (code, retryable)
     assert "\n" not in error.message
@@ -325,12 +328,12 @@ def test_stderr_helps_classify_but_never_reaches_the_error() -> None:
     codex.translate(
         "stderr", [("Not inside a trusted directory and --skip-git-repo-check was not set", False)]
     )
-    error = codex.outcome(1)
+    error = error_of(codex.outcome(1))
     assert error is not None and error.code == "AGENT_EXITED"
     assert error.message == "Codex exited with code 1."
     codex = adapter()
     codex.translate("stderr", [("Error: 401 Unauthorized: token expired for acct 42", False)])
-    error = codex.outcome(1)
+    error = error_of(codex.outcome(1))
     assert error is not None and error.code == "PROVIDER_AUTH_FAILED"
     assert "acct 42" not in error.message and "codex login" in error.message
 
@@ -338,7 +341,7 @@ def test_stderr_helps_classify_but_never_reaches_the_error() -> None:
 def test_exiting_without_turn_completed_is_a_protocol_error() -> None:
     codex = adapter()
     feed(codex, line("thread.started", thread_id=THREAD), line("turn.started"))
-    error = codex.outcome(0)
+    error = error_of(codex.outcome(0))
     assert error is not None and error.code == "AGENT_PROTOCOL_ERROR"
 
 
@@ -347,8 +350,9 @@ def test_resume_that_starts_another_thread_stops_the_run() -> None:
     codex = adapter(sessionRef=SessionRef(threadId=THREAD))
     events = feed(codex, line("thread.started", thread_id=OTHER_THREAD))
     assert events[0] == {"type": "session", "threadId": OTHER_THREAD, "resumed": True}
-    assert codex.failure is not None and codex.failure.code == "SESSION_RESUME_FAILED"
-    assert codex.outcome(0) == codex.failure
+    stop = codex.progress()
+    assert isinstance(stop, Failed) and stop.error.code == "SESSION_RESUME_FAILED"
+    assert error_of(codex.outcome(0)) == stop.error
 
 
 def test_resume_of_a_missing_thread_is_classified_from_codex_stderr() -> None:
@@ -357,7 +361,7 @@ def test_resume_of_a_missing_thread_is_classified_from_codex_stderr() -> None:
         "stderr",
         [(f"Error: thread/resume: thread/resume failed: no rollout found for {THREAD}", False)],
     )
-    error = codex.outcome(1)
+    error = error_of(codex.outcome(1))
     assert error is not None and error.code == "SESSION_RESUME_FAILED"
     assert codex.session_ref() == SessionRef(threadId=THREAD)
 
@@ -365,5 +369,5 @@ def test_resume_of_a_missing_thread_is_classified_from_codex_stderr() -> None:
 def test_exit_127_before_any_event_means_codex_or_node_is_missing() -> None:
     codex = adapter()
     codex.translate("stderr", [("/usr/bin/env: 'node': No such file or directory", False)])
-    error = codex.outcome(127)
+    error = error_of(codex.outcome(127))
     assert error is not None and error.code == "AGENT_NOT_FOUND"

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from od_runs.agents.process import MAX_LINE_BYTES, OVERLONG, LineJoiner, LineSplitter
+from od_runs.agents.lines import MAX_LINE_BYTES, OVERLONG, LineJoiner, LineSplitter
 
 from .conftest import RUN_DEADLINE, Daemon, assert_dense, wait_terminal, write_script
 

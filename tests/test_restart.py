@@ -25,7 +25,7 @@ from od_runs.agents.process import group_members, start_time
 from od_runs.eventlog import now_iso
 from od_runs.models import RunStatus
 from od_runs.runs import RUN_ID_ENV
-from od_runs.store import DB_NAME, RunRow, RunStore
+from od_runs.store import DB_NAME, RunRow, SqliteRunStore
 
 from .conftest import (
     Daemon,
@@ -428,7 +428,7 @@ def active_row(
 
 async def recover_rows(data_dir: Path, *rows: RunRow) -> dict[str, RunStatus]:
     """Store rows, run start-up recovery on them, and return the stored bodies after it."""
-    store = await RunStore.open(data_dir / DB_NAME)
+    store = await SqliteRunStore.open(data_dir / DB_NAME)
     try:
         for row in rows:
             await store.insert(row)

@@ -69,15 +69,10 @@ async def test_a_failed_run_keeps_its_structured_error_on_status_and_in_wait() -
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
             message = "Agent went quiet for 1s."
-            service.emit(
-                run,
-                "error",
-                {
-                    "message": message,
-                    "error": {"code": "AGENT_STALLED", "message": message, "retryable": True},
-                },
-            )
-            service.finish(run, "failed", 1, None)
+            # The error is the finish's own (an `error` event alone no longer sets it).
+            error = RunError(code="AGENT_STALLED", message=message, retryable=True)
+            service.emit(run, "error", {"message": message, "error": error.model_dump()})
+            service.finish(run, "failed", 1, None, error)
         body = run.status_body()
         assert (body.status, body.errorCode, body.error, body.retryable) == (
             "failed",

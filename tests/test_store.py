@@ -10,7 +10,7 @@ import pytest
 
 from od_runs.eventlog import now_iso
 from od_runs.models import RunStatus
-from od_runs.store import DB_NAME, RunRow, RunStore
+from od_runs.store import DB_NAME, RunRow, SqliteRunStore
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +28,7 @@ async def test_flush_waits_for_a_write_that_is_already_under_way(tmp_path: Path)
     """A list right after a run ends must see it: flush returns only once rows the writer
     has already taken are committed, not merely once nothing is pending."""
     path = tmp_path / DB_NAME
-    store = await RunStore.open(path)
+    store = await SqliteRunStore.open(path)
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         await store.insert(row("running"))

@@ -174,6 +174,16 @@ class EventLog:
         self._indexed_upto = event_id - 1
         self._size = offset
 
+    def append_batch(
+        self, first_id: int, raw: bytes, lines: list[LogLine], lengths: list[int]
+    ) -> None:
+        """The storage.RunLog form of append(): the file takes the bytes."""
+        self.append(first_id, raw, lengths)
+
+    def last(self) -> LogLine | None:
+        """The newest whole line of the log, read from its end."""
+        return last_line(self.path)
+
     def close(self) -> None:
         """Close the writer; idempotent. Reading stays possible."""
         if self._fd is not None:
@@ -344,6 +354,16 @@ class MemoryLog:
     def append_lines(self, lines: list[LogLine]) -> None:
         """Keep the lines; ids are dense and start at 1, so position is id - 1."""
         self._lines.extend(lines)
+
+    def append_batch(
+        self, first_id: int, raw: bytes, lines: list[LogLine], lengths: list[int]
+    ) -> None:
+        """The storage.RunLog form of append_lines(): memory keeps the parsed lines."""
+        self._lines.extend(lines)
+
+    def last(self) -> LogLine | None:
+        """The newest line, or None."""
+        return self._lines[-1] if self._lines else None
 
     def close(self) -> None:
         """Nothing to release; kept for symmetry with EventLog."""

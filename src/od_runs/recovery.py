@@ -11,10 +11,11 @@ from pathlib import Path
 
 import anyio
 
-from .agents.process import kill_recorded_group
+from .agents.process import kill_recorded_group, processes_marked
 from .eventlog import EventLog, encode_lines, ensure_private_dir, now_iso, recover_tail
 from .models import RunStatus
-from .store import RunRow, RunStore
+from .storage import RunStore
+from .store import RunRow
 
 log = logging.getLogger("od_runs.recovery")
 
@@ -48,22 +49,6 @@ def lock_data_dir(data_dir: Path) -> int:
             f"another od-runs daemon is using the data dir {data_dir}; stop it first"
         ) from None
     return fd
-
-
-def processes_marked(marker: str) -> list[int]:
-    """Pids whose environment carries marker (NAME=value), our own children's descendants."""
-    needle = marker.encode() + b"\0"
-    found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = Path(entry.path, "environ").read_bytes()
-        except OSError:
-            continue
-        if environ.startswith(needle) or b"\0" + needle in environ:
-            found.append(int(entry.name))
-    return found
 
 
 def _kill_leftovers(row: RunRow, env_name: str) -> None:

@@ -8,9 +8,10 @@ signals, on request, and when the daemon stops; the next run of the conversation
 new process and resumes the same thread (a failing resume is SESSION_RESUME_FAILED, never
 a new thread). A run without a conversation gets a session of its own, retired after it.
 
-Every process runs in its own process group with OD_RUNS_SESSION_ID in its environment,
-and its pid and start time are stored before the handshake, so a daemon that crashed can
-kill what its sessions left behind (recover()) without ever killing a reused pid.
+Every process is a managed_process (agents/process.py): its own process group, with
+OD_RUNS_SESSION_ID in its environment, owned by one task (_serve) from spawn to reap. Its pid
+and start time are stored before the handshake, so a daemon that crashed can kill what its
+sessions left behind (recover()) without ever killing a reused pid.
 """
 
 from __future__ import annotations
@@ -19,37 +20,33 @@ import hashlib
 import logging
 import re
 import secrets
-import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import Process, TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
-from . import recovery
-from .agents.base import EventItem, SessionAdapter
+from .agents.base import EventItem, SessionAdapter, TurnEnded
 from .agents.jsonrpc import JsonRpcPeer, Notification, PeerClosed, RpcError
 from .agents.process import (
     DRAIN_TIMEOUT,
-    READ_SIZE,
-    LineSplitter,
+    Child,
     child_env,
+    is_alive,
+    kill_marked,
     kill_recorded_group,
-    signal_pid,
-    spawn,
-    start_time,
-    terminate,
-    wait_group_gone,
+    managed_process,
 )
 from .errors import Conflict, NotFound
 from .eventlog import now_iso
 from .failures import AgentFailure, failure
 from .models import RunCreate, RunError, SessionDetail, SessionEvent, SessionStatus
-from .store import RunStore
+
+if TYPE_CHECKING:
+    from .storage import RunStore
 
 log = logging.getLogger("od_runs.sessions")
 
@@ -74,10 +71,8 @@ Sink = Callable[[list[EventItem]], None]
 class _Live:
     """A session's running process and our JSON-RPC connection to it."""
 
-    process: Process
+    child: Child
     peer: JsonRpcPeer
-    pid: int
-    start_time: int | None
     env_digest: str
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     # Set once the process's output has ended and the process has (probably) exited.
@@ -108,8 +103,8 @@ class Session:
         return (
             live is not None
             and not live.peer.closed.is_set()
-            and live.process.returncode is None
-            and _process_alive(live.pid)
+            and live.child.returncode is None
+            and is_alive(live.child.pid)
         )
 
 
@@ -121,8 +116,8 @@ class Turn:
         self.live = live
         self.adapter = adapter
         self.run_id = run_id
-        self.pid = live.pid
-        self.start_time = live.start_time
+        self.pid = live.child.pid
+        self.start_time = live.child.start_time
         self.done = anyio.Event()
         self.sent = anyio.Event()
         self.must_retire: str | None = None
@@ -164,24 +159,28 @@ class Turn:
         finally:
             self.sent.set()
         await self.done.wait()
-        if adapter.turn_ended or self.must_retire is not None:
+        if self.ended() or self.must_retire is not None:
             return  # ended, or stop() ended it on purpose (and said why)
         if not peer.closed.is_set():
             self.must_retire = "its turn did not end"
             return
         if peer.garbage is None:  # it died: wait for the exit status that says how
             with anyio.move_on_after(EXIT_WAIT):
-                await self.live.process.wait()
+                await self.live.child.wait()
         stderr = "\n".join(self.live.stderr_tail)
-        adapter.session_lost(peer.garbage, self.live.process.returncode, stderr)
+        adapter.session_lost(peer.garbage, self.live.child.returncode, stderr)
         self.must_retire = (
             "it sent something that is not JSON-RPC" if peer.garbage else "its process died"
         )
 
+    def ended(self) -> bool:
+        """True once the agent said the turn is over."""
+        return isinstance(self.adapter.progress(), TurnEnded)
+
     def _on_batch(self, batch: list[Notification]) -> None:
         items = self.adapter.translate_batch(batch)
         self._sink(items)
-        if self.adapter.turn_ended:
+        if self.ended():
             self.done.set()
 
     async def _on_request(self, method: str, params: Any) -> Any:
@@ -218,7 +217,7 @@ class Turn:
                     log.info("session %s: interrupt failed: %s", self.session.id, exc)
                 await self.done.wait()
         if not retire and self.done.is_set():
-            if self.adapter.turn_ended:
+            if self.ended():
                 return None
             if not self.accepted and not peer.closed.is_set():
                 return None  # the turn never started: the process is fine as it is
@@ -317,8 +316,9 @@ class SessionManager:
                     f"run cannot switch it to thread {wanted}. Use a new conversationId.",
                 )
             )
-        env = child_env(adapter.env())
-        setup = repr((sorted(env.items()), adapter.process_config()))
+        env = adapter.env()
+        # The digest covers what the child would really get, allowlisted variables included.
+        setup = repr((sorted(child_env(env).items()), adapter.process_config()))
         digest = hashlib.sha256(setup.encode()).hexdigest()
         if session.live is not None:
             reason = await self._unfit(session, adapter, digest)
@@ -354,25 +354,15 @@ class SessionManager:
         digest: str,
         thread: str | None,
     ) -> _Live:
-        env[SESSION_ENV] = session.id
-        process = await spawn(adapter.argv(), env=env, cwd=request.cwd, stdin=True)
-        assert process.stdin is not None
-        live = _Live(
-            process=process,
-            peer=JsonRpcPeer(process.stdin),
-            pid=process.pid,
-            start_time=start_time(process.pid),
-            env_digest=digest,
-            last_used=anyio.current_time(),
-        )
+        live: _Live = await self._tg.start(self._serve, session, adapter, request, env, digest)
+        process = live.child
         session.live = live
-        session.body.pid = live.pid
+        session.body.pid = live.child.pid
         session.body.status = "idle"
         session.body.retiredReason = None
-        _note(session, "spawned", pid=live.pid)
+        _note(session, "spawned", pid=live.child.pid)
         # Durable before the handshake: crash recovery kills by this pid and start time.
         await self._save(session)
-        self._tg.start_soon(self._serve, session, live)
         try:
             found = await adapter.open_session(live.peer, thread)
         except AgentFailure:
@@ -405,10 +395,10 @@ class SessionManager:
                 await self._save(session)
             return
         adapter = turn.adapter
-        if turn.accepted and not adapter.turn_ended and turn.must_retire is None:
+        if turn.accepted and not turn.ended() and turn.must_retire is None:
             # od-runs itself failed (or was cancelled) mid-turn: the turn may still be running.
             turn.must_retire = "its turn was abandoned"
-        status = adapter.turn_status or ("failed" if turn.must_retire else None)
+        status = adapter.turn_status() or ("failed" if turn.must_retire else None)
         session.body.lastTurnStatus = status
         _note(session, "turn.ended", runId=turn.run_id, status=status)
         if turn.must_retire is not None:
@@ -424,19 +414,56 @@ class SessionManager:
 
     # Processes ----------------------------------------------------------------------------
 
-    async def _serve(self, session: Session, live: _Live) -> None:
-        """Read the process's messages and stderr until it ends; retire it if it died idle."""
-        assert live.process.stdout is not None and live.process.stderr is not None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_drain, live.process.stderr, live.stderr_tail)
-            await live.peer.serve(live.process.stdout)
-            turn = session.turn if session.turn is not None and session.turn.live is live else None
-            if turn is not None:
-                turn.done.set()  # the turn cannot end normally any more: let it say why now
-            with anyio.move_on_after(DRAIN_TIMEOUT):
-                await live.process.wait()
-            tg.cancel_scope.cancel()
-        live.gone.set()
+    async def _serve(
+        self,
+        session: Session,
+        adapter: SessionAdapter,
+        request: RunCreate,
+        env: dict[str, str],
+        digest: str,
+        *,
+        task_status: TaskStatus[_Live],
+    ) -> None:
+        """Own the session's process from spawn to reap: read its messages until it ends,
+        then retire the session if it died while idle."""
+        stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+
+        def keep_stderr(lines: list[tuple[str, bool]]) -> None:
+            stderr_tail.extend(text for text, partial in lines if not partial)
+
+        turn: Turn | None = None
+        live: _Live | None = None
+        try:
+            async with managed_process(
+                adapter.argv(),
+                env=env,
+                cwd=request.cwd,
+                stdin=True,
+                marker=(SESSION_ENV, session.id),
+                stderr=keep_stderr,
+                grace=self.grace,
+                abort=_close_stdin_of(lambda: live),
+            ) as child:
+                assert child.process.stdin is not None and child.process.stdout is not None
+                live = _Live(
+                    child=child,
+                    peer=JsonRpcPeer(child.process.stdin),
+                    env_digest=digest,
+                    stderr_tail=stderr_tail,
+                    last_used=anyio.current_time(),
+                )
+                task_status.started(live)
+                await live.peer.serve(child.process.stdout)
+                current = session.turn
+                turn = current if current is not None and current.live is live else None
+                if turn is not None:
+                    turn.done.set()  # the turn cannot end normally any more: let it say why
+                with anyio.move_on_after(DRAIN_TIMEOUT):
+                    await child.wait()
+        finally:
+            if live is not None:
+                live.gone.set()
+        assert live is not None
         if turn is not None:
             return  # the turn's end retires the session
         if session.live is live and not self._closing and not session.lock.locked():
@@ -452,14 +479,12 @@ class SessionManager:
     async def _retire(self, session: Session, reason: str) -> None:
         """Stop the session's process group (if any) and mark it retired; idempotent."""
         live, session.live = session.live, None
-        pid = live.pid if live is not None else session.body.pid
+        pid = live.child.pid if live is not None else session.body.pid
         if live is not None:
             with anyio.CancelScope(shield=True):
-                if live.process.returncode is None:
-                    await _stop_process(live, self.grace)
-                await wait_group_gone(live.pid)
-                await self._kill_marked(session.id)
-                with anyio.move_on_after(EXIT_WAIT):
+                await _stop_process(live, self.grace)
+                # _serve reaps the group and kills marked escapees, then says it is gone.
+                with anyio.move_on_after(EXIT_WAIT + DRAIN_TIMEOUT):
                     await live.gone.wait()
         if session.body.status == "retired" and live is None:
             return
@@ -471,10 +496,8 @@ class SessionManager:
         log.info("session %s retired: %s", session.id, reason)
 
     async def _kill_marked(self, session_id: str) -> None:
-        marker = f"{SESSION_ENV}={session_id}"
-        for pid in await anyio.to_thread.run_sync(recovery.processes_marked, marker):
-            if signal_pid(pid, signal.SIGKILL):
-                log.info("session %s: killed process %d that had left its group", session_id, pid)
+        for pid in await kill_marked(f"{SESSION_ENV}={session_id}"):
+            log.info("session %s: killed process %d that had left its group", session_id, pid)
 
     async def _trim(self) -> None:
         """Retire idle sessions beyond MAX_LIVE_SESSIONS or IDLE_TTL, least recently used first."""
@@ -515,7 +538,7 @@ class SessionManager:
 
     async def _save(self, session: Session) -> None:
         session.body.updatedAt = now_iso()
-        start = session.live.start_time if session.live is not None else None
+        start = session.live.child.start_time if session.live is not None else None
         await self.store.save_session(session.body, start)
 
     # API ----------------------------------------------------------------------------------
@@ -592,25 +615,18 @@ class SessionManager:
 
 async def _stop_process(live: _Live, grace: float) -> str | None:
     """Close stdin (Codex exits on it), then SIGTERM, grace, SIGKILL to the group."""
-
-    async def close_stdin() -> None:
-        if live.process.stdin is not None:
-            await live.process.stdin.aclose()
-
-    with anyio.CancelScope(shield=True):
-        sent = await terminate(live.process, grace, close_stdin)
-        await wait_group_gone(live.pid)
-    return sent
+    return await live.child.stop(grace, live.child.close_stdin)
 
 
-async def _drain(stream: Any, tail: deque[str]) -> None:
-    splitter = LineSplitter()
-    while True:
-        try:
-            chunk = await stream.receive(READ_SIZE)
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return
-        tail.extend(text for text, partial in splitter.feed(chunk) if not partial)
+def _close_stdin_of(get: Callable[[], _Live | None]) -> Callable[[], Awaitable[None]]:
+    """The abort step of a session process: close its stdin (Codex exits on it)."""
+
+    async def close() -> None:
+        live = get()
+        if live is not None:
+            await live.child.close_stdin()
+
+    return close
 
 
 def _note(session: Session, kind: str, **data: Any) -> None:
@@ -623,7 +639,7 @@ def _note(session: Session, kind: str, **data: Any) -> None:
 def _death_reason(live: _Live) -> str:
     if live.peer.garbage is not None:
         return "it sent something that is not JSON-RPC"
-    code = live.process.returncode
+    code = live.child.returncode
     if code is None:
         return "it closed its output"
     if code < 0:
@@ -655,16 +671,6 @@ def _startup_error(
 def _short_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _process_alive(pid: int) -> bool:
-    """True if pid is a live, non-zombie process (a killed child is a zombie until reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    state = stat[stat.rindex(b")") + 2 :][:1]
-    return state != b"Z"
 
 
 def _drop(items: list[EventItem]) -> None:

@@ -101,7 +101,7 @@ def _row(record: tuple[str, str | None, str | None, int | None]) -> RunRow:
     return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
 
 
-class RunStore:
+class SqliteRunStore:
     """The runs table behind one aiosqlite connection (its own thread, one writer)."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
@@ -115,7 +115,7 @@ class RunStore:
         self._tx_lock = anyio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> RunStore:
+    async def open(cls, path: Path) -> SqliteRunStore:
         """Open (creating and migrating) the database at path."""
         in_memory = str(path) == ":memory:"
         if not in_memory and not await anyio.Path(path).exists():

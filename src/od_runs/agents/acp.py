@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream, Process
+from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .. import __version__
@@ -38,7 +38,7 @@ from .acp_permissions import Decision, decide
 from .base import Adapter, EventItem
 from .bundles import acp_servers, enabled_servers, skipped_warnings
 from .events import warning_event
-from .process import NETWORK_ENV, terminate
+from .process import NETWORK_ENV, Child
 
 if TYPE_CHECKING:
     # Imported for real only when an ACP run starts (see _load_protocol).
@@ -146,8 +146,9 @@ class AcpAdapter(Adapter):
 
     # Talking ------------------------------------------------------------------------------
 
-    async def converse(self, process: Process, emit: Emit) -> None:
+    async def converse(self, child: Child, emit: Emit) -> None:
         """The whole conversation; then hang up (stdin closed, the group ended)."""
+        process = child.process
         assert process.stdin is not None and process.stdout is not None
         await anyio.to_thread.run_sync(_load_protocol)
         from acp.client.connection import ClientSideConnection
@@ -170,7 +171,7 @@ class AcpAdapter(Adapter):
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._hang_up(process)
+                await self._hang_up(child)
                 await conn.close()
 
     async def _talk(self, conn: ClientSideConnection) -> None:
@@ -277,15 +278,13 @@ class AcpAdapter(Adapter):
         session = await conn.new_session(cwd=self.cwd, mcp_servers=servers)
         return str(session.session_id)
 
-    async def _hang_up(self, process: Process) -> None:
+    async def _hang_up(self, child: Child) -> None:
         """Close the agent's stdin; if it does not exit by itself, end its group."""
-        assert process.stdin is not None
-        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await process.stdin.aclose()
+        await child.close_stdin()
         with anyio.move_on_after(EXIT_WAIT):
-            await process.wait()
-        if process.returncode is None:
-            await terminate(process, HANGUP_GRACE)
+            await child.wait()
+        if child.returncode is None:
+            await child.stop(HANGUP_GRACE)
 
     async def _pass_deltas(self) -> None:
         """Pass on a growing message's text every DELTA_INTERVAL, not once per chunk."""
@@ -404,10 +403,8 @@ class AcpAdapter(Adapter):
         """One summary of what was left out, by kind (never the text itself)."""
         return self.updates.summary_event() if self.updates is not None else []
 
-    def outcome(self, returncode: int) -> RunError | None:
+    def exit_error(self, returncode: int) -> RunError | None:
         """The turn's stopReason decides; without one, how the agent went away."""
-        if self.failure is not None:
-            return self.failure
         if self.error is not None:
             return self.error
         reason = self.stop_reason
@@ -428,7 +425,7 @@ class AcpAdapter(Adapter):
                 f"The ACP agent or its interpreter was not found (exit 127); {self.install_hint}.",
             )
         if returncode != 0:
-            return super().outcome(returncode)
+            return super().exit_error(returncode)
         return failure("AGENT_PROTOCOL_ERROR", "The agent exited without answering session/prompt.")
 
 

@@ -44,7 +44,7 @@ from ..failures import AgentFailure, failure
 from ..models import RunCreate, RunError, TokenUsage
 from .app_server_errors import classify_turn_error, lost_session_error
 from .approvals import decide
-from .base import EventItem, SessionAdapter
+from .base import EventItem, Failed, Going, SessionAdapter, TurnEnded
 from .bundles import codex_mcp_servers, enabled_servers, skipped_warnings
 from .codex import BINARY_ENV, IDLE_TIMEOUT_MS, INHERITED_ENV
 from .codex_errors import RECONNECT
@@ -113,7 +113,10 @@ class CodexAppServerAdapter(SessionAdapter):
         self.root = request.cwd or os.getcwd()
         self.thread_id: str | None = None
         self.turn_id: str | None = None
-        self.turn_status: str | None = None
+        # How the turn ended, once Codex said so (turn/completed); None while it runs.
+        self._ended_as: str | None = None
+        # Only chatter since a tool call finished (the post-tool watchdog's cue).
+        self._after_tool = False
         self.turn_error: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.retries = 0
@@ -224,7 +227,7 @@ class CodexAppServerAdapter(SessionAdapter):
 
     async def abort_turn(self, peer: JsonRpcPeer, thread_id: str) -> None:
         """turn/interrupt: Codex stops the model and its tools and ends the turn."""
-        if self.turn_id is None or self.turn_ended:
+        if self.turn_id is None or self._ended_as is not None:
             return
         await peer.request(
             "turn/interrupt", {"threadId": thread_id, "turnId": self.turn_id}, RPC_TIMEOUT
@@ -240,11 +243,11 @@ class CodexAppServerAdapter(SessionAdapter):
 
     def translate_notification(self, method: str, params: dict[str, Any]) -> list[EventItem]:
         """One notification as zero or more events."""
-        if self.turn_ended or self._other_turn(method, params):
+        if self._ended_as is not None or self._other_turn(method, params):
             self.suppressed[method] += 1
             return []
         if method in PROGRESS:
-            self.after_tool = False
+            self._after_tool = False
         if method == "turn/started":
             turn = params.get("turn")
             if self.turn_id is None and isinstance(turn, dict) and isinstance(turn.get("id"), str):
@@ -332,8 +335,7 @@ class CodexAppServerAdapter(SessionAdapter):
         return self._end_turn(str(turn.get("status") or "failed"), turn.get("error"))
 
     def _end_turn(self, status: str, error: Any) -> list[EventItem]:
-        self.turn_ended = True
-        self.turn_status = status
+        self._ended_as = status
         if isinstance(error, dict):
             self.turn_error = error
         out: list[EventItem] = []
@@ -397,7 +399,7 @@ class CodexAppServerAdapter(SessionAdapter):
         out.append(tool_call_event("completed", item_id, name, summary, status=status, **result))
         if kind == "fileChange":
             out.append(file_change_event(item_id, result["changes"]))
-        self.after_tool = True
+        self._after_tool = True
         return out
 
     # Approvals ----------------------------------------------------------------------------
@@ -438,22 +440,29 @@ class CodexAppServerAdapter(SessionAdapter):
         """The turn's one summary of what was not stored, by method (never the text)."""
         return suppressed_events(self.suppressed)
 
-    def outcome(self, returncode: int) -> RunError | None:
+    def progress(self) -> Going | Failed | TurnEnded:
+        """Failed (stop now), TurnEnded once Codex ended the turn, else Going."""
+        if self._stop_error is not None:
+            return Failed(self._stop_error)
+        if self._ended_as is not None:
+            return TurnEnded(self._ended_as)
+        return Going(after_tool=self._after_tool)
+
+    def exit_error(self, returncode: int) -> RunError | None:
         """completed: None; failed: its classified error; no end at all: why."""
-        if self.failure is not None:
-            return self.failure
-        if self.turn_status == "completed":
+        status = self._ended_as
+        if status == "completed":
             return None
-        if self.turn_status == "failed":
+        if status == "failed":
             return self.classify(self.turn_error)
         if self.lost is not None:
             return self.lost
-        if self.turn_status is None:
+        if status is None:
             return failure(
                 "AGENT_PROTOCOL_ERROR",
                 "The Codex app-server never finished the turn (no turn/completed).",
             )
-        return failure("AGENT_EXITED", f"The turn ended as {self.turn_status}.")
+        return failure("AGENT_EXITED", f"The turn ended as {status}.")
 
     def classify(self, error: dict[str, Any] | None) -> RunError:
         """The failure kind of a Codex turn error (see app_server_errors.py)."""

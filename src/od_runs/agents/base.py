@@ -1,32 +1,95 @@
-"""The adapter interface: how to start an agent and how to read what it prints.
+"""The adapter contract: how to start an agent, read what it prints, and say how it ended.
 
-An adapter is one object per run. RunService calls, in this order: resume() (only for a run
-that continues an agent session), argv() / env() / stdin() to spawn the child, translate()
-for every batch of output lines, and once the child is gone, finish_events() and outcome().
-Spawning, the idle watchdog, timeouts and the signal ladder are generic (runs.py,
-process.py, watchdog.py): an adapter only knows its agent's command line and output.
+An adapter is one object per run. Everything generic (spawning, the process group, the idle
+watchdog, timeouts, the signal ladder, logging and publishing events) lives elsewhere
+(supervision.py, agents/process.py, agents/watchdog.py); an adapter knows only its agent's
+command line, its output format and what its output means.
 
-A SessionAdapter is the other flavour: its run is one turn on a long-lived agent process
-that sessions.py keeps per conversation, so RunService borrows that process instead of
-spawning one; the adapter speaks the agent's protocol (JSON-RPC) for the turn.
+Writing an adapter
+------------------
+Subclass `Adapter`, set `agent_id` (and `description`, `install_hint`), register the class in
+agents/__init__.py, and override the steps you need. The supervisor calls, in this order:
+
+1. `resume(ref)`: only for agents with sessions, when the run continues its conversation's
+   previous session. Before `argv()`.
+2. `argv()`, `env()`, `stdin()`: the child's command line, the variables it gets on top of the
+   daemon's allowlist, and what to write to its stdin (None: /dev/null).
+3. `translate(stream, lines)` for every batch of output lines (`(text, partial)` pairs; a
+   partial line continues in the next piece): return the events to log, as
+   `(event name, JSON-able data)` pairs. Never raise on odd output: log a warning event.
+4. `progress()` after every batch: `Going()` while the run goes on, or `Failed(error)` when
+   what the agent said means the run must stop now (a resumed session that is not the one
+   asked for, say). The supervisor then stops the child and the run fails with that error.
+   Report it from translate() with `self.fail_now(error)`.
+5. Once the child is gone: `finish_events()` (summaries), then `outcome(returncode)`, which
+   is `Succeeded()` or `Failed(error)`. Override `exit_error(returncode)` to classify how the
+   agent ended (None for success); a `fail_now()` verdict always wins.
+6. `cleanup()` however the run ended, spawn failures included.
+
+Optional: `abort`, a coroutine that asks the agent to stop before any signal (ACP's
+session/cancel); `owns_stdio = True` with `converse(child, emit)` for agents that speak a
+protocol over stdin/stdout (the supervisor then reads only stderr as lines); `usage()` and
+`live_session()` for the status body.
+
+A `SessionAdapter` is the other flavour: its run is one turn on a long-lived agent process
+that sessions.py keeps per conversation. Its `progress()` may also say `TurnEnded(status)`
+(the agent said the turn is over) or `Going(after_tool=True)` (only chatter since a tool call
+finished, for the post-tool watchdog).
+
+Every adapter passes the shared contract test (tests/test_adapter_contract.py): clean exit,
+failure exit, spawn failure, cancel, garbage output.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Literal
-
-from anyio.abc import Process
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import BadRequest
 from ..failures import failure
 from ..models import RunCreate, RunError, SessionRef, TokenUsage
 from .jsonrpc import JsonRpcPeer, Notification
 
+if TYPE_CHECKING:
+    from .process import Child
+
 Stream = Literal["stdout", "stderr"]
 # (event name, data): data is JSON-able, or RawJSON text that is already serialised.
 EventItem = tuple[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Going:
+    """The run goes on. after_tool: only chatter since a tool call finished (sessions)."""
+
+    after_tool: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The agent finished its work."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The run failed (or must stop now, when progress() says so) with this error."""
+
+    error: RunError
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """A session's turn is over: status is the agent's word for how (completed, failed…)."""
+
+    status: str
+
+
+GOING = Going()
+SUCCEEDED = Succeeded()
+# What an adapter says about its run: while it runs (progress) and once it is over (outcome).
+Outcome = Going | Succeeded | Failed | TurnEnded
 
 
 class Adapter:
@@ -59,8 +122,8 @@ class Adapter:
         if request.sessionRef is not None and not self.has_sessions:
             raise BadRequest(f"agentId {self.agent_id!r} has no sessions to continue")
         self.request = request
-        # Set by translate() when the run must stop now (the signal ladder follows).
-        self.failure: RunError | None = None
+        # The verdict of fail_now(): the run must stop, and fails with this error.
+        self._stop_error: RunError | None = None
         # The agent session to continue: the run's sessionRef (an adapter checks its form),
         # else its conversation's last, through resume(); None starts a new one.
         self._resume: str | None = None
@@ -77,7 +140,7 @@ class Adapter:
         """What to write to the child's stdin before closing it; None for /dev/null."""
         return self.request.prompt.encode()
 
-    async def converse(self, process: Process, emit: Callable[[list[EventItem]], None]) -> None:
+    async def converse(self, child: Child, emit: Callable[[list[EventItem]], None]) -> None:
         """Talk to the child over its stdin and stdout until the conversation is over.
 
         Only for owns_stdio adapters. emit(items) logs events, and every call (even with no
@@ -118,6 +181,15 @@ class Adapter:
             for text, partial in lines
         ]
 
+    def fail_now(self, error: RunError) -> None:
+        """Say the run must stop now and fail with error (the first verdict stands)."""
+        if self._stop_error is None:
+            self._stop_error = error
+
+    def progress(self) -> Going | Failed | TurnEnded:
+        """Where the run stands after the latest batch: Going, or Failed (stop it now)."""
+        return GOING if self._stop_error is None else Failed(self._stop_error)
+
     def cleanup(self) -> None:
         """Remove what the adapter made for its child (private config files); idempotent.
 
@@ -132,7 +204,12 @@ class Adapter:
         """Events to log once the child is gone, before the run's outcome (summaries)."""
         return []
 
-    def outcome(self, returncode: int) -> RunError | None:
+    def outcome(self, returncode: int) -> Succeeded | Failed:
+        """How the run ended, once its child exited with returncode (negative: a signal)."""
+        error = self._stop_error or self.exit_error(returncode)
+        return SUCCEEDED if error is None else Failed(error)
+
+    def exit_error(self, returncode: int) -> RunError | None:
         """The error of a run whose child exited by itself with returncode, or None."""
         if returncode == 0:
             return None
@@ -148,18 +225,19 @@ class SessionAdapter(Adapter):
 
     sessions.py spawns argv() with env() once per session and calls open_session(); each
     run then calls start_turn(), feeds every notification batch to translate_batch() and
-    every request of the agent to answer(), until turn_ended. abort_turn() asks the agent to
-    end the turn early (cancel and the watchdogs call it before any signal).
+    every request of the agent to answer(), until progress() says TurnEnded. abort_turn()
+    asks the agent to end the turn early (cancel and the watchdogs call it before any signal).
     """
 
     # The shorter silence allowed right after a tool call finished (ms); None: no such limit.
     default_post_tool_timeout_ms: ClassVar[int | None] = None
-    # True while nothing but chatter has happened since a tool call finished.
-    after_tool: bool = False
-    # Set once the agent said the turn is over; turn_status then says how it ended.
-    turn_ended: bool = False
+    # The agent's id of the turn under way, once it has one (shown in interrupt events).
     turn_id: str | None = None
-    turn_status: str | None = None
+
+    def turn_status(self) -> str | None:
+        """How the turn ended, once progress() says TurnEnded; None before."""
+        state = self.progress()
+        return state.status if isinstance(state, TurnEnded) else None
 
     def wanted_thread(self) -> str | None:
         """The agent thread this run asked to continue, for a session that has none yet."""

@@ -280,10 +280,13 @@ class ClaudeAdapter(JsonLinesAdapter):
         self.cleanup()
         resumed = self._resume is not None
         if resumed and session.lower() != str(self._resume).lower():
-            self.failure = failure(
-                "SESSION_RESUME_FAILED",
-                f"Claude Code could not resume session {self._resume} and started a new one "
-                "instead; the run was stopped. Start a new conversation to continue without it.",
+            self.fail_now(
+                failure(
+                    "SESSION_RESUME_FAILED",
+                    f"Claude Code could not resume session {self._resume} and started a new "
+                    "one instead; the run was stopped. Start a new conversation to continue "
+                    "without it.",
+                )
             )
         data: dict[str, Any] = {"type": "session", "threadId": session, "resumed": resumed}
         if self.model:
@@ -450,10 +453,8 @@ class ClaudeAdapter(JsonLinesAdapter):
 
     # Ending -------------------------------------------------------------------------------
 
-    def outcome(self, returncode: int) -> RunError | None:
+    def exit_error(self, returncode: int) -> RunError | None:
         """Success only with a result that is not an error and exit 0; else the closest kind."""
-        if self.failure is not None:
-            return self.failure
         if self.result is not None and self.result.get("is_error"):
             return self.classify(returncode)
         if returncode == 0:
@@ -464,7 +465,7 @@ class ClaudeAdapter(JsonLinesAdapter):
                 "Claude Code exited without its result message; the run's outcome is unknown.",
             )
         if returncode < 0:
-            return super().outcome(returncode)
+            return super().exit_error(returncode)
         if returncode == 127 and not self.saw_json:
             return failure(
                 "AGENT_NOT_FOUND",

@@ -189,10 +189,12 @@ class CodexAdapter(JsonLinesAdapter):
         self.thread_id = thread
         resumed = self._resume is not None
         if resumed and thread.lower() != str(self._resume).lower():
-            self.failure = failure(
-                "SESSION_RESUME_FAILED",
-                f"Codex could not resume thread {self._resume} and started a new one instead; "
-                "the run was stopped. Start a new conversation to continue without it.",
+            self.fail_now(
+                failure(
+                    "SESSION_RESUME_FAILED",
+                    f"Codex could not resume thread {self._resume} and started a new one instead; "
+                    "the run was stopped. Start a new conversation to continue without it.",
+                )
             )
         return [agent_event({"type": "session", "threadId": thread, "resumed": resumed})]
 
@@ -343,10 +345,8 @@ class CodexAdapter(JsonLinesAdapter):
 
     # Ending -------------------------------------------------------------------------------
 
-    def outcome(self, returncode: int) -> RunError | None:
+    def exit_error(self, returncode: int) -> RunError | None:
         """Success only with turn.completed and exit 0; otherwise the most specific kind."""
-        if self.failure is not None:
-            return self.failure
         if self.turn_error is not None:
             return self.classify(self.turn_error, returncode)
         broken = TOOL_SERVER.search("\n".join(self.stderr_tail)) if returncode else None
@@ -364,7 +364,7 @@ class CodexAdapter(JsonLinesAdapter):
                 "Codex exited without finishing its turn (no turn.completed event).",
             )
         if returncode < 0:
-            return super().outcome(returncode)
+            return super().exit_error(returncode)
         if returncode == 127 and not self.saw_json:
             return failure(
                 "AGENT_NOT_FOUND",

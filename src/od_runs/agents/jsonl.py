@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from ..models import RunCreate
 from .base import Adapter, EventItem, Stream
 from .events import suppressed_events, warning_event
-from .process import OVERLONG, LineJoiner
+from .lines import OVERLONG, LineJoiner
 
 # stderr lines kept to classify a failure.
 STDERR_TAIL_LINES = 50

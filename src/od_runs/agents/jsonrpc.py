@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
-from .process import READ_SIZE, LineSplitter
+from .lines import READ_SIZE, LineSplitter
 
 log = logging.getLogger("od_runs.jsonrpc")
 

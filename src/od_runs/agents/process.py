@@ -1,25 +1,44 @@
-"""Child processes: spawn in a new process group, read output in chunks, signal ladder."""
+"""Child processes: managed_process() owns every agent process from spawn to reap.
+
+One-shot runs (supervision.py) and long-lived session processes (sessions.py) both start
+their children here and nowhere else. A managed child:
+
+- leads a new session and process group (start_new_session), so the whole tree is signalled
+  at once and survives nothing of ours;
+- gets an allowlisted environment, the caller's variables, and a marker (NAME=value) that its
+  descendants inherit, so the ones that leave the group (setsid) can still be found;
+- has its pid and start time read at once, for the caller to record before anything else
+  (crash recovery kills by them, and never a reused pid);
+- has its stderr drained by a sibling task, so a chatty child never blocks on a full pipe;
+- is stopped on the way out, shielded from cancellation: adapter abort, SIGTERM to the group,
+  a grace period, SIGKILL; then whatever is left of the group and every marked escapee dies.
+
+Portability: identity (pid + create time), group membership and marker scans come from
+psutil, which reads /proc on Linux and sysctl/libproc on macOS, so one code path serves both.
+Process groups and signals are POSIX (os.killpg). Windows is not supported.
+"""
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
+import psutil
+from anyio.abc import Process
 
-READ_SIZE = 64 * 1024
-# Longest piece of a line we hold; a longer line is split into continuation events.
-MAX_LINE_BYTES = 64 * 1024
+from .lines import LineSink, pump
+
 # After the leader exits, grandchildren holding the pipes get this long before we stop reading.
 DRAIN_TIMEOUT = 1.0
 # How long we wait for a SIGKILLed group to disappear before reporting it stuck.
 REAP_TIMEOUT = 5.0
+# The default SIGTERM -> SIGKILL grace of a child stopped on the way out.
+DEFAULT_GRACE = 5.0
 _POLL = 0.01
 
 # Variables a child inherits from the daemon; everything else it gets is explicit.
@@ -39,31 +58,6 @@ ENV_ALLOWLIST = (
     "VIRTUAL_ENV",
 )
 
-LineSink = Callable[[list[tuple[str, bool]]], None]
-
-
-def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The daemon's allowlisted variables plus the run's own."""
-    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST or k.startswith("LC_")}
-    env.update(extra)
-    return env
-
-
-async def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, stdin: bool
-) -> Process:
-    """Start argv as the leader of a new session and process group."""
-    return await anyio.open_process(
-        list(argv),
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
-
-
 # TLS and proxy settings an agent that calls its provider over the network inherits.
 NETWORK_ENV = (
     "SSL_CERT_FILE",
@@ -74,123 +68,76 @@ NETWORK_ENV = (
     "NO_PROXY",
 )
 
-
-class LineSplitter:
-    """Bytes in, decoded lines out; an over-long line comes out in bounded pieces.
-
-    Invalid UTF-8 becomes U+FFFD. A character cut at a piece boundary is decoded whole,
-    because the pieces of one line share an incremental decoder.
-    """
-
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._rest = b""
-        self._max = max_line
-        # Pieces of the line in _rest already went out (the decoder may hold half a char).
-        self._mid_line = False
-
-    def feed(self, chunk: bytes) -> list[tuple[str, bool]]:
-        """Return (text, partial) pairs; partial means the line goes on in the next piece."""
-        data = self._rest + chunk if self._rest else chunk
-        cut = data.rfind(b"\n")
-        whole = data[:cut] if cut >= 0 else b""
-        parts = whole.split(b"\n") if cut >= 0 else []
-        if parts and not self._mid_line and max(map(len, parts)) <= self._max:
-            # The common case, decoded in one call: no newline hides inside a UTF-8
-            # sequence, so decoding the block and splitting it equals splitting then decoding.
-            text = whole.decode("utf-8", "replace")
-            lines = text.split("\n")
-            if "\r" in text:
-                lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-            out = [(line, False) for line in lines]
-        else:
-            out = []
-            for part in parts:
-                pieces = [part[i : i + self._max] for i in range(0, len(part), self._max)] or [b""]
-                last = pieces.pop()
-                out += [(self._decoder.decode(p), True) for p in pieces]
-                if last.endswith(b"\r"):
-                    last = last[:-1]
-                out.append((self._decoder.decode(last, final=True), False))
-                self._mid_line = False
-        rest = data[cut + 1 :] if cut >= 0 else data
-        while len(rest) > self._max:
-            out.append((self._decoder.decode(rest[: self._max]), True))
-            rest = rest[self._max :]
-            self._mid_line = True
-        self._rest = rest
-        return out
-
-    def finish(self) -> list[tuple[str, bool]]:
-        """Flush a last line that had no newline."""
-        rest, self._rest = self._rest, b""
-        text = self._decoder.decode(rest, final=True)
-        return [(text, False)] if text or rest else []
+Abort = Callable[[], Awaitable[None]]
 
 
-async def pump(stream: ByteReceiveStream, sink: LineSink) -> None:
-    """Read a pipe to EOF in large chunks; hand each chunk's lines to sink as one batch."""
-    splitter = LineSplitter()
-    try:
-        while True:
-            try:
-                chunk = await stream.receive(READ_SIZE)
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                break
-            lines = splitter.feed(chunk)
-            if lines:
-                sink(lines)
-    finally:
-        last = splitter.finish()
-        if last:
-            sink(last)
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The daemon's allowlisted variables plus the run's own."""
+    env = {k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST or k.startswith("LC_")}
+    env.update(extra)
+    return env
 
 
-async def feed_stdin(process: Process, data: bytes) -> None:
-    """Write data to the child's stdin and close it; a child that does not read is fine."""
-    assert process.stdin is not None
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        if data:
-            await process.stdin.send(data)
-    with contextlib.suppress(OSError, anyio.BrokenResourceError):
-        await process.stdin.aclose()
+# Identity ---------------------------------------------------------------------------------
 
 
 def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    """The process's creation time in milliseconds since the epoch; None if it is gone.
+
+    Together with the pid it names one process: a pid reused later has a later start time.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
+        return round(psutil.Process(pid).create_time() * 1000)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    # The command name may hold spaces and parentheses: fields start after the last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+
+
+def is_alive(pid: int) -> bool:
+    """True if pid is a live, non-zombie process (a killed child is a zombie until reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in a process group."""
     members: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in psutil.pids():
         try:
-            stat = Path(entry.path, "stat").read_bytes()
-        except OSError:
+            if os.getpgid(pid) != pgid:
+                continue
+        except (ProcessLookupError, PermissionError):
             continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        # fields[0] is the state, fields[2] the process group.
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry.name))
+        if is_alive(pid):
+            members.append(pid)
     return members
 
 
+def processes_marked(marker: str) -> list[int]:
+    """Pids whose environment carries marker (NAME=value): our children's descendants."""
+    name, _, value = marker.partition("=")
+    found: list[int] = []
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(name) == value:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+# Signals ----------------------------------------------------------------------------------
+
+
 def signal_group(pgid: int, sig: int) -> bool:
-    """Send sig to a process group; False if the group is gone."""
+    """Send sig to a process group; False if the group is gone (or not ours)."""
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    except (ProcessLookupError, PermissionError):
         return False
     return True
 
@@ -202,6 +149,16 @@ def signal_pid(pid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def signal_name(returncode: int | None) -> str | None:
+    """'SIGTERM' for a child killed by SIGTERM, else None."""
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"SIG{-returncode}"
 
 
 async def wait_group_gone(pgid: int, timeout: float = REAP_TIMEOUT) -> bool:
@@ -216,9 +173,22 @@ async def wait_group_gone(pgid: int, timeout: float = REAP_TIMEOUT) -> bool:
     return False
 
 
-async def terminate(
-    process: Process, grace: float, abort: Callable[[], Awaitable[None]] | None = None
-) -> str | None:
+async def kill_marked(marker: str) -> list[int]:
+    """SIGKILL every process carrying marker (those that left their group); their pids."""
+    pids = await anyio.to_thread.run_sync(processes_marked, marker)
+    return [pid for pid in pids if signal_pid(pid, signal.SIGKILL)]
+
+
+def kill_recorded_group(pid: int, recorded_start: int | None) -> bool:
+    """After a crash: SIGKILL a recorded group only if it is still provably ours."""
+    current = start_time(pid)
+    if current is not None and current != recorded_start:
+        return False  # the pid now belongs to some other process
+    # The leader is ours, or gone: a pgid cannot be reused while any member of it lives.
+    return signal_group(pid, signal.SIGKILL)
+
+
+async def terminate(process: Process, grace: float, abort: Abort | None = None) -> str | None:
     """The ladder: adapter abort, SIGTERM to the group, grace, SIGKILL. Returns the last signal."""
     pgid = process.pid
     if abort is not None:
@@ -238,55 +208,130 @@ async def terminate(
     return sent
 
 
-def signal_name(returncode: int | None) -> str | None:
-    """'SIGTERM' for a child killed by SIGTERM, else None."""
-    if returncode is None or returncode >= 0:
-        return None
+# The owner --------------------------------------------------------------------------------
+
+
+class Child:
+    """A managed child: its process, identity, and the one way to stop it."""
+
+    def __init__(self, process: Process, marker: str) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.start_time = start_time(process.pid)
+        self.marker = marker
+        # The last signal the ladder sent (None: it exited by itself or on the abort).
+        self.signal_sent: str | None = None
+        # Set once stderr reached EOF (or was never read).
+        self.stderr_closed = anyio.Event()
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the leader has exited (negative: killed by that signal)."""
+        return self.process.returncode
+
+    async def wait(self) -> int:
+        """Wait for the leader to exit; its exit status."""
+        return await self.process.wait()
+
+    async def stop(self, grace: float, abort: Abort | None = None) -> str | None:
+        """Run the ladder (shielded) unless the child has exited; the last signal it sent.
+
+        Callers may overlap (a cancel while the adapter hangs up): each climbs its own
+        ladder, so a short one is never held up by a long grace elsewhere.
+        """
+        with anyio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                sent = await terminate(self.process, grace, abort)
+                self.signal_sent = sent or self.signal_sent
+        return self.signal_sent
+
+    async def close_stdin(self) -> None:
+        """Close the child's stdin (many agents exit on it); a closed pipe is fine."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self.process.stdin.aclose()
+
+
+async def _spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, stdin: bool
+) -> Process:
+    return await anyio.open_process(
+        list(argv),
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+    )
+
+
+@asynccontextmanager
+async def managed_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None,
+    stdin: bool,
+    marker: tuple[str, str],
+    stderr: LineSink | None = None,
+    grace: float = DEFAULT_GRACE,
+    abort: Abort | None = None,
+) -> AsyncIterator[Child]:
+    """Spawn argv in its own group; on exit stop it (abort, SIGTERM, grace, SIGKILL) and reap.
+
+    env is added to the daemon's allowlist (child_env); marker (NAME, value) is set in the
+    child's environment. stderr, if given, receives stderr's lines from a sibling task;
+    otherwise stderr is drained and dropped. A spawn failure (FileNotFoundError,
+    PermissionError) propagates before anything is yielded.
+    """
+    full_env = child_env(env)
+    full_env[marker[0]] = marker[1]
+    process = await _spawn(argv, env=full_env, cwd=cwd, stdin=stdin)
+    child = Child(process, f"{marker[0]}={marker[1]}")
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        try:
+            await pump(process.stderr, stderr or _discard)
+        finally:
+            child.stderr_closed.set()
+
     try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"SIG{-returncode}"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain)
+            try:
+                yield child
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await child.stop(grace, abort)
+                    with anyio.move_on_after(DRAIN_TIMEOUT):
+                        await child.stderr_closed.wait()
+                    tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await wait_group_gone(child.pid)
+            await kill_marked(child.marker)
+            await process.aclose()
 
 
-def kill_recorded_group(pid: int, recorded_start: int | None) -> bool:
-    """After a crash: SIGKILL a recorded group only if it is still provably ours."""
-    current = start_time(pid)
-    if current is not None and current != recorded_start:
-        return False  # the pid now belongs to some other process
-    # The leader is ours, or gone: a pgid cannot be reused while any member of it lives.
-    return signal_group(pid, signal.SIGKILL)
+def _discard(lines: list[tuple[str, bool]]) -> None:
+    pass
 
 
-# Longest JSON line an agent adapter reassembles from pieces before giving up on it.
-MAX_JSON_LINE = 16 * 1024 * 1024
-# What LineJoiner.feed returns for a line it skipped for being over MAX_JSON_LINE.
-OVERLONG = object()
-
-
-class LineJoiner:
-    """Reassembles a line the reader delivered in bounded pieces; skips an absurd one."""
-
-    def __init__(self, limit: int = MAX_JSON_LINE) -> None:
-        self._limit = limit
-        self._pending: list[str] = []
-        self._size = 0
-        self._dropping = False
-
-    def feed(self, text: str, partial: bool) -> str | object | None:
-        """The whole line once its last piece arrives, OVERLONG once, or None meanwhile."""
-        if self._dropping:
-            self._dropping = partial
-            return None
-        if not partial and not self._pending:
-            return text
-        self._pending.append(text)
-        self._size += len(text)
-        if self._size > self._limit:
-            self._pending, self._size = [], 0
-            self._dropping = partial
-            return OVERLONG
-        if partial:
-            return None
-        whole = "".join(self._pending)
-        self._pending, self._size = [], 0
-        return whole
+__all__ = [
+    "DRAIN_TIMEOUT",
+    "ENV_ALLOWLIST",
+    "NETWORK_ENV",
+    "Child",
+    "child_env",
+    "group_members",
+    "is_alive",
+    "kill_marked",
+    "kill_recorded_group",
+    "managed_process",
+    "processes_marked",
+    "signal_name",
+    "start_time",
+    "wait_group_gone",
+]

@@ -1,0 +1,118 @@
+"""A run held in memory: its status fields, its log, its readers, and what drives it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+
+from .agents import Adapter
+from .conversations import Ticket
+from .eventlog import LogLine
+from .fanout import Fanout, Subscriber
+from .models import TERMINAL_STATES, RunCreate, RunError, RunState, RunStatus
+from .redact import Scrubber, summarize_bundle
+from .storage import RunLog
+
+# Recent events a run keeps in memory; older ones are read back from the log (invariant 7).
+TAIL_SIZE = 256
+# SIGTERM -> SIGKILL grace used by cancel and shutdown unless the caller gives one.
+DEFAULT_GRACE = 5.0
+
+
+def request_hash(request: RunCreate) -> str:
+    """A digest of a create payload, to tell an idempotent retry from a different request."""
+    canonical = request.model_dump_json(exclude={"clientRequestId"})
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(eq=False)
+class Run:
+    """A run in memory: its status fields plus the machinery that drives it."""
+
+    id: str
+    request: RunCreate
+    created_at: str
+    log: RunLog
+    scrubber: Scrubber
+    events_log_path: str | None
+    status: RunState = "queued"
+    updated_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    cancel_requested: bool = False
+    child_pid: int | None = None
+    child_start_time: int | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    error: RunError | None = None
+    last_event_id: int = 0
+    request_digest: str | None = None
+    adapter: Adapter | None = None
+    # The last signal the cancel ladder sent (None: the child ended without one).
+    signal_sent: str | None = None
+    cancel_grace: float = DEFAULT_GRACE
+    # True once a supervisor task owns the run (it alone finishes a run it supervises).
+    supervised: bool = False
+    tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_SIZE))
+    fanout: Fanout = field(default_factory=Fanout)
+    # Set and replaced on every change (events, status): waiters wake on it.
+    changed: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    cancel_event: anyio.Event = field(default_factory=anyio.Event)
+    # Set when events.jsonl cannot be written: nothing more is published (invariant 3).
+    log_error: RunError | None = None
+    # Why the daemon stopped the child itself (watchdog, adapter); cancel_event follows.
+    stop_error: RunError | None = None
+    ticket: Ticket | None = None
+    finished_mono: float = 0.0
+    # Set while a child process of the run's own exists (not for session turns).
+    has_child: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        """True once the run has its final status."""
+        return self.status in TERMINAL_STATES
+
+    def status_body(self) -> RunStatus:
+        """The status body: redacted, safe to show anyone."""
+        req = self.request
+        return RunStatus(
+            id=self.id,
+            projectId=req.projectId,
+            conversationId=req.conversationId,
+            agentId=req.agentId,
+            status=self.status,
+            createdAt=self.created_at,
+            updatedAt=self.updated_at or self.created_at,
+            startedAt=self.started_at,
+            finishedAt=self.finished_at,
+            cancelRequested=self.cancel_requested,
+            childPid=self.child_pid,
+            exitCode=self.exit_code,
+            signal=self.signal,
+            error=self.error.message if self.error else None,
+            errorCode=self.error.code if self.error else None,
+            retryable=self.error.retryable if self.error else None,
+            eventsLogPath=self.events_log_path,
+            lastEventId=self.last_event_id,
+            mediaExecution=req.mediaExecution,
+            toolBundle=summarize_bundle(req.toolBundle),
+            sessionRef=self.adapter.session_ref() if self.adapter is not None else None,
+            usage=self.adapter.usage() if self.adapter is not None else None,
+        )
+
+
+@dataclass
+class Attachment:
+    """What a reader needs to follow a run: where to replay from, and live events if any."""
+
+    log: RunLog
+    head: int | None  # None: read the log to its end (a run no longer held in memory)
+    subscriber: Subscriber | None
+    run: Run | None
+
+
+__all__ = ["DEFAULT_GRACE", "TAIL_SIZE", "Attachment", "Run", "request_hash"]

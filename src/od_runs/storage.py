@@ -1,0 +1,167 @@
+"""The storage seams: what the run lifecycle needs from a backend, as two small protocols.
+
+RunStore keeps run metadata and sessions (SQLite today: store.py); EventStore keeps each run's
+events (files today: eventlog.py, or memory for a daemon without a data dir). The lifecycle,
+supervision and reads talk to these protocols only, so another backend (PostgreSQL, for
+several daemons) implements the same methods. tests/test_storage_contract.py runs the
+invariants that depend on storage against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from .eventlog import EventLog, LogLine, MemoryLog
+from .models import RunStatus, SessionDetail, SessionStatus
+from .store import RunRow
+
+
+class RunStore(Protocol):
+    """Run metadata and sessions: durable creation, batched status updates, queries."""
+
+    async def insert(self, row: RunRow) -> None:
+        """Write a new (or recovered) run now; returns once it is durable."""
+
+    def schedule(self, row: RunRow) -> None:
+        """Queue a status update; later rows of the same run replace earlier ones."""
+
+    async def flush(self) -> None:
+        """Return once every update scheduled so far is durable."""
+
+    async def run_writer(self) -> None:
+        """The background writer of scheduled updates, until cancelled."""
+
+    async def get(self, run_id: str) -> RunRow | None:
+        """One run, or None."""
+
+    async def by_request_id(self, client_request_id: str) -> RunRow | None:
+        """The run an idempotent create with this clientRequestId made, or None."""
+
+    async def list(
+        self,
+        *,
+        project_id: str | None = None,
+        conversation_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> list[RunStatus]:
+        """Status bodies, newest first, filtered."""
+
+    async def unfinished(self) -> list[RunRow]:
+        """Runs left queued or running (start-up recovery)."""
+
+    async def save_session(self, detail: SessionDetail, pid_start_time: int | None) -> None:
+        """Write a session (with its process's start time, for crash recovery)."""
+
+    async def get_session(self, session_id: str) -> SessionDetail | None:
+        """One session with its recent events, or None."""
+
+    async def session_of(self, conversation_id: str, agent_id: str) -> SessionDetail | None:
+        """The session of a conversation and agent, or None."""
+
+    async def list_sessions(
+        self,
+        *,
+        conversation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> list[SessionStatus]:
+        """Sessions, most recently updated first."""
+
+    async def live_sessions(self) -> list[tuple[SessionDetail, int | None]]:
+        """Sessions that had a process when the daemon stopped (start-up recovery)."""
+
+    async def close(self) -> None:
+        """Write what is pending and close; idempotent."""
+
+
+class RunLog(Protocol):
+    """One run's events in a backend: a single writer while the run is active, readers always.
+
+    append_batch() returns once the batch is durable to readers of this backend (invariant 3:
+    nothing is published before it returns). Ids are dense and start at 1 (invariant 2).
+    """
+
+    @property
+    def writable(self) -> bool:
+        """True until close()."""
+
+    def append_batch(
+        self, first_id: int, raw: bytes, lines: list[LogLine], lengths: list[int]
+    ) -> None:
+        """Append whole lines (raw is their bytes, lines the same parsed) in one write."""
+
+    def close(self) -> None:
+        """Close the writer; idempotent. Reading stays possible."""
+
+    def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
+        """Batches of the events with cursor < id <= upto (blocking: run it off the loop)."""
+
+    def read_frames_after(
+        self, cursor: int, upto: int | None = None
+    ) -> Iterator[tuple[bytes, int, str]]:
+        """The same as SSE frames: (bytes, last id, last event name) per chunk."""
+
+    def last(self) -> LogLine | None:
+        """The newest event (the head), or None for an empty log."""
+
+
+class EventStore(Protocol):
+    """Where runs keep their events."""
+
+    def create(self, run_id: str) -> RunLog:
+        """A new, empty, writable log for a new run."""
+
+    def open(self, run_id: str, location: str | None) -> RunLog:
+        """The read-only log of a run no longer held in memory."""
+
+    def location(self, log: RunLog) -> str | None:
+        """What the status body's eventsLogPath says for this log (None: nothing on disk)."""
+
+
+class FileEventStore:
+    """runs_log/<run-id>/events.jsonl: a person can `tail -F` it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def create(self, run_id: str) -> RunLog:
+        """Create the run's private directory and its empty log."""
+        return EventLog.create(self.root / run_id)
+
+    def open(self, run_id: str, location: str | None) -> RunLog:
+        """The log at the run's recorded path (an empty memory log if it had none)."""
+        if location is None:
+            return MemoryLog()
+        return EventLog(Path(location))
+
+    def location(self, log: RunLog) -> str | None:
+        """The log file's path."""
+        return str(log.path) if isinstance(log, EventLog) else None
+
+
+class MemoryEventStore:
+    """Events in memory only, for a daemon without a data dir (nothing written to disk)."""
+
+    def create(self, run_id: str) -> RunLog:
+        """A new memory log."""
+        return MemoryLog()
+
+    def open(self, run_id: str, location: str | None) -> RunLog:
+        """A run not held in memory has nothing left to read."""
+        return MemoryLog()
+
+    def location(self, log: RunLog) -> str | None:
+        """Nothing on disk."""
+        return None
+
+
+__all__ = [
+    "EventStore",
+    "FileEventStore",
+    "MemoryEventStore",
+    "RunLog",
+    "RunStore",
+]

@@ -1,0 +1,140 @@
+"""The storage contract: the invariants that depend on storage, run against every backend.
+
+A backend is a RunStore plus an EventStore (storage.py). Today: SQLite with per-run JSONL
+files (the default), and SQLite in memory with memory logs (a daemon without a data dir).
+The PostgreSQL backend joins the `BACKENDS` list when it lands; every test here must pass on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from od_runs.eventlog import LogLine
+from od_runs.models import RunCreate
+from od_runs.runs import RunService, open_service
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to open a service on one storage backend, and whether it outlives the service."""
+
+    name: str
+    open: Callable[[Path], AbstractAsyncContextManager[RunService]]
+    # Whether runs outlive the service (a memory backend keeps nothing, by design).
+    durable: bool
+
+
+BACKENDS = [
+    Backend("sqlite+files", lambda tmp: open_service(tmp / "data"), durable=True),
+    Backend("memory", lambda tmp: open_service(None), durable=False),
+]
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param  # type: ignore[no-any-return]
+
+
+async def logged(service: RunService, run_id: str) -> list[LogLine]:
+    """Every event the backend holds for the run, read back through the event store."""
+    attachment = await service.attach(run_id)
+    service.detach(attachment)
+    lines: list[LogLine] = []
+    async for batch in service.replay(attachment.log, 0, None):
+        lines += batch
+    return lines
+
+
+def printing(count: int) -> RunCreate:
+    """A command run that prints count numbered lines."""
+    code = f"for i in range({count}): print('line', i)"
+    return RunCreate(agentId="command", command=[sys.executable, "-c", code])
+
+
+async def test_the_backend_keeps_one_end_event_last_and_the_first_finish(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Invariant 1: the first terminal transition wins; one `end`, always the last event."""
+    async with backend.open(tmp_path) as service:
+        run = await service.create(RunCreate())
+        service.emit(run, "stdout", {"text": "hello"})
+        assert service.finish(run, "succeeded", 0) is True
+        assert service.finish(run, "failed", 1) is False
+        service.emit(run, "stdout", {"text": "too late"})
+        lines = await logged(service, run.id)
+        assert [line.event for line in lines] == ["stdout", "end"]
+        assert json.loads(lines[-1].line)["data"]["status"] == "succeeded"
+        assert (await service.get(run.id)).status == "succeeded"
+
+
+async def test_the_backend_gives_dense_ids_from_one(backend: Backend, tmp_path: Path) -> None:
+    """Invariant 2: ids are 1, 2, 3 … per run, with no gap, whatever the batch sizes."""
+    async with backend.open(tmp_path) as service:
+        status = await service.start(printing(3000))
+        final = await service.wait(status.id, timeout=30)
+        assert final.status == "succeeded"
+        ids = [line.id for line in await logged(service, status.id)]
+        assert ids == list(range(1, final.lastEventId + 1))
+        assert len(ids) == 3000 + 2  # the lines, `start` and `end`
+
+
+async def test_a_batch_is_in_the_backend_before_anyone_is_offered_it(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Invariant 3: at the moment a batch is published, the event store already holds it."""
+    async with backend.open(tmp_path) as service:
+        run = await service.create(RunCreate())
+        offered: list[int] = []
+        missing: list[int] = []
+        publish = run.fanout.offer
+
+        def checking_offer(lines: list[LogLine]) -> None:
+            held = {line.id for batch in run.log.read_after(0) for line in batch}
+            offered.extend(line.id for line in lines)
+            missing.extend(line.id for line in lines if line.id not in held)
+            publish(lines)
+
+        run.fanout.offer = checking_offer  # type: ignore[method-assign]
+        for n in range(50):
+            service.emit_many(run, [("stdout", {"text": f"{n}-{k}"}) for k in range(5)])
+        service.finish(run, "succeeded", 0)
+        assert offered == list(range(1, 252))
+        assert missing == []
+
+
+async def test_replay_from_every_cursor_gives_exactly_the_events_after_it(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Invariant 5: replay from any cursor is gap-free and duplicate-free."""
+    async with backend.open(tmp_path) as service:
+        status = await service.start(printing(700))
+        final = await service.wait(status.id, timeout=30)
+        head = final.lastEventId
+        for cursor in (0, 1, 255, 256, 257, 500, head - 1, head, head + 5):
+            events, more = await service.events(status.id, after=cursor, limit=10_000)
+            assert [e.id for e in events] == list(range(cursor + 1, head + 1)), cursor
+            assert not more
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.durable], ids=lambda b: b.name)
+async def test_a_run_reads_back_the_same_after_a_restart(backend: Backend, tmp_path: Path) -> None:
+    """Invariants 2 and 5: after a restart a durable backend replays the run as logged."""
+    async with backend.open(tmp_path) as service:
+        status = await service.start(printing(400))
+        final = await service.wait(status.id, timeout=30)
+        before = [line.line for line in await logged(service, status.id)]
+    async with backend.open(tmp_path) as service:
+        again = await service.get(status.id)
+        after = [line.line for line in await logged(service, status.id)]
+    assert again.status == final.status == "succeeded"
+    assert again.lastEventId == final.lastEventId
+    assert after == before
