@@ -207,7 +207,8 @@ def kill_if_ours(pid: int, recorded_start: int | None) -> None:
 def test_a_finished_run_replays_exactly_as_logged_after_a_restart(
     boot: Callable[..., Daemon],
 ) -> None:
-    """After a restart, status, SSE from any cursor and JSON pages all equal the log."""
+    """Invariants 5, 6: after a restart, status, SSE from any cursor and JSON pages all equal
+    the log; a cursor at or past the end still gets `end`."""
     first = boot()
     run = post_run(
         first, {"agentId": "demo", "prompt": "replay", "demo": {"events": 40, "durationSeconds": 0}}
@@ -244,7 +245,8 @@ def test_a_finished_run_replays_exactly_as_logged_after_a_restart(
 def test_a_crash_fails_the_active_run_and_reaps_its_whole_process_tree(
     boot: Callable[..., Daemon], tmp_path: Path, reaper: Callable[[int], None]
 ) -> None:
-    """After kill -9 and a restart: run failed DAEMON_RESTARTED, dense log, no process left."""
+    """Invariants 2, 9: after kill -9 and a restart: run failed DAEMON_RESTARTED, dense log
+    whose ids go on after the crash, no process left."""
     first = boot()
     script = write_script(tmp_path, "tree.py", TREE_CHILD)
     run = post_run(first, {"agentId": "command", "command": [sys.executable, str(script)]})
@@ -484,7 +486,8 @@ def failed_by_restart(body: RunStatus, log_path: Path, first_new_id: int) -> lis
 def test_recovery_spares_a_reused_pid_whose_start_time_differs(
     data_dir: Path,
 ) -> None:
-    """A recorded pid now held by another process (other start time) is never killed."""
+    """Invariant 9: a recorded pid now held by another process (other start time) is never
+    killed."""
     stranger = spawn_sleeper()
     try:
         started = start_time(stranger.pid)
@@ -502,7 +505,8 @@ def test_recovery_spares_a_reused_pid_whose_start_time_differs(
 def test_recovery_kills_the_recorded_group_when_the_start_time_matches(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    """The recorded leader and its same-group child die; an unrelated group survives."""
+    """Invariant 9: the recorded leader and its same-group child die; an unrelated group
+    survives."""
     script = write_script(tmp_path, "leader.py", GROUP_LEADER)
     pid_file = tmp_path / "pids.txt"
     leader = subprocess.Popen(
@@ -609,7 +613,8 @@ def test_recovery_trusts_an_end_line_the_store_never_saw(data_dir: Path) -> None
 
 
 def test_recovery_cuts_a_torn_last_line_and_continues_the_ids(data_dir: Path) -> None:
-    """A half-written line from the crash is dropped; error and end follow the last whole one."""
+    """Invariants 2, 4: a half-written line from the crash is dropped; error and end follow
+    the last whole one with the next ids."""
     log_path = data_dir / fake_run_id(6) / "events.jsonl"
     whole = write_log(
         log_path,

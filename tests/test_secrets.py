@@ -176,7 +176,8 @@ def printed_lines(values: list[str], harmless: str) -> tuple[list[str], list[str
 def test_no_canary_reaches_rest_sse_mcp_sqlite_or_files(
     daemon: Daemon, data_dir: Path, tmp_path: Path
 ) -> None:
-    """Bundle and env canaries reach no REST, SSE, MCP, SQLite or file; logs say [REDACTED]."""
+    """Invariant 8: bundle and env canaries reach no REST, SSE, MCP, SQLite or file; logs say
+    [REDACTED]."""
     markers: dict[str, str] = {}
 
     def secret(name: str, **kwargs: str) -> str:

@@ -166,8 +166,9 @@ class Follower(threading.Thread):
 
 
 def test_kill_9_at_random_points_of_twenty_runs(data_dir: Path) -> None:
-    """Seeded: after each crash and restart, every run is terminal with a whole, dense log
-    ending in `end`, no child is left, and every event a client saw is in the log."""
+    """Invariants 1, 2, 3, 9, seeded: after each crash and restart, every run is terminal with
+    a whole, dense log ending in `end`, no child is left, and every event a client saw is in
+    the log."""
     rng = random.Random(20261121)
     daemon = Daemon(data_dir).start()
     all_runs: list[str] = []

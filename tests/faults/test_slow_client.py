@@ -142,7 +142,8 @@ def daemon(data_dir: Path) -> Iterator[Daemon]:
 def test_a_stalled_client_is_dropped_while_the_run_and_other_clients_go_on(
     daemon: Daemon, sockets: list[socket.socket]
 ) -> None:
-    """Ingest and a normal client keep pace (within 10 %); the stalled one is cut and resumes."""
+    """Invariant 10: ingest and a normal client keep pace (within 10 %); the stalled one is cut
+    and resumes."""
     control, control_reader, _ = run_once(daemon)
     status, reader, sock = run_once(daemon, sockets)
     assert sock is not None
