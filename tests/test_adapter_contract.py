@@ -4,10 +4,11 @@ Each case below runs once per adapter in the registry (od_runs.agents.ADAPTERS) 
 public RunService API only (start, wait, cancel, events, get), so the adapters' insides may
 change freely. An adapter registered without a Case here fails every test of this file.
 
-The cases: a clean run, a failing agent, a program that does not exist, a cancel of an
-agent that ignores SIGTERM (and whose grandchild does too), and an agent that prints what
-is not its protocol. Clean and failing runs use the real pinned CLIs against the scripted
-model servers in tests/fakes/ where the adapter drives one; the misbehaving agent is
+The cases: a clean run, a failing agent, a program that does not exist, a cancel mid-run,
+a cancel of an agent that ignores SIGTERM (and whose grandchild does too), a cancel of an
+agent that has said nothing yet, and an agent that prints what is not its protocol. Clean,
+failing and mid-run cancel runs use the real pinned CLIs against the scripted model servers
+in tests/fakes/ where the adapter drives one; the misbehaving agent is
 tests/fakes/rogue_agent.py, put where the adapter looks for its program (OD_RUNS_*_BIN, the
 run's `command`, or, for demo, an `od_runs.agents.demo_agent` module in the run's cwd, which
 `python -m` finds before the installed one).
@@ -15,7 +16,9 @@ run's `command`, or, for demo, an `od_runs.agents.demo_agent` module in the run'
 Every run is then held to the same checks (invariants 1-3 and 9): one `end`, last; event
 ids 1..N without a gap, in events.jsonl as served; a `start` with the child's pid when a
 child was spawned; the end's status, code and signal equal the status body's; and no
-process left in the child's process group once the run is over.
+process left in the child's process group once the run is over. Where adapters differ
+today (exit codes, error codes, what garbage becomes), each Case pins what it does; a case
+that shows a bug is a strict xfail whose reason names it.
 """
 
 from __future__ import annotations
@@ -148,6 +151,9 @@ class Case:
     failure: ClassVar[tuple[str, int | None]]
     # The signal a cancel of a well-behaved agent ends with (None: the adapter's abort did it).
     cancel_signal: ClassVar[str | None] = "SIGTERM"
+    # A cancel before the agent said anything: (exitCode, signal); None: not pinned (a bug).
+    mute_cancel: ClassVar[tuple[int | None, str | None] | None] = (None, "SIGTERM")
+    mute_bug: ClassVar[str | None] = None
     # The garbage run: (status, errorCode), and the garbage lines a user can still read.
     garbage: ClassVar[tuple[str, str | None]]
     garbage_kept: ClassVar[tuple[str, ...]] = ()
@@ -285,6 +291,12 @@ class AppServerCase(CodexCase):
     failure = ("PROVIDER_AUTH_FAILED", None)
     # turn/interrupt ends the turn: no signal (a one-off session is then retired politely).
     cancel_signal = None
+    mute_cancel = None
+    mute_bug = (
+        "invariant 9: a cancel while the session's process has not answered its handshake is "
+        "not acted on: cancel waits for the handshake to time out (RPC_TIMEOUT, 30 s) and the "
+        "run ends failed AGENT_PROTOCOL_ERROR instead of canceled"
+    )
     # The peer stops reading at the first line that is not JSON-RPC; nothing of it is shown.
     garbage = ("failed", "AGENT_PROTOCOL_ERROR")
     garbage_kept = ()
@@ -324,6 +336,8 @@ class AcpCase(Case):
     # with the signal ladder, so even a clean run has no exit code.
     clean_exit = None
     failure = ("PROVIDER_AUTH_FAILED", None)
+    # No turn to cancel yet: the adapter hangs up (stdin closed) and the agent leaves.
+    mute_cancel = (0, None)
     # Skipped with one warning naming the first line; the turn goes on and ends well.
     garbage = ("succeeded", None)
     garbage_kept = GARBAGE_TEXT[:1]
@@ -356,7 +370,7 @@ CASES: dict[str, type[Case]] = {
 
 def every_adapter(with_clis: bool = False, bug: str | None = None) -> list[ParameterSet]:
     """One parameter per registered adapter; with_clis marks those whose case drives a CLI,
-    bug (a Case attribute) those whose case shows a known bug as strict xfails."""
+    bug (a Case attribute) those whose case shows a known bug as slow, strict xfails."""
     params = []
     for agent in agent_ids():
         case = CASES.get(agent)
@@ -365,7 +379,7 @@ def every_adapter(with_clis: bool = False, bug: str | None = None) -> list[Param
             marks.append(pytest.mark.needs_cli(*case.clis))
         reason = getattr(case, bug) if case is not None and bug else None
         if reason:
-            marks.append(pytest.mark.xfail(strict=True, reason=reason))
+            marks += [pytest.mark.slow, pytest.mark.xfail(strict=True, reason=reason)]
         params.append(pytest.param(agent, id=agent, marks=marks))
     return params
 
@@ -546,6 +560,29 @@ async def test_cancel_of_an_agent_that_ignores_sigterm_kills_its_group_after_the
         "SIGKILL",
     )
     assert GRACE <= took < GRACE * 4 + 5, f"cancel took {took:.1f} s"
+    check_run(body, events)
+
+
+@pytest.mark.parametrize("agent", every_adapter(bug="mute_bug"))
+async def test_cancel_before_the_agent_says_anything_is_prompt(
+    agent: str, bench: Bench, data_dir: Path
+) -> None:
+    """Invariant 9: an agent that has not answered anything yet (not even a handshake) is
+    canceled within the grace, and nothing of its group is left."""
+    case = case_of(agent, bench)
+    exe, ready = bench.rogue(case.protocol, "mute")
+    async with open_service(data_dir, grace=GRACE) as service:
+        started = await service.start(case.program(exe))
+        (pid,) = await wait_ready(ready)
+        began = time.monotonic()
+        body = await service.cancel(started.id, GRACE)
+        took = time.monotonic() - began
+        left = group_members(pid)
+        events = await all_events(service, started.id)
+    assert (body.status, body.errorCode, left) == ("canceled", None, [])
+    assert took < GRACE * 4 + 5, f"cancel took {took:.1f} s"
+    if case.mute_cancel is not None:
+        assert (body.exitCode, body.signal) == case.mute_cancel
     check_run(body, events)
 
 

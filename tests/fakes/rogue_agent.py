@@ -5,7 +5,9 @@
 PROTOCOL is how far it plays along before misbehaving: `lines` (an agent read line by line
 from stdout: demo, command, codex, claude), `acp` (answers initialize and session/new), or
 `app-server` (answers initialize, thread/start and turn/start, and says the turn started).
-Extra ARGs (the adapter's own command line) are ignored. MODE, once the turn is under way:
+Extra ARGs (the adapter's own command line) are ignored. MODE `mute` says nothing at all,
+not even to the handshake: it writes READY_FILE at once and leaves when its stdin closes
+(`lines`: never, its stdin is only the prompt). The other MODEs, once the turn is under way:
 
 - `fail`: says why on stderr and exits with code 3.
 - `garbage`: prints lines that are not the protocol (plain text, text in braces, a JSON
@@ -103,8 +105,18 @@ def app_server(mode: str, ready: Path) -> None:
         # Anything else (turn/interrupt, pings) goes unanswered.
 
 
+def mute(protocol: str, ready: Path) -> None:
+    ready.write_text(json.dumps([os.getpid()]))
+    sys.stdin.buffer.read()
+    while protocol == "lines":
+        time.sleep(60)
+
+
 def main() -> None:
     protocol, mode, ready = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    if mode == "mute":
+        mute(protocol, ready)
+        return
     {"lines": lines, "acp": acp, "app-server": app_server}[protocol](mode, ready)
 
 
