@@ -261,13 +261,15 @@ def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool, idle_exit: float | N
 
     async def go() -> None:
         async with DaemonClient(url, token) as client:
-            await _ensure_daemon(client, url, data_dir, spawn=not no_spawn)
+            await _ensure_daemon(client, url, data_dir, token, spawn=not no_spawn)
             await run_stdio(client, idle_exit)
 
     _run(go)
 
 
-async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spawn: bool) -> None:
+async def _ensure_daemon(
+    client: DaemonClient, url: str, data_dir: Path, token: str | None, *, spawn: bool
+) -> None:
     """Make sure a daemon answers at url, starting one in the background if allowed."""
     try:
         await client.health()
@@ -275,7 +277,7 @@ async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spaw
     except DaemonUnavailable:
         if not spawn:
             raise
-    log_path = await anyio.to_thread.run_sync(_spawn_daemon, url, data_dir)
+    log_path = await anyio.to_thread.run_sync(_spawn_daemon, url, data_dir, token)
     with anyio.move_on_after(DAEMON_START_TIMEOUT):
         while True:
             try:
@@ -289,7 +291,7 @@ async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spaw
     )
 
 
-def _spawn_daemon(url: str, data_dir: Path) -> Path:
+def _spawn_daemon(url: str, data_dir: Path, token: str | None) -> Path:
     """Start `od-runs serve` for url in its own session; its output goes to daemon.log."""
     parsed = httpx.URL(url)
     host, port = parsed.host or DEFAULT_HOST, parsed.port or DEFAULT_PORT
@@ -297,9 +299,12 @@ def _spawn_daemon(url: str, data_dir: Path) -> Path:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = data_dir / "daemon.log"
     argv = [sys.executable, "-m", "od_runs", "serve", "--host", host, "--port", str(port)]
+    # The token the client will send guards the daemon too; by env, so `ps` never shows it.
+    env = {**os.environ, "OD_RUNS_TOKEN": token} if token else None
     with open(log_path, "ab") as log_file:
         subprocess.Popen(
             [*argv, "--data-dir", str(data_dir)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
