@@ -8,10 +8,12 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+import psutil
 import pytest
 
 from od_runs.cli import main as cli_main
@@ -23,6 +25,7 @@ from .conftest import (
     Daemon,
     assert_dense,
     free_port,
+    http_client,
     process_alive,
     read_log,
     wait_terminal,
@@ -33,12 +36,12 @@ RUN_ID = re.compile(r"run-[0-9a-f]{16}")
 COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail", "sessions", "mcp-config")
 
 
-def cli_env(url: str | None) -> dict[str, str]:
+def cli_env(url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a CLI call: no OD_RUNS_* of the developer's, OD_RUNS_URL if given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OD_RUNS_")}
     if url is not None:
         env["OD_RUNS_URL"] = url
-    return env
+    return {**env, **(extra or {})}
 
 
 def od(url: str | None, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -53,12 +56,14 @@ def od(url: str | None, *args: str, timeout: float = 30) -> subprocess.Completed
     )
 
 
-def od_many(url: str | None, calls: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+def od_many(
+    url: str | None, calls: list[list[str]], env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
     """Several CLI calls at once (each is a fresh interpreter), results in order."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "od_runs", *args],
-            env=cli_env(url),
+            env=cli_env(url, env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -282,6 +287,161 @@ def test_the_url_flag_and_the_env_var_both_find_the_daemon(shared: Daemon) -> No
     )
     assert by_flag.returncode == 0 and by_env.returncode == 0, (by_flag.stderr, by_env.stderr)
     assert "runs" in json.loads(by_flag.stdout) and "runs" in json.loads(by_env.stdout)
+
+
+# --url and --token before or after the command -------------------------------------------
+
+TOKEN = "cli-test-token-7f3a"
+# Each command that talks to a daemon (or pins one, mcp-config), and the group options it
+# also takes after its own name.
+AFTER_COMMAND: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("serve",): ("--token",),
+    ("mcp",): ("--url", "--token"),
+    ("start",): ("--url", "--token"),
+    ("ls",): ("--url", "--token"),
+    ("get",): ("--url", "--token"),
+    ("cancel",): ("--url", "--token"),
+    ("tail",): ("--url", "--token"),
+    ("sessions",): ("--url", "--token"),
+    ("sessions", "ls"): ("--url", "--token"),
+    ("sessions", "get"): ("--url", "--token"),
+    ("sessions", "retire"): ("--url", "--token"),
+    ("mcp-config",): ("--url", "--token"),
+}
+
+
+@pytest.fixture
+def token_daemon(data_dir: Path) -> Iterator[Daemon]:
+    """A daemon started as `od-runs serve ... --token TOKEN`, with no token in its env."""
+    daemon = Daemon(data_dir, None, "--token", TOKEN)
+    daemon.env.pop("OD_RUNS_TOKEN", None)
+    daemon.headers = {"Authorization": f"Bearer {TOKEN}"}
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def test_serve_takes_the_token_after_the_command(token_daemon: Daemon) -> None:
+    """`od-runs serve --token T` guards the daemon: no token is refused, the token is let in."""
+    with http_client(token_daemon.url) as anonymous:
+        refused = anonymous.get("/api/runs")
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["code"] == "UNAUTHORIZED"
+    with token_daemon.client() as bearer:
+        assert bearer.get("/api/runs").status_code == 200
+
+
+def test_url_and_token_work_before_and_after_the_command(token_daemon: Daemon) -> None:
+    """`od-runs ls --url U --token T` and `od-runs --url U --token T ls` both list the runs;
+    given both ways, the one after the command wins; the env vars still count."""
+    url = token_daemon.url
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    ok_calls = [
+        ["ls", "--url", url, "--token", TOKEN, "--json"],
+        ["--url", url, "--token", TOKEN, "ls", "--json"],
+        ["--url", unreachable, "--token", "wrong", "ls", "--url", url, "--token", TOKEN, "--json"],
+        ["sessions", "ls", "--url", url, "--token", TOKEN, "--json"],
+        ["sessions", "--url", url, "--token", TOKEN, "ls", "--json"],
+    ]
+    refused_calls = [
+        ["ls", "--url", url, "--json"],
+        ["--token", TOKEN, "ls", "--url", url, "--token", "wrong", "--json"],
+    ]
+    results = od_many(None, ok_calls + refused_calls)
+    for args, result in zip(ok_calls, results, strict=False):
+        assert result.returncode == 0, (args, result.stderr)
+        assert set(json.loads(result.stdout)) <= {"runs", "sessions"}, args
+    for result in results[len(ok_calls) :]:
+        assert_clean_failure(result, "UNAUTHORIZED")
+    # The environment: read when no flag is given, beaten by a flag after the command.
+    (by_env,) = od_many(None, [["ls", "--json"]], env={"OD_RUNS_URL": url, "OD_RUNS_TOKEN": TOKEN})
+    (flag_beats_env,) = od_many(
+        None,
+        [["ls", "--url", url, "--token", TOKEN, "--json"]],
+        env={"OD_RUNS_URL": unreachable, "OD_RUNS_TOKEN": "wrong"},
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    assert flag_beats_env.returncode == 0, flag_beats_env.stderr
+
+
+def test_mcp_and_mcp_config_take_the_url_and_token_after_the_command() -> None:
+    """`od-runs mcp --url U` talks to U, and `mcp-config --url U --token T` pins both."""
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    wanted = f"http://127.0.0.1:{free_port()}"
+    pinned = ["--url", wanted, "--token", TOKEN]
+    mcp_result, config_result = od_many(
+        elsewhere,
+        [
+            ["mcp", "--no-spawn", "--url", wanted],
+            ["--url", elsewhere, "mcp-config", "codex", "--json", *pinned],
+        ],
+    )
+    assert_clean_failure(mcp_result, "cannot reach the od-runs daemon", wanted)
+    assert config_result.returncode == 0, config_result.stderr
+    entry_env = json.loads(config_result.stdout)["entry"]["env"]
+    assert entry_env == {"OD_RUNS_URL": wanted, "OD_RUNS_TOKEN": TOKEN}
+
+
+def test_mcp_guards_the_daemon_it_starts_with_its_token(tmp_path: Path) -> None:
+    """`od-runs mcp --url U --token T` with no daemon at U starts one that asks for T, and the
+    token stays out of the daemon's argv."""
+    data_dir = tmp_path / "spawned"
+    url = f"http://127.0.0.1:{free_port()}"
+    try:
+        # stdin is a pipe closed at once: `mcp` exits as soon as its daemon answers.
+        argv = ["mcp", "--url", url, "--token", TOKEN, "--data-dir", str(data_dir)]
+        result = subprocess.run(
+            [sys.executable, "-m", "od_runs", *argv],
+            env=cli_env(None),
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        daemons = serve_processes(data_dir)
+        assert len(daemons) == 1
+        assert not any(TOKEN in arg for arg in daemons[0].cmdline())
+        with http_client(url) as anonymous:
+            assert anonymous.get("/api/runs").status_code == 401
+        with http_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as bearer:
+            assert bearer.get("/api/runs").status_code == 200
+    finally:
+        for proc in serve_processes(data_dir):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except psutil.TimeoutExpired:
+                proc.kill()
+
+
+def serve_processes(data_dir: Path) -> list[psutil.Process]:
+    """The `od-runs serve` processes whose --data-dir is data_dir."""
+    wanted = str(data_dir.resolve())
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "serve" in argv and wanted in argv:
+            found.append(proc)
+    return found
+
+
+def test_help_of_each_command_names_the_options_it_takes_after_its_name() -> None:
+    """`--help` of serve names --token; of every client command, --url and --token."""
+    group = cli_main
+    assert isinstance(group, click.Group)
+    # A new command has to say here which of the two it takes.
+    assert set(AFTER_COMMAND) == {path for path, _ in every_command(group)}
+    paths = list(AFTER_COMMAND)
+    results = od_many(None, [[*path, "--help"] for path in paths])
+    for path, result in zip(paths, results, strict=True):
+        assert result.returncode == 0, (path, result.stderr)
+        for option in AFTER_COMMAND[path]:
+            assert re.search(rf"^\s+{option} TEXT\b", result.stdout, re.M), (path, option)
+            assert f"OD_RUNS_{option[2:].upper()}" in result.stdout, (path, option)
+    assert "--url" not in results[0].stdout  # serve listens; it has no daemon to reach
 
 
 def every_command(

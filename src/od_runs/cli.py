@@ -70,6 +70,44 @@ def _client(ctx: click.Context) -> DaemonClient:
     return DaemonClient(ctx.obj["url"], ctx.obj["token"])
 
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+URL_HELP = f"Daemon URL (env OD_RUNS_URL; default {DEFAULT_URL})."
+TOKEN_HELP = "Bearer token (env OD_RUNS_TOKEN)."
+
+
+def _override(key: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    """A callback that lets a subcommand's --url/--token replace the group's value."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(dict)[key] = value
+
+    return callback
+
+
+def again_after(*keys: str) -> Decorator:
+    """--url and/or --token, accepted after the subcommand too (`od-runs ls --url U`).
+
+    No env var and no default here: the group has read those already, and a default would
+    overwrite a value given before the subcommand. Only a value typed here replaces it.
+    """
+    helps = {"url": URL_HELP, "token": TOKEN_HELP}
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for key in reversed(keys):
+            fn = click.option(
+                f"--{key}",
+                default=None,
+                expose_value=False,
+                allow_from_autoenv=False,
+                callback=_override(key),
+                help=helps[key],
+            )(fn)
+        return fn
+
+    return decorate
+
+
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "OD_RUNS"}
 )
@@ -79,10 +117,13 @@ def _client(ctx: click.Context) -> DaemonClient:
     envvar="OD_RUNS_URL",
     default=DEFAULT_URL,
     show_default=True,
-    help="Daemon URL for client commands (env OD_RUNS_URL).",
+    help="Daemon URL for client commands (env OD_RUNS_URL); also accepted after the command.",
 )
 @click.option(
-    "--token", envvar="OD_RUNS_TOKEN", default=None, help="Bearer token (env OD_RUNS_TOKEN)."
+    "--token",
+    envvar="OD_RUNS_TOKEN",
+    default=None,
+    help="Bearer token (env OD_RUNS_TOKEN); also accepted after the command.",
 )
 @click.pass_context
 def main(ctx: click.Context, url: str, token: str | None) -> None:
@@ -95,7 +136,7 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
     ctx.obj.update(url=url, token=token)
 
 
-def data_dir_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def data_dir_option(help_text: str) -> Decorator:
     """The --data-dir option (env OD_RUNS_DATA_DIR) with a help text for its command."""
     return click.option(
         "--data-dir",
@@ -146,6 +187,7 @@ def data_dir_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[.
     multiple=True,
     help="Extra Host header value to accept (DNS-rebinding defence allows loopback only).",
 )
+@again_after("token")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -206,6 +248,7 @@ def serve(
     help="Exit after SECONDS with no MCP message, request in flight or subscribed run "
     "(env OD_RUNS_MCP_IDLE_EXIT; default: never). Closing stdin always exits.",
 )
+@again_after("url", "token")
 @click.pass_context
 def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool, idle_exit: float | None) -> None:
     """Serve MCP over stdio, backed by the daemon at --url (started if needed).
@@ -218,13 +261,15 @@ def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool, idle_exit: float | N
 
     async def go() -> None:
         async with DaemonClient(url, token) as client:
-            await _ensure_daemon(client, url, data_dir, spawn=not no_spawn)
+            await _ensure_daemon(client, url, data_dir, token, spawn=not no_spawn)
             await run_stdio(client, idle_exit)
 
     _run(go)
 
 
-async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spawn: bool) -> None:
+async def _ensure_daemon(
+    client: DaemonClient, url: str, data_dir: Path, token: str | None, *, spawn: bool
+) -> None:
     """Make sure a daemon answers at url, starting one in the background if allowed."""
     try:
         await client.health()
@@ -232,7 +277,7 @@ async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spaw
     except DaemonUnavailable:
         if not spawn:
             raise
-    log_path = await anyio.to_thread.run_sync(_spawn_daemon, url, data_dir)
+    log_path = await anyio.to_thread.run_sync(_spawn_daemon, url, data_dir, token)
     with anyio.move_on_after(DAEMON_START_TIMEOUT):
         while True:
             try:
@@ -246,7 +291,7 @@ async def _ensure_daemon(client: DaemonClient, url: str, data_dir: Path, *, spaw
     )
 
 
-def _spawn_daemon(url: str, data_dir: Path) -> Path:
+def _spawn_daemon(url: str, data_dir: Path, token: str | None) -> Path:
     """Start `od-runs serve` for url in its own session; its output goes to daemon.log."""
     parsed = httpx.URL(url)
     host, port = parsed.host or DEFAULT_HOST, parsed.port or DEFAULT_PORT
@@ -254,9 +299,12 @@ def _spawn_daemon(url: str, data_dir: Path) -> Path:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = data_dir / "daemon.log"
     argv = [sys.executable, "-m", "od_runs", "serve", "--host", host, "--port", str(port)]
+    # The token the client will send guards the daemon too; by env, so `ps` never shows it.
+    env = {**os.environ, "OD_RUNS_TOKEN": token} if token else None
     with open(log_path, "ab") as log_file:
         subprocess.Popen(
             [*argv, "--data-dir", str(data_dir)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -314,6 +362,7 @@ def _print_status(status: RunStatus, as_json: bool) -> None:
 @click.option("--request-id", default=None, help="clientRequestId, makes the create idempotent.")
 @click.option("--follow", "-f", is_flag=True, help="Follow the run's events until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@again_after("url", "token")
 @click.pass_context
 def start(
     ctx: click.Context,
@@ -434,6 +483,7 @@ async def _follow(client: DaemonClient, run_id: str, after: int, as_json: bool) 
 )
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@again_after("url", "token")
 @click.pass_context
 def ls(
     ctx: click.Context,
@@ -478,6 +528,7 @@ async def _run_id_or_newest(client: DaemonClient, run_id: str | None) -> str:
 @main.command()
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="The full status body as JSON.")
+@again_after("url", "token")
 @click.pass_context
 def get(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
     """Show one run's status (without RUN_ID: the newest run's)."""
@@ -500,6 +551,7 @@ def get(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@again_after("url", "token")
 @click.pass_context
 def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Cancel a run; returns once its processes are gone."""
@@ -515,6 +567,7 @@ def cancel(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.argument("run_id", required=False)
 @click.option("--after", type=int, default=0, show_default=True, help="Start after this event id.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@again_after("url", "token")
 @click.pass_context
 def tail(ctx: click.Context, run_id: str | None, after: int, as_json: bool) -> None:
     """Follow a run's events until it ends (without RUN_ID: the newest run's); exit 0
@@ -528,6 +581,7 @@ def tail(ctx: click.Context, run_id: str | None, after: int, as_json: bool) -> N
 
 
 @main.group()
+@again_after("url", "token")
 def sessions() -> None:
     """Agent sessions: one warm agent process per conversation (codex-app-server).
 
@@ -555,6 +609,7 @@ def sessions() -> None:
     help="At most this many sessions.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@again_after("url", "token")
 @click.pass_context
 def sessions_ls(
     ctx: click.Context, conversation_id: str | None, status: str | None, limit: int, as_json: bool
@@ -583,6 +638,7 @@ def sessions_ls(
 @sessions.command("get")
 @click.argument("session_id")
 @click.option("--json", "as_json", is_flag=True, help="The full session body as JSON.")
+@again_after("url", "token")
 @click.pass_context
 def sessions_get(ctx: click.Context, session_id: str, as_json: bool) -> None:
     """Show one session and its recent events (spawned, thread, turns, retirements)."""
@@ -607,6 +663,7 @@ def sessions_get(ctx: click.Context, session_id: str, as_json: bool) -> None:
 @sessions.command("retire")
 @click.argument("session_id")
 @click.option("--json", "as_json", is_flag=True, help="The retired session's body as JSON.")
+@again_after("url", "token")
 @click.pass_context
 def sessions_retire(ctx: click.Context, session_id: str, as_json: bool) -> None:
     """Retire a session: stop its process now (refused while a run is using it).
@@ -649,6 +706,7 @@ def sessions_retire(ctx: click.Context, session_id: str, as_json: bool) -> None:
     help="Write it into the client's config file (backed up first, the rest kept).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@again_after("url", "token")
 @click.pass_context
 def mcp_config(
     ctx: click.Context,
