@@ -6,7 +6,7 @@ DATA_DIR ?= ./runs_log
 HOST ?= 127.0.0.1
 PORT ?= 7780
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint typecheck bench clean
 
 # The real agent CLIs and MCP tools the tests drive, pinned in package-lock.json.
 node_modules/.installed: package.json package-lock.json
@@ -31,6 +31,10 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# mypy --strict over src; its settings are [tool.mypy] in pyproject.toml.
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy src
 
 # The web monitor's browser tests drive Debian's Chromium (Playwright downloads none).
 /usr/bin/chromium:

@@ -406,7 +406,7 @@ def start(
         fields.update(command=list(args), prompt=prompt or "")
     else:
         fields["prompt"] = prompt if prompt is not None else " ".join(args)
-    for key, value in (
+    for key, given in (
         ("projectId", project_id),
         ("conversationId", conversation_id),
         ("cwd", cwd),
@@ -415,8 +415,8 @@ def start(
         ("idleTimeoutMs", None if idle_timeout is None else round(idle_timeout * 1000)),
         ("timeoutMs", None if timeout is None else max(1, round(timeout * 1000))),
     ):
-        if value is not None:
-            fields[key] = value
+        if given is not None:
+            fields[key] = given
     if demo:
         fields["demo"] = DemoOptions(**demo)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -104,7 +105,7 @@ class DaemonClient:
 
     async def list_sessions(
         self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
-    ) -> list[SessionStatus]:
+    ) -> builtins.list[SessionStatus]:  # bare `list` here names the method above
         """GET /api/sessions with filters."""
         params = _query(conversationId=conversation_id, status=status, limit=limit)
         body = await self._request("GET", "/api/sessions", params=params)
@@ -129,7 +130,7 @@ class DaemonClient:
 
     async def events(
         self, run_id: str, after: int = 0, limit: int = 100
-    ) -> tuple[list[Event], bool]:
+    ) -> tuple[builtins.list[Event], bool]:
         """A JSON page of events after a cursor, and whether more exist."""
         page = await self._request(
             "GET",

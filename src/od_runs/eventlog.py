@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
+from typing import BinaryIO
 
 LOG_NAME = "events.jsonl"
 DIR_MODE = 0o700
@@ -285,7 +286,7 @@ def _cut_after(data: bytes, upto: int) -> bytes:
     return b""
 
 
-def _line_at(fh, offset: int) -> tuple[int, int] | None:
+def _line_at(fh: BinaryIO, offset: int) -> tuple[int, int] | None:
     """The (id, start offset) of the first whole line starting at or after offset."""
     fh.seek(offset)
     if offset > 0:

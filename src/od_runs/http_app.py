@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import uvicorn
 from fastapi import FastAPI, Header, Query, Request
@@ -20,6 +20,7 @@ from .mcp_mount import McpMount
 from .models import (
     ApiErrorBody,
     CancelResult,
+    Event,
     EventPage,
     Health,
     RunCreate,
@@ -114,7 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
         return _error(exc.status_code, code, str(exc.detail))
 
     def service_of(request: Request) -> RunService:
-        return request.app.state.service  # type: ignore[no-any-return]
+        # Starlette's State is untyped; the lifespan stores the one RunService there.
+        return cast(RunService, request.app.state.service)
 
     @app.get("/api/health", response_model=Health, tags=["daemon"])
     async def health(request: Request) -> Health:
@@ -190,6 +192,9 @@ def create_app(settings: Settings) -> FastAPI:
         cursor = resolve_cursor(last_event_id, after)
         await service.get(run_id)  # 404 before the stream starts
         if format == "json":
+            # Declared here as RunService.events means them (its own `list[...]` names its
+            # list method, so mypy cannot read that annotation).
+            items: list[Event]
             items, more = await service.events(run_id, cursor, limit)
             return EventPage(
                 items=items, nextCursor=items[-1].id if items else cursor, hasMore=more

@@ -6,13 +6,14 @@ HTTP); DaemonClient implements it over HTTP for `od-runs mcp` on stdio.
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import json
 import logging
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import anyio
 from mcp.server.connection import Connection
@@ -62,8 +63,13 @@ from .models import (
     SessionStatus,
 )
 
-# The registered agents, as an enum the calling model can see in the tool's schema.
-AgentIdArg = Literal[tuple(agent_ids())]  # type: ignore[valid-type]
+# The registered agents, as an enum the calling model can see in the tool's schema. The
+# Literal is built from the registry at import time, which a type checker cannot evaluate: to
+# it the argument is the plain string it is at run time.
+if TYPE_CHECKING:
+    AgentIdArg = str
+else:
+    AgentIdArg = Literal[tuple(agent_ids())]
 
 log = logging.getLogger("od_runs.mcp")
 
@@ -82,6 +88,9 @@ RunIdArg = Annotated[str, Field(description="The run id, as returned by start_ru
 class RunsBackend(Protocol):
     """The runs interface both RunService and DaemonClient implement."""
 
+    # Below the `list` method, a bare `list[...]` in an annotation names that method, hence
+    # `builtins.list`.
+
     async def start(self, request: RunCreate) -> RunStatus: ...
     async def get(self, run_id: str) -> RunStatus: ...
     async def list(
@@ -96,11 +105,11 @@ class RunsBackend(Protocol):
     async def wait_for_events(self, run_id: str, after: int, timeout: float) -> RunStatus: ...
     async def events(
         self, run_id: str, after: int = 0, limit: int = 100
-    ) -> tuple[list[Event], bool]: ...
+    ) -> tuple[builtins.list[Event], bool]: ...
     async def watch(self, run_id: str, on_change: OnChange) -> None: ...
     async def list_sessions(
         self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
-    ) -> list[SessionStatus]: ...
+    ) -> builtins.list[SessionStatus]: ...
     async def get_session(self, session_id: str) -> SessionDetail: ...
 
 
@@ -227,7 +236,7 @@ class RunsMcp:
     def _lowlevel(self) -> Server[Any]:
         # resources/subscribe was removed from the 2026 protocol, so MCPServer has no
         # decorator for it; the SDK's advice is the low-level add_request_handler.
-        return self.server._lowlevel_server  # type: ignore[no-any-return]
+        return self.server._lowlevel_server
 
     def _backend(self) -> RunsBackend:
         if self.backend is None:
@@ -607,7 +616,10 @@ class RunsMcp:
         connection = _connection_of(ctx)
         if connection is None:
             return {}
-        subscriptions = connection.state.get(_SUBSCRIPTIONS_KEY)
+        # Connection.state is untyped scratch space; only this method writes this key.
+        subscriptions: dict[str, Callable[[], None]] | None = connection.state.get(
+            _SUBSCRIPTIONS_KEY
+        )
         if subscriptions is None:
             subscriptions = connection.state[_SUBSCRIPTIONS_KEY] = {}
 
@@ -617,7 +629,7 @@ class RunsMcp:
                 subscriptions.clear()
 
             connection.exit_stack.callback(end_all)
-        return subscriptions  # type: ignore[no-any-return]
+        return subscriptions
 
     async def _subscribe(
         self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams

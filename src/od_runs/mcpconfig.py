@@ -204,7 +204,7 @@ def _updated_toml(text: str, key: str, name: str, entry: dict[str, Any]) -> str 
     if isinstance(section, tomlkit.items.InlineTable):
         section[name] = _toml_inline(entry)  # `key = {…}` stays inline
     else:
-        section[name] = _toml_table(entry)  # type: ignore[index]
+        section[name] = _toml_table(entry)
     return tomlkit.dumps(doc)
 
 

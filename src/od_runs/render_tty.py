@@ -115,7 +115,8 @@ class TtyPrinter:
         self.console = console or Console(highlight=False)
         self._sink = _RichSink()
         self._reader = EventReader(self._sink)
-        self._status = status.status
+        # Any word an `end` event carries, so not only the RunState literals.
+        self._status: str = status.status
         self._agent = status.agentId
         self._run_id = status.id
         self._since = status.startedAt or status.createdAt

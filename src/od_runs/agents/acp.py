@@ -25,7 +25,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     # Imported for real only when an ACP run starts (see _load_protocol).
     from acp import RequestError
     from acp.client.connection import ClientSideConnection
+    from acp.interfaces import Client
     from acp.schema import PermissionOption, RequestPermissionResponse, ToolCallUpdate
 
     from .acp_updates import UpdateMapper
@@ -161,7 +162,9 @@ class AcpAdapter(Adapter):
             self._talking.cancel()  # canceled before it began: only hang up
         self._emit = emit
         transport = _StdioTransport(process.stdin, process.stdout, emit, self._garbage)
-        conn = ClientSideConnection(_Client(self), transport)
+        # Client is a Protocol of every client method, but the library looks each handler up
+        # by name and answers method-not-found for those a client leaves out: ours has two.
+        conn = ClientSideConnection(cast("Client", _Client(self)), transport)
         self._conn = conn
         try:
             async with anyio.create_task_group() as tg:

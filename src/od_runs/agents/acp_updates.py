@@ -317,6 +317,7 @@ def _command(raw: Any) -> str | None:
     if not isinstance(raw, dict):
         return None
     command = raw.get("command")
+    argv: list[str]  # a list command is checked to hold only strings
     if isinstance(command, list) and all(isinstance(a, str) for a in command):
         argv = command
     elif isinstance(command, str):

@@ -56,6 +56,7 @@ from .events import (
     tool_call_event,
     warning_event,
 )
+from .fields import dict_field, list_field
 from .jsonrpc import METHOD_NOT_FOUND, JsonRpcPeer, Notification, RpcError
 from .text import bounded, command_summary, one_line, relative, short
 
@@ -273,7 +274,7 @@ class CodexAppServerAdapter(SessionAdapter):
             text = one_line(str(params.get("message") or ""))
             return [agent_event({"type": "status", "callId": params.get("itemId"), "text": text})]
         if method == "turn/plan/updated":
-            steps = params.get("plan") if isinstance(params.get("plan"), list) else []
+            steps = list_field(params, "plan")
             items = [
                 {"text": str(s.get("step") or ""), "done": s.get("status") == "completed"}
                 for s in steps
@@ -317,7 +318,7 @@ class CodexAppServerAdapter(SessionAdapter):
         return self._usage
 
     def _error(self, params: dict[str, Any]) -> list[EventItem]:
-        error = params.get("error") if isinstance(params.get("error"), dict) else {}
+        error = dict_field(params, "error")
         message = str(error.get("message") or "")
         self.last_error = message or self.last_error
         if params.get("willRetry"):
@@ -331,7 +332,7 @@ class CodexAppServerAdapter(SessionAdapter):
         return [warning_event(one_line(message) or "Codex reported an error.")]
 
     def _turn_completed(self, params: dict[str, Any]) -> list[EventItem]:
-        turn = params.get("turn") if isinstance(params.get("turn"), dict) else {}
+        turn = dict_field(params, "turn")
         return self._end_turn(str(turn.get("status") or "failed"), turn.get("error"))
 
     def _end_turn(self, status: str, error: Any) -> list[EventItem]:
@@ -476,7 +477,7 @@ def thread_of(result: Any) -> str | None:
     """The thread id of a thread/start|resume answer (thread.id, or the older spellings)."""
     if not isinstance(result, dict):
         return None
-    thread = result.get("thread") if isinstance(result.get("thread"), dict) else {}
+    thread = dict_field(result, "thread")
     for candidate in (
         thread.get("id"),
         thread.get("sessionId"),
@@ -504,7 +505,7 @@ def describe_tool(
             },
         )
     if kind == "fileChange":
-        raw = item.get("changes") if isinstance(item.get("changes"), list) else []
+        raw = list_field(item, "changes")
         changes = []
         for change in raw:
             if not isinstance(change, dict):

@@ -16,6 +16,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from .fields import dict_field
 from .text import command_summary, relative, short, unwrap_shell
 
 COMMAND = ("item/commandExecution/requestApproval", "execCommandApproval")
@@ -58,7 +59,7 @@ def decide(
         inside = bool(paths) and all(_inside(p, root) for p in paths)
         summary = ", ".join(relative(p, root) for p in paths) or "edit files"
     elif method == PERMISSIONS:
-        wanted = params.get("permissions") if isinstance(params.get("permissions"), dict) else {}
+        wanted = dict_field(params, "permissions")
         inside = permissions_stay_inside(wanted, root)
         summary = "more permissions: " + ", ".join(sorted(k for k, v in wanted.items() if v))
     elif method == ELICITATION:
@@ -96,7 +97,7 @@ def permissions_stay_inside(wanted: dict[str, Any], root: str) -> bool:
     network = wanted.get("network")
     if isinstance(network, dict) and network.get("enabled"):
         return False
-    fs = wanted.get("fileSystem") if isinstance(wanted.get("fileSystem"), dict) else {}
+    fs = dict_field(wanted, "fileSystem")
     paths = [str(p) for key in ("read", "write") for p in fs.get(key) or []]
     paths += [
         str(e["path"]) for e in fs.get("entries") or [] if isinstance(e, dict) and e.get("path")

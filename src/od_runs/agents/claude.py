@@ -68,6 +68,7 @@ from .events import (
     tool_call_event,
     warning_event,
 )
+from .fields import dict_field, list_field
 from .jsonl import JsonLinesAdapter
 from .process import NETWORK_ENV
 from .text import bounded, relative, short
@@ -302,8 +303,8 @@ class ClaudeAdapter(JsonLinesAdapter):
         return out
 
     def _assistant(self, message: dict[str, Any]) -> list[EventItem]:
-        body = message.get("message") if isinstance(message.get("message"), dict) else {}
-        content = body.get("content") if isinstance(body.get("content"), list) else []
+        body = dict_field(message, "message")
+        content = list_field(body, "content")
         if message.get("is_api_error_message") or message.get("error"):
             # Claude Code's own stand-in for a failed API call: the result says it again.
             self.api_error = {
@@ -343,7 +344,7 @@ class ClaudeAdapter(JsonLinesAdapter):
     def _tool_started(self, block: dict[str, Any], parent: Any) -> EventItem:
         call_id = str(block.get("id") or "")
         raw_name = str(block.get("name") or "tool")
-        tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+        tool_input = dict_field(block, "input")
         name, summary = describe_tool(raw_name, tool_input, self.request.cwd)
         self._tools[call_id] = (raw_name, summary, tool_input)
         extra: dict[str, Any] = {"input": bounded_input(tool_input)}
@@ -352,7 +353,7 @@ class ClaudeAdapter(JsonLinesAdapter):
         return tool_call_event("started", call_id, name, summary, **extra)
 
     def _user(self, message: dict[str, Any]) -> list[EventItem]:
-        body = message.get("message") if isinstance(message.get("message"), dict) else {}
+        body = dict_field(message, "message")
         content = body.get("content")
         if not isinstance(content, list):
             self.suppressed["user"] += 1
@@ -477,7 +478,7 @@ class ClaudeAdapter(JsonLinesAdapter):
         """The failure kind of a failed result, from its HTTP status, error kind or text."""
         result = self.result or {}
         api = self.api_error or {}
-        errors = result.get("errors") if isinstance(result.get("errors"), list) else []
+        errors = list_field(result, "errors")
         text = " ".join(
             str(t) for t in (result.get("result"), *errors, api.get("text")) if isinstance(t, str)
         )

@@ -61,6 +61,7 @@ from .events import (
     tool_call_event,
     warning_event,
 )
+from .fields import list_field
 from .jsonl import JsonLinesAdapter
 from .process import NETWORK_ENV
 from .text import SUMMARY_CHARS, bounded, command_summary, one_line, relative, short
@@ -268,7 +269,7 @@ class CodexAdapter(JsonLinesAdapter):
         if item_type in ("file_change", "mcp_tool_call", "web_search"):
             return self._tool(phase, item_id, item_type, item)
         if item_type == "todo_list":
-            entries = item.get("items") if isinstance(item.get("items"), list) else []
+            entries = list_field(item, "items")
             plan = [
                 {"text": str(e.get("text") or ""), "done": bool(e.get("completed"))}
                 for e in entries
@@ -422,7 +423,7 @@ def _describe_tool(
 ) -> tuple[str, str, dict[str, Any]]:
     """(name, summary, {"input", "result", "changes"}) of a non-shell tool item."""
     if item_type == "file_change":
-        raw = item.get("changes") if isinstance(item.get("changes"), list) else []
+        raw = list_field(item, "changes")
         changes = [
             {"path": relative(str(c.get("path") or ""), cwd), "kind": str(c.get("kind") or "")}
             for c in raw

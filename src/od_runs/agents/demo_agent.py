@@ -47,7 +47,9 @@ def session(prompt: str, events: int) -> list[dict[str, object]]:
     head = head[: max(events - 1, 0)]
     words = CLOSING.split()
     body_count = max(events - 1 - len(head), 0)
-    body = [{"type": "text_delta", "delta": words[i % len(words)] + " "} for i in range(body_count)]
+    body: list[dict[str, object]] = [
+        {"type": "text_delta", "delta": words[i % len(words)] + " "} for i in range(body_count)
+    ]
     answer = "".join(str(e["delta"]) for e in body) or CLOSING
     final = {"type": "message", "role": "assistant", "final": True, "text": answer.strip()}
     return [*head, *body, final]
