@@ -209,6 +209,7 @@ class RunService:
     async def create(self, request: RunCreate, *, adapter: Adapter | None = None) -> Run:
         """Create a queued run (or return the one an idempotent retry refers to)."""
         adapter = adapter or make_adapter(request)
+        await adapter.load_credentials()  # credentials.py: provider variables, their values
         if request.cwd is not None and not await anyio.Path(request.cwd).is_dir():
             raise BadRequest(f"cwd is not a directory: {request.cwd}")
         async with self._create_lock:
@@ -225,7 +226,7 @@ class RunService:
                     if known is not None:
                         return known
                     raise _Existing(existing.body)
-            run = self._new_run(request, digest)
+            run = self._new_run(request, digest, adapter.secret_values())
             run.adapter = adapter
             await self.store.insert(self._row(run))
             self._runs[run.id] = run
@@ -234,10 +235,11 @@ class RunService:
         self._status_changed(run)
         return run
 
-    def _new_run(self, request: RunCreate, digest: str) -> Run:
+    def _new_run(self, request: RunCreate, digest: str, credentials: list[str]) -> Run:
         run_id = f"run-{secrets.token_hex(8)}"
         secrets_ = [
             *self._daemon_secrets,
+            *credentials,
             *secret_env_values(request.env),
             *bundle_secrets(request.toolBundle),
         ]
