@@ -28,9 +28,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/od-runs serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# Lint is style and types: ruff, then mypy --strict over src/ (settings in pyproject.toml).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
 
 # mypy --strict over src; its settings are [tool.mypy] in pyproject.toml.
 typecheck: $(VENV)/.installed-test

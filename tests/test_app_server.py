@@ -27,6 +27,7 @@ from .agent_runs import agent, final_answer, process_tree, run_to_end
 from .codex_helpers import APP_SERVER, CODEX, Codex, codex_daemon, make_codex, scripted_codex
 from .conftest import RUN_DEADLINE, call, connect, process_alive, wait_terminal
 from .fakes.responses_server import (
+    API_KEY_ENV,
     Fail,
     FunctionCall,
     Message,
@@ -396,11 +397,11 @@ async def test_a_thread_that_cannot_be_resumed_fails_the_run_and_starts_no_new_t
     ]
 
 
-async def test_an_auth_failure_says_to_run_codex_login_and_a_one_off_session_is_retired(
+async def test_an_auth_failure_names_the_providers_key_and_a_one_off_session_is_retired(
     codex: Codex, data_dir: Path
 ) -> None:
-    """Seed 003: a 401 is PROVIDER_AUTH_FAILED pointing at `codex login`; a run without a
-    conversation gets a session of its own, retired after the run."""
+    """Seed 003: a 401 is PROVIDER_AUTH_FAILED naming the custom provider's key variable (not
+    `codex login`); a run without a conversation gets a session of its own, retired after."""
     codex.server.script(Fail(401, times=None))
     async with open_service(data_dir) as service:
         body, events = await run_to_end(service, codex.request(conversationId=None))
@@ -410,7 +411,8 @@ async def test_an_auth_failure_says_to_run_codex_login_and_a_one_off_session_is_
         "PROVIDER_AUTH_FAILED",
         False,
     )
-    assert body.error is not None and "codex login" in body.error and "\n" not in body.error
+    assert body.error is not None and API_KEY_ENV in body.error and "\n" not in body.error
+    assert "codex login" not in body.error
     assert events[-1].data["errorCode"] == "PROVIDER_AUTH_FAILED"
     assert (session.conversationId, session.status, session.lastTurnStatus) == (
         None,

@@ -154,7 +154,8 @@ async def test_the_final_answer_is_the_last_assistant_message_only(
 @pytest.mark.parametrize(
     ("failing", "code", "retryable", "hint"),
     [
-        (Fail(401, times=None), "PROVIDER_AUTH_FAILED", False, "codex login"),
+        # The scripted provider is a custom one: the error names its key variable.
+        (Fail(401, times=None), "PROVIDER_AUTH_FAILED", False, API_KEY_ENV),
         (Fail(429, times=None), "PROVIDER_RATE_LIMITED", True, "rate limiting"),
         (Fail(503, times=None), "PROVIDER_UNAVAILABLE", True, "Retry later"),
         (Disconnect([Message("half")], times=None), "PROVIDER_UNAVAILABLE", True, "Retry later"),

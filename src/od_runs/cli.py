@@ -188,6 +188,14 @@ def data_dir_option(help_text: str) -> Decorator:
     help="Extra Host header value to accept (DNS-rebinding defence allows loopback only).",
 )
 @again_after("token")
+@click.option(
+    "--pass-env",
+    "pass_env",
+    multiple=True,
+    metavar="NAME",
+    help="Pass the daemon's variable NAME to every agent, its value scrubbed from all output "
+    "(repeatable; also OD_RUNS_PASS_ENV=A,B).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -197,11 +205,15 @@ def serve(
     grace: float,
     max_conversations: int,
     allowed_hosts: tuple[str, ...],
+    pass_env: tuple[str, ...],
 ) -> None:
     """Run the daemon (REST, SSE, MCP at /mcp) in the foreground."""
     import uvicorn
 
+    from .agents.credentials import add_pass_env
     from .http_app import Server, create_app
+
+    add_pass_env(pass_env)
 
     settings = Settings(
         host=host,

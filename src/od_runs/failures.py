@@ -17,6 +17,8 @@ request, sent again later, plausibly succeed?) and `error`, one line a person ca
 | PERMISSION_DENIED     | no    | the agent gave up after `approvalPolicy` denied a request  |
 | TOOL_SERVER_FAILED    | no    | a tool-bundle MCP server could not be started              |
 | PROVIDER_AUTH_FAILED  | no    | the model provider refused the credentials (401/403)       |
+| PROVIDER_CREDENTIALS_MISSING | no | the agent's config names a key variable the daemon     |
+|                       |       | lacks; fails before the spawn, naming variable and provider|
 | PROVIDER_RATE_LIMITED | yes   | the provider said 429, or a usage limit is reached         |
 | PROVIDER_UNAVAILABLE  | yes   | 5xx or a dropped stream, after the agent's own retries     |
 | PROVIDER_REJECTED     | no    | any other refusal (4xx: context too long, unknown model)   |
@@ -41,6 +43,7 @@ RETRYABLE: dict[str, bool] = {
     "PERMISSION_DENIED": False,
     "TOOL_SERVER_FAILED": False,
     "PROVIDER_AUTH_FAILED": False,
+    "PROVIDER_CREDENTIALS_MISSING": False,
     "PROVIDER_RATE_LIMITED": True,
     "PROVIDER_UNAVAILABLE": True,
     "PROVIDER_REJECTED": False,

@@ -69,6 +69,7 @@ class Lifecycle:
     async def create(self, request: RunCreate, *, adapter: Adapter | None = None) -> Run:
         """Create a queued run (or return the one an idempotent retry refers to)."""
         adapter = adapter or make_adapter(request)
+        await adapter.load_credentials()  # credentials.py: provider variables, their values
         if request.cwd is not None and not await anyio.Path(request.cwd).is_dir():
             raise BadRequest(f"cwd is not a directory: {request.cwd}")
         async with self._create_lock:
@@ -85,7 +86,7 @@ class Lifecycle:
                     if known is not None:
                         return known
                     raise ExistingRun(existing.body)
-            run = self._new_run(request, digest)
+            run = self._new_run(request, digest, adapter.secret_values())
             run.adapter = adapter
             await self.store.insert(self.row(run))
             self.runs[run.id] = run
@@ -94,10 +95,11 @@ class Lifecycle:
         self.status_changed(run)
         return run
 
-    def _new_run(self, request: RunCreate, digest: str) -> Run:
+    def _new_run(self, request: RunCreate, digest: str, credentials: list[str]) -> Run:
         run_id = f"run-{secrets.token_hex(8)}"
         secrets_ = [
             *self._daemon_secrets,
+            *credentials,
             *secret_env_values(request.env),
             *bundle_secrets(request.toolBundle),
         ]

@@ -35,7 +35,9 @@ refusal). PERMISSION_DENIED: it gave up after the run's approvalPolicy refused w
 retry with approvalPolicy "allow" only if the user agrees. TOOL_SERVER_FAILED: an MCP server of \
 the run's toolBundle could not start; fix or disable it. PROVIDER_AUTH_FAILED, \
 PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE, PROVIDER_REJECTED: the model provider refused the \
-credentials, rate-limited the agent, was down, or rejected the request. SESSION_RESUME_FAILED: \
+credentials, rate-limited the agent, was down, or rejected the request. \
+PROVIDER_CREDENTIALS_MISSING: the agent's configuration names a key variable the daemon lacks; \
+the error names it (set it where `od-runs serve` starts). SESSION_RESUME_FAILED: \
 the session to continue is gone. LOG_WRITE_FAILED: the run's log could not be written (disk \
 full?). DAEMON_RESTARTED: the daemon stopped during the run; start the run again. \
 INTERNAL_ERROR: a bug in od-runs."""

@@ -7,6 +7,7 @@ subscriber and notes the head id in one step, with no await between them (invari
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -65,9 +66,9 @@ class RunReads:
         conversation_id: str | None = None,
         status: str | None = None,
         limit: int = 200,
-    ) -> list[RunStatus]:
+    ) -> builtins.list[RunStatus]:
         """Status bodies, newest first; status 'active' means not terminal."""
-        statuses: list[str] | None
+        statuses: builtins.list[str] | None
         if status is None:
             statuses = None
         elif status == "active":
@@ -140,7 +141,7 @@ class RunReads:
 
     async def replay(
         self, run_log: RunLog, after: int, upto: int | None
-    ) -> AsyncIterator[list[LogLine]]:
+    ) -> AsyncIterator[builtins.list[LogLine]]:
         """Batches of logged events with after < id <= upto, read off the event loop."""
         async for batch in _off_loop(run_log.read_after(after, upto)):
             yield batch
@@ -154,13 +155,13 @@ class RunReads:
 
     async def events(
         self, run_id: str, after: int = 0, limit: int = 100
-    ) -> tuple[list[Event], bool]:
+    ) -> tuple[builtins.list[Event], bool]:
         """Up to limit events after a cursor, and whether more exist."""
         if after < 0:
             raise BadRequest("cursor must be a non-negative integer")
         attachment = await self.attach(run_id)
         self.detach(attachment)
-        items: list[Event] = []
+        items: builtins.list[Event] = []
         more = False
         async for batch in self.replay(attachment.log, after, None):
             for line in batch:

@@ -8,6 +8,7 @@ only wires them together and opens and closes them (open_service).
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -137,7 +138,7 @@ class RunService:
         conversation_id: str | None = None,
         status: str | None = None,
         limit: int = 200,
-    ) -> list[RunStatus]:
+    ) -> builtins.list[RunStatus]:
         """Status bodies, newest first; status 'active' means not terminal."""
         return await self.reads.list(project_id, conversation_id, status, limit)
 
@@ -161,7 +162,9 @@ class RunService:
         """Forget a subscriber."""
         self.reads.detach(attachment)
 
-    def replay(self, run_log: RunLog, after: int, upto: int | None) -> AsyncIterator[list[LogLine]]:
+    def replay(
+        self, run_log: RunLog, after: int, upto: int | None
+    ) -> AsyncIterator[builtins.list[LogLine]]:
         """Batches of logged events with after < id <= upto, read off the event loop."""
         return self.reads.replay(run_log, after, upto)
 
@@ -173,7 +176,7 @@ class RunService:
 
     async def events(
         self, run_id: str, after: int = 0, limit: int = 100
-    ) -> tuple[list[Event], bool]:
+    ) -> tuple[builtins.list[Event], bool]:
         """Up to limit events after a cursor, and whether more exist."""
         return await self.reads.events(run_id, after, limit)
 
@@ -183,7 +186,7 @@ class RunService:
 
     async def list_sessions(
         self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
-    ) -> list[SessionStatus]:
+    ) -> builtins.list[SessionStatus]:
         """Agent sessions, most recently updated first (see sessions.py)."""
         if status is not None and status not in ("active", "idle", "retired"):
             raise BadRequest("status must be one of active, idle, retired")

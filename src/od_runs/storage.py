@@ -9,6 +9,7 @@ invariants that depend on storage against every backend.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -46,10 +47,10 @@ class RunStore(Protocol):
         conversation_id: str | None = None,
         statuses: Sequence[str] | None = None,
         limit: int = 200,
-    ) -> list[RunStatus]:
+    ) -> builtins.list[RunStatus]:
         """Status bodies, newest first, filtered."""
 
-    async def unfinished(self) -> list[RunRow]:
+    async def unfinished(self) -> builtins.list[RunRow]:
         """Runs left queued or running (start-up recovery)."""
 
     async def save_session(self, detail: SessionDetail, pid_start_time: int | None) -> None:
@@ -67,10 +68,10 @@ class RunStore(Protocol):
         conversation_id: str | None = None,
         status: str | None = None,
         limit: int = 200,
-    ) -> list[SessionStatus]:
+    ) -> builtins.list[SessionStatus]:
         """Sessions, most recently updated first."""
 
-    async def live_sessions(self) -> list[tuple[SessionDetail, int | None]]:
+    async def live_sessions(self) -> builtins.list[tuple[SessionDetail, int | None]]:
         """Sessions that had a process when the daemon stopped (start-up recovery)."""
 
     async def close(self) -> None:
@@ -89,14 +90,14 @@ class RunLog(Protocol):
         """True until close()."""
 
     def append_batch(
-        self, first_id: int, raw: bytes, lines: list[LogLine], lengths: list[int]
+        self, first_id: int, raw: bytes, lines: builtins.list[LogLine], lengths: builtins.list[int]
     ) -> None:
         """Append whole lines (raw is their bytes, lines the same parsed) in one write."""
 
     def close(self) -> None:
         """Close the writer; idempotent. Reading stays possible."""
 
-    def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
+    def read_after(self, cursor: int, upto: int | None = None) -> Iterator[builtins.list[LogLine]]:
         """Batches of the events with cursor < id <= upto (blocking: run it off the loop)."""
 
     def read_frames_after(

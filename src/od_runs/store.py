@@ -6,6 +6,7 @@ FLUSH_INTERVAL seconds; never once per event.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ class SqliteRunStore:
         return store
 
     async def _migrate(self) -> None:
+        # fetchone() may return None in aiosqlite's types; PRAGMA user_version always has a row.
         (version,) = await (await self._db.execute("PRAGMA user_version")).fetchone()  # type: ignore[misc]
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
@@ -218,6 +220,7 @@ class SqliteRunStore:
         """The stored row of a run, or None."""
         cursor = await self._db.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         record = await cursor.fetchone()
+        # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
         return _row(record) if record else None  # type: ignore[arg-type]
 
     async def by_request_id(self, client_request_id: str) -> RunRow | None:
@@ -226,6 +229,7 @@ class SqliteRunStore:
             f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = ?", (client_request_id,)
         )
         record = await cursor.fetchone()
+        # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
         return _row(record) if record else None  # type: ignore[arg-type]
 
     async def list(
@@ -235,10 +239,10 @@ class SqliteRunStore:
         conversation_id: str | None = None,
         statuses: Sequence[str] | None = None,
         limit: int = 200,
-    ) -> list[RunStatus]:
+    ) -> builtins.list[RunStatus]:
         """Status bodies, newest first, filtered."""
-        clauses: list[str] = []
-        params: list[object] = []
+        clauses: builtins.list[str] = []
+        params: builtins.list[object] = []
         if project_id is not None:
             clauses.append("project_id = ?")
             params.append(project_id)
@@ -255,11 +259,12 @@ class SqliteRunStore:
         )
         return [RunStatus.model_validate_json(r[0]) for r in await cursor.fetchall()]
 
-    async def unfinished(self) -> list[RunRow]:
+    async def unfinished(self) -> builtins.list[RunRow]:
         """Rows a crash left queued or running."""
         cursor = await self._db.execute(
             f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
         )
+        # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
         return [_row(r) for r in await cursor.fetchall()]  # type: ignore[arg-type]
 
     # Sessions -----------------------------------------------------------------------------
@@ -310,10 +315,10 @@ class SqliteRunStore:
         conversation_id: str | None = None,
         status: str | None = None,
         limit: int = 200,
-    ) -> list[SessionStatus]:
+    ) -> builtins.list[SessionStatus]:
         """Sessions without their events, most recently updated first."""
-        clauses: list[str] = []
-        params: list[object] = []
+        clauses: builtins.list[str] = []
+        params: builtins.list[object] = []
         if conversation_id is not None:
             clauses.append("conversation_id = ?")
             params.append(conversation_id)
@@ -332,7 +337,7 @@ class SqliteRunStore:
             for r in await cursor.fetchall()
         ]
 
-    async def live_sessions(self) -> list[tuple[SessionDetail, int | None]]:
+    async def live_sessions(self) -> builtins.list[tuple[SessionDetail, int | None]]:
         """Sessions a crash left with a process (active or idle), with the pid's start time."""
         cursor = await self._db.execute(
             "SELECT body, pid_start_time FROM sessions WHERE status IN ('active', 'idle')"

@@ -97,6 +97,10 @@ class ResponsesServer(ScriptedServer[Turn]):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(_Handler, host, port)
         self.paths: list[str] = []
+        # Headers every model request must carry (a provider's key): else a 401, as a real
+        # API answers a wrong key. What each request carried is kept in `seen_headers`.
+        self.expect_headers: dict[str, str] = {}
+        self.seen_headers: list[dict[str, str]] = []
 
     @property
     def base_url(self) -> str:
@@ -178,6 +182,17 @@ class _Handler(ScriptedHandler):
             return
         if not self.path.rstrip("/").endswith("/responses"):
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return
+        sent = {name: self.headers.get(name, "") for name in self.scripted.expect_headers}
+        with self.scripted._lock:
+            self.scripted.seen_headers.append(sent)
+        if sent != self.scripted.expect_headers:
+            error = {
+                "message": "Incorrect API key provided.",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+            self._json(401, {"error": error})
             return
         self.scripted._record(self.path, body)
         self._answer(body)

@@ -134,6 +134,7 @@ class AcpAdapter(Adapter):
     def env(self) -> dict[str, str]:
         """The provider settings from the daemon, then the run's own env."""
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(self.provider_env())  # the --pass-env variables
         env.update(self.request.env)
         return env
 

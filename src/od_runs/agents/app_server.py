@@ -48,6 +48,7 @@ from .base import EventItem, Failed, Going, SessionAdapter, TurnEnded
 from .bundles import codex_mcp_servers, enabled_servers, skipped_warnings
 from .codex import BINARY_ENV, IDLE_TIMEOUT_MS, INHERITED_ENV
 from .codex_errors import RECONNECT
+from .credentials import Credentials, codex_credentials
 from .events import (
     agent_event,
     file_change_event,
@@ -102,6 +103,7 @@ class CodexAppServerAdapter(SessionAdapter):
     takes_model = True
     has_sessions = True
     install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
+    reads_config = True  # credential_env() reads config.toml
 
     def __init__(self, request: RunCreate) -> None:
         super().__init__(request)
@@ -138,10 +140,16 @@ class CodexAppServerAdapter(SessionAdapter):
         return [os.environ.get(BINARY_ENV) or "codex", "app-server"]
 
     def env(self) -> dict[str, str]:
-        """Codex's home, key and network settings from the daemon, then the run's own env."""
+        """Codex's home, key and network settings from the daemon, its provider's variables,
+        then the run's own env."""
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(self.provider_env())
         env.update(self.request.env)
         return env
+
+    def credential_env(self) -> Credentials:
+        """The variables of the provider config.toml selects (thread config sets none)."""
+        return codex_credentials(self.request.env)
 
     def wanted_thread(self) -> str | None:
         """The thread this run asked to continue (sessionRef, or the conversation's last)."""
@@ -435,7 +443,7 @@ class CodexAppServerAdapter(SessionAdapter):
 
     def session_lost(self, garbage: str | None, returncode: int | None, stderr: str = "") -> None:
         """Remember why the turn cannot end normally: garbage, or a dead process."""
-        self.lost = lost_session_error(garbage, returncode, stderr)
+        self.lost = lost_session_error(garbage, returncode, stderr, self.credentials)
 
     def finish_events(self) -> list[EventItem]:
         """The turn's one summary of what was not stored, by method (never the text)."""
@@ -467,7 +475,7 @@ class CodexAppServerAdapter(SessionAdapter):
 
     def classify(self, error: dict[str, Any] | None) -> RunError:
         """The failure kind of a Codex turn error (see app_server_errors.py)."""
-        return classify_turn_error(error, self.last_error, self.retries)
+        return classify_turn_error(error, self.last_error, self.retries, self.credentials)
 
 
 # Pure helpers -----------------------------------------------------------------------------

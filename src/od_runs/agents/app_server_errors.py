@@ -13,7 +13,16 @@ from typing import Any
 
 from ..failures import failure, rate_limited_message
 from ..models import RunError
-from .codex_errors import AUTH, HTTP_STATUS, RATE, UNAVAILABLE
+from .codex_errors import (
+    AUTH,
+    HTTP_STATUS,
+    MISSING_ENV,
+    RATE,
+    UNAVAILABLE,
+    auth_failed_message,
+    missing_env_failure,
+)
+from .credentials import Credentials
 from .text import short
 
 # codexErrorInfo kinds -> our failure kinds (a kind not here is read by its text).
@@ -39,11 +48,18 @@ _TEXT_PATTERNS = (
 
 
 def classify_turn_error(
-    error: dict[str, Any] | None, last_error: str | None, retries: int
+    error: dict[str, Any] | None,
+    last_error: str | None,
+    retries: int,
+    credentials: Credentials | None = None,
 ) -> RunError:
-    """The failure kind of a failed turn's error (or of the last error notification)."""
+    """The failure kind of a failed turn's error (or of the last error notification);
+    credentials name the configured provider and its variables in an auth failure."""
     error = error or {}
     message = str(error.get("message") or last_error or "the turn failed")
+    missing = MISSING_ENV.search(message)
+    if missing:
+        return missing_env_failure(missing.group(1), credentials)
     info = error.get("codexErrorInfo")
     status = _status_of(info) or _status_in(message)
     code = _kind_of_status(status) if status is not None else None
@@ -55,11 +71,7 @@ def classify_turn_error(
         code = next((c for pattern, c in _TEXT_PATTERNS if pattern.search(details)), None)
     http = f" (HTTP {status})" if status else ""
     if code == "PROVIDER_AUTH_FAILED":
-        return failure(
-            code,
-            f"The model provider refused Codex's credentials{http}. Run `codex login` "
-            "(or give the daemon the provider's API key) and start the run again.",
-        )
+        return failure(code, auth_failed_message(http, credentials))
     if code == "PROVIDER_RATE_LIMITED":
         return failure(code, rate_limited_message(http))
     if code == "PROVIDER_UNAVAILABLE":
@@ -72,7 +84,12 @@ def classify_turn_error(
     return failure("AGENT_EXITED", f"Codex reported the turn failed: {short(message)}")
 
 
-def lost_session_error(garbage: str | None, returncode: int | None, stderr: str) -> RunError:
+def lost_session_error(
+    garbage: str | None,
+    returncode: int | None,
+    stderr: str,
+    credentials: Credentials | None = None,
+) -> RunError:
     """Why a turn ended without turn/completed: garbage, a refused login, or a dead process."""
     if garbage is not None:
         return failure(
@@ -80,7 +97,13 @@ def lost_session_error(garbage: str | None, returncode: int | None, stderr: str)
             "The Codex app-server sent something that is not JSON-RPC; its session was "
             "retired and the next run starts a fresh process on the same thread.",
         )
+    missing = MISSING_ENV.search(stderr)
+    if missing:
+        return missing_env_failure(missing.group(1), credentials)
     if AUTH.search(stderr):
+        hint = credentials.auth_hint() if credentials is not None else None
+        if hint is not None:
+            return failure("PROVIDER_AUTH_FAILED", f"The Codex app-server stopped: {hint}.")
         return failure(
             "PROVIDER_AUTH_FAILED",
             "The Codex app-server stopped: the provider refused its credentials. Run "

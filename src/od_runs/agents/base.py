@@ -47,9 +47,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import anyio
+
 from ..errors import BadRequest
 from ..failures import failure
 from ..models import RunCreate, RunError, SessionRef, TokenUsage
+from .credentials import Credentials, generic_credentials
 from .jsonrpc import JsonRpcPeer, Notification
 
 if TYPE_CHECKING:
@@ -134,7 +137,35 @@ class Adapter:
 
     def env(self) -> dict[str, str]:
         """Variables the child gets on top of the daemon's allowlist."""
-        return dict(self.request.env)
+        return {**self.provider_env(), **self.request.env}
+
+    # Provider credentials (credentials.py) ------------------------------------------------
+    # What load_credentials() found; env() adds its variables from the daemon.
+    credentials: Credentials | None = None
+    # Whether credential_env() reads files (then it runs in a worker thread).
+    reads_config: ClassVar[bool] = False
+
+    def credential_env(self) -> Credentials:
+        """The daemon's variables this agent's provider needs: --pass-env only, by default."""
+        return generic_credentials(self.request.env)
+
+    async def load_credentials(self) -> None:
+        """Resolve credential_env() once, off the event loop; RunService calls it at create."""
+        if self.reads_config:
+            self.credentials = await anyio.to_thread.run_sync(self.credential_env)
+        else:
+            self.credentials = self.credential_env()
+
+    def provider_env(self) -> dict[str, str]:
+        """The credential variables to pass; AgentFailure if a required one is unset."""
+        if self.credentials is None:
+            self.credentials = self.credential_env()
+        self.credentials.check()
+        return self.credentials.env
+
+    def secret_values(self) -> list[str]:
+        """Values of the passed credential variables: the run's scrubber hides them."""
+        return list(self.credentials.secrets) if self.credentials is not None else []
 
     def stdin(self) -> bytes | None:
         """What to write to the child's stdin before closing it; None for /dev/null."""

@@ -61,6 +61,7 @@ from ..models import RunCreate, RunError, TokenUsage
 from .base import EventItem
 from .bundles import claude_mcp_config, enabled_servers, skipped_warnings
 from .claude_tools import FILE_TOOLS, bounded_input, describe_tool, result_text, strip_tags
+from .credentials import Credentials, claude_credentials
 from .events import (
     agent_event,
     file_change_event,
@@ -198,8 +199,13 @@ class ClaudeAdapter(JsonLinesAdapter):
         """Claude Code's key, config and network settings from the daemon, then the run's env."""
         env = dict(DEFAULT_ENV)
         env.update({name: os.environ[name] for name in INHERITED_ENV if name in os.environ})
+        env.update(self.provider_env())
         env.update(self.request.env)
         return env
+
+    def credential_env(self) -> Credentials:
+        """Bedrock, Vertex, Foundry and gateway settings (AWS_* included), and --pass-env."""
+        return claude_credentials(self.request.env)
 
     def live_session(self) -> str | None:
         """The session Claude Code reported."""

@@ -10,7 +10,9 @@ Codex has started its thread (or failed to).
 
 The binary is `codex` on PATH, or OD_RUNS_CODEX_BIN. Codex reads its own config and login
 from CODEX_HOME (default ~/.codex); the daemon passes CODEX_HOME, OPENAI_API_KEY and the
-proxy/TLS variables through when it has them.
+proxy/TLS variables through when it has them, and the variables the configured model provider
+names (`env_key`, `env_http_headers`: see credentials.py); a run whose daemon lacks the
+provider's `env_key` fails before the spawn (PROVIDER_CREDENTIALS_MISSING).
 
 Codex JSONL -> `agent` event data (each `type` below is the data's "type"):
 
@@ -53,7 +55,19 @@ from .bundles import (
     skipped_warnings,
     write_codex_profile,
 )
-from .codex_errors import AUTH, HTTP_STATUS, RATE, RECONNECT, RESUME_GONE, TOOL_SERVER, UNAVAILABLE
+from .codex_errors import (
+    AUTH,
+    HTTP_STATUS,
+    MISSING_ENV,
+    RATE,
+    RECONNECT,
+    RESUME_GONE,
+    TOOL_SERVER,
+    UNAVAILABLE,
+    auth_failed_message,
+    missing_env_failure,
+)
+from .credentials import Credentials, codex_credentials, codex_home
 from .events import (
     agent_event,
     file_change_event,
@@ -90,6 +104,7 @@ class CodexAdapter(JsonLinesAdapter):
     has_sessions = True
     install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
     agent_name = "Codex"
+    reads_config = True  # credential_env() reads config.toml
 
     def __init__(self, request: RunCreate) -> None:
         super().__init__(request)
@@ -121,18 +136,21 @@ class CodexAdapter(JsonLinesAdapter):
         return argv
 
     def env(self) -> dict[str, str]:
-        """Codex's home, key and network settings from the daemon, then the run's own env."""
+        """Codex's home, key and network settings from the daemon, its provider's variables,
+        then the run's own env."""
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(self.provider_env())
         env.update(self.request.env)
         return env
 
+    def credential_env(self) -> Credentials:
+        """The variables of the provider config.toml selects (our bundle profile sets none)."""
+        return codex_credentials(self.request.env)
+
     def codex_home(self) -> Path:
         """The CODEX_HOME the child will use: its env's, else ~/.codex of its HOME."""
-        env = self.env()
-        if env.get("CODEX_HOME"):
-            return Path(env["CODEX_HOME"])
-        home = env.get("HOME") or os.environ.get("HOME") or str(Path.home())
-        return Path(home) / ".codex"
+        inherited = {k: os.environ[k] for k in ("CODEX_HOME", "HOME") if k in os.environ}
+        return codex_home({**inherited, **self.request.env})
 
     def _write_profile(self) -> str | None:
         """Write the tool bundle as a private Codex profile; its name, or None if empty."""
@@ -387,12 +405,11 @@ class CodexAdapter(JsonLinesAdapter):
         for text in (message, hint):
             if not text:
                 continue
+            missing = MISSING_ENV.search(text)
+            if missing:
+                return missing_env_failure(missing.group(1), self.credentials)
             if AUTH.search(text):
-                return failure(
-                    "PROVIDER_AUTH_FAILED",
-                    f"The model provider refused Codex's credentials{http}. Run `codex login` "
-                    "(or give the daemon the provider's API key) and start the run again.",
-                )
+                return failure("PROVIDER_AUTH_FAILED", auth_failed_message(http, self.credentials))
             if RATE.search(text):
                 return failure(
                     "PROVIDER_RATE_LIMITED",
