@@ -23,19 +23,16 @@ import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from .agents.base import EventItem, SessionAdapter, TurnEnded
+from .agents.base import SessionAdapter
 from .agents.jsonrpc import JsonRpcPeer, Notification, PeerClosed, RpcError
 from .agents.process import (
     DRAIN_TIMEOUT,
-    Child,
     child_env,
-    is_alive,
     kill_marked,
     kill_recorded_group,
     managed_process,
@@ -43,7 +40,18 @@ from .agents.process import (
 from .errors import Conflict, NotFound
 from .eventlog import now_iso
 from .failures import AgentFailure, failure
-from .models import RunCreate, RunError, SessionDetail, SessionEvent, SessionStatus
+from .models import RunCreate, SessionDetail, SessionStatus
+from .session_turn import (
+    EXIT_WAIT,
+    STDERR_TAIL_LINES,
+    Live,
+    Session,
+    Turn,
+    death_reason,
+    note,
+    startup_error,
+    stop_process,
+)
 
 if TYPE_CHECKING:
     from .storage import RunStore
@@ -53,178 +61,10 @@ log = logging.getLogger("od_runs.sessions")
 # The marker every session process inherits, so recovery finds them after a crash.
 SESSION_ENV = "OD_RUNS_SESSION_ID"
 SESSION_ID_RE = re.compile(r"^ses-[0-9a-f]{16}$")
-# Events a session keeps (and GET /api/sessions/{id} shows).
-RECENT_EVENTS = 50
 # Idle processes kept warm at most; beyond this the least recently used are retired.
 MAX_LIVE_SESSIONS = 16
 # An idle process unused this long is retired (its thread resumes on the next run).
 IDLE_TTL = 30 * 60.0
-# stderr lines kept per process, to classify how it died.
-STDERR_TAIL_LINES = 50
-# How long we wait for a dead process's exit status before reporting without it.
-EXIT_WAIT = 2.0
-
-Sink = Callable[[list[EventItem]], None]
-
-
-@dataclass(eq=False)
-class _Live:
-    """A session's running process and our JSON-RPC connection to it."""
-
-    child: Child
-    peer: JsonRpcPeer
-    env_digest: str
-    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
-    # Set once the process's output has ended and the process has (probably) exited.
-    gone: anyio.Event = field(default_factory=anyio.Event)
-    last_used: float = 0.0
-    # How the process got its thread ("started" or "resumed"), and turns it has run.
-    thread_opened: str = "started"
-    turns: int = 0
-
-
-@dataclass(eq=False)
-class Session:
-    """A session in memory: its stored body, and its process while it has one."""
-
-    body: SessionDetail
-    live: _Live | None = None
-    turn: Turn | None = None
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-
-    @property
-    def id(self) -> str:
-        """The session id (ses-…)."""
-        return self.body.id
-
-    def alive(self) -> bool:
-        """True if the process is there and still speaking the protocol."""
-        live = self.live
-        return (
-            live is not None
-            and not live.peer.closed.is_set()
-            and live.child.returncode is None
-            and is_alive(live.child.pid)
-        )
-
-
-class Turn:
-    """One run's turn on a session: the adapter speaks, the session carries the messages."""
-
-    def __init__(self, session: Session, live: _Live, adapter: SessionAdapter, run_id: str):
-        self.session = session
-        self.live = live
-        self.adapter = adapter
-        self.run_id = run_id
-        self.pid = live.child.pid
-        self.start_time = live.child.start_time
-        self.done = anyio.Event()
-        self.sent = anyio.Event()
-        self.must_retire: str | None = None
-        # Set once the agent accepted turn/start (there is a turn to interrupt).
-        self.accepted = False
-        self._sink: Sink = _drop
-
-    @property
-    def session_id(self) -> str:
-        """The id of the session this turn runs on."""
-        return self.session.id
-
-    async def run(self, sink: Sink) -> None:
-        """Start the turn and return when it ended, or when the process is lost."""
-        self._sink = sink
-        peer, adapter = self.live.peer, self.adapter
-        thread = self.session.body.threadId
-        assert thread is not None
-        peer.on_notifications = self._on_batch
-        peer.on_request = self._on_request
-        first = self.live.turns == 0
-        self.live.turns += 1
-        opened = {
-            "type": "session",
-            "sessionId": self.session.id,
-            "threadId": thread,
-            "process": "spawned" if first else "reused",
-            "resumed": not (first and self.live.thread_opened == "started"),
-        }
-        sink([("agent", opened), *adapter.notes()])
-        try:
-            await adapter.start_turn(peer, thread)
-            self.accepted = True
-        except (PeerClosed, TimeoutError):
-            self.done.set()
-        except BaseException:
-            self.done.set()  # refused (AgentFailure): a stop() waiting on it has nothing to stop
-            raise
-        finally:
-            self.sent.set()
-        await self.done.wait()
-        if self.ended() or self.must_retire is not None:
-            return  # ended, or stop() ended it on purpose (and said why)
-        if not peer.closed.is_set():
-            self.must_retire = "its turn did not end"
-            return
-        if peer.garbage is None:  # it died: wait for the exit status that says how
-            with anyio.move_on_after(EXIT_WAIT):
-                await self.live.child.wait()
-        stderr = "\n".join(self.live.stderr_tail)
-        adapter.session_lost(peer.garbage, self.live.child.returncode, stderr)
-        self.must_retire = (
-            "it sent something that is not JSON-RPC" if peer.garbage else "its process died"
-        )
-
-    def ended(self) -> bool:
-        """True once the agent said the turn is over."""
-        return isinstance(self.adapter.progress(), TurnEnded)
-
-    def _on_batch(self, batch: list[Notification]) -> None:
-        items = self.adapter.translate_batch(batch)
-        self._sink(items)
-        if self.ended():
-            self.done.set()
-
-    async def _on_request(self, method: str, params: Any) -> Any:
-        result, items = await self.adapter.answer(method, params)
-        self._sink(items)
-        if isinstance(result, RpcError):
-            raise result
-        return result
-
-    async def stop(self, grace: float, retire: bool) -> str | None:
-        """Interrupt the turn (turn/interrupt); signals only if it does not end within grace
-        or retire is asked for (a watchdog fired). Returns the last signal sent, if any."""
-        peer = self.live.peer
-        if not self.done.is_set() and not peer.closed.is_set():
-            with anyio.move_on_after(grace):
-                await self.sent.wait()
-                self._sink(
-                    [
-                        (
-                            "agent",
-                            {
-                                "type": "interrupt",
-                                "via": "turn/interrupt",
-                                "turnId": self.adapter.turn_id,
-                                "reason": "watchdog" if retire else "cancel",
-                            },
-                        )
-                    ]
-                )
-                _note(self.session, "interrupt", runId=self.run_id)
-                try:
-                    await self.adapter.abort_turn(peer, self.session.body.threadId or "")
-                except (RpcError, PeerClosed, TimeoutError) as exc:
-                    log.info("session %s: interrupt failed: %s", self.session.id, exc)
-                await self.done.wait()
-        if not retire and self.done.is_set():
-            if self.ended():
-                return None
-            if not self.accepted and not peer.closed.is_set():
-                return None  # the turn never started: the process is fine as it is
-        self.must_retire = self.must_retire or (
-            "its turn hit a watchdog" if retire else "its turn did not stop within the grace period"
-        )
-        return await _stop_process(self.live, grace)
 
 
 class SessionManager:
@@ -254,7 +94,7 @@ class SessionManager:
                 session.turn = turn
                 session.body.status = "active"
                 session.body.lastRunId = run_id
-                _note(session, "turn.started", runId=run_id)
+                note(session, "turn.started", runId=run_id)
                 await self._save(session)
                 yield turn
             finally:
@@ -299,7 +139,7 @@ class SessionManager:
             if self._by_conversation.get(key) is session:
                 del self._by_conversation[key]
 
-    async def _ready(self, session: Session, request: RunCreate, adapter: SessionAdapter) -> _Live:
+    async def _ready(self, session: Session, request: RunCreate, adapter: SessionAdapter) -> Live:
         """The session's process, alive and on its thread: reused, or spawned and resumed."""
         wanted = adapter.wanted_thread()
         body = session.body
@@ -353,14 +193,14 @@ class SessionManager:
         env: dict[str, str],
         digest: str,
         thread: str | None,
-    ) -> _Live:
-        live: _Live = await self._tg.start(self._serve, session, adapter, request, env, digest)
+    ) -> Live:
+        live: Live = await self._tg.start(self._serve, session, adapter, request, env, digest)
         process = live.child
         session.live = live
         session.body.pid = live.child.pid
         session.body.status = "idle"
         session.body.retiredReason = None
-        _note(session, "spawned", pid=live.child.pid)
+        note(session, "spawned", pid=live.child.pid)
         # Durable before the handshake: crash recovery kills by this pid and start time.
         await self._save(session)
         try:
@@ -374,11 +214,11 @@ class SessionManager:
             stderr = list(live.stderr_tail)
             log.warning("session %s: handshake failed: %s; stderr: %s", session.id, exc, stderr)
             await self._retire(session, "its process failed to start")
-            raise AgentFailure(_startup_error(exc, process.returncode, adapter, stderr)) from None
+            raise AgentFailure(startup_error(exc, process.returncode, adapter, stderr)) from None
         resumed = thread is not None
         live.thread_opened = "resumed" if resumed else "started"
         session.body.threadId = found
-        _note(session, "thread.resumed" if resumed else "thread.started", threadId=found)
+        note(session, "thread.resumed" if resumed else "thread.started", threadId=found)
         await self._save(session)
         return live
 
@@ -400,7 +240,7 @@ class SessionManager:
             turn.must_retire = "its turn was abandoned"
         status = adapter.turn_status() or ("failed" if turn.must_retire else None)
         session.body.lastTurnStatus = status
-        _note(session, "turn.ended", runId=turn.run_id, status=status)
+        note(session, "turn.ended", runId=turn.run_id, status=status)
         if turn.must_retire is not None:
             await self._retire(session, turn.must_retire)
         elif request.conversationId is None:
@@ -422,7 +262,7 @@ class SessionManager:
         env: dict[str, str],
         digest: str,
         *,
-        task_status: TaskStatus[_Live],
+        task_status: TaskStatus[Live],
     ) -> None:
         """Own the session's process from spawn to reap: read its messages until it ends,
         then retire the session if it died while idle."""
@@ -432,7 +272,7 @@ class SessionManager:
             stderr_tail.extend(text for text, partial in lines if not partial)
 
         turn: Turn | None = None
-        live: _Live | None = None
+        live: Live | None = None
         try:
             async with managed_process(
                 adapter.argv(),
@@ -445,7 +285,7 @@ class SessionManager:
                 abort=_close_stdin_of(lambda: live),
             ) as child:
                 assert child.process.stdin is not None and child.process.stdout is not None
-                live = _Live(
+                live = Live(
                     child=child,
                     peer=JsonRpcPeer(child.process.stdin),
                     env_digest=digest,
@@ -470,7 +310,7 @@ class SessionManager:
             try:
                 async with session.lock:
                     if session.live is live:
-                        await self._retire(session, _death_reason(live))
+                        await self._retire(session, death_reason(live))
             except Exception:
                 # A background task: failing here must not take the daemon down with it.
                 log.exception("session %s: could not retire its dead process", session.id)
@@ -482,7 +322,7 @@ class SessionManager:
         pid = live.child.pid if live is not None else session.body.pid
         if live is not None:
             with anyio.CancelScope(shield=True):
-                await _stop_process(live, self.grace)
+                await stop_process(live, self.grace)
                 # _serve reaps the group and kills marked escapees, then says it is gone.
                 with anyio.move_on_after(EXIT_WAIT + DRAIN_TIMEOUT):
                     await live.gone.wait()
@@ -491,7 +331,7 @@ class SessionManager:
         session.body.status = "retired"
         session.body.pid = None
         session.body.retiredReason = reason
-        _note(session, "retired", reason=reason, pid=pid)
+        note(session, "retired", reason=reason, pid=pid)
         await self._save(session)
         log.info("session %s retired: %s", session.id, reason)
 
@@ -592,7 +432,7 @@ class SessionManager:
             session.body.status = "retired"
             session.body.pid = None
             session.body.retiredReason = "the daemon restarted"
-            _note(session, "retired", reason="the daemon restarted", pid=body.pid)
+            note(session, "retired", reason="the daemon restarted", pid=body.pid)
             await self._save(session)
         return len(rows)
 
@@ -613,12 +453,7 @@ class SessionManager:
 # Helpers ----------------------------------------------------------------------------------
 
 
-async def _stop_process(live: _Live, grace: float) -> str | None:
-    """Close stdin (Codex exits on it), then SIGTERM, grace, SIGKILL to the group."""
-    return await live.child.stop(grace, live.child.close_stdin)
-
-
-def _close_stdin_of(get: Callable[[], _Live | None]) -> Callable[[], Awaitable[None]]:
+def _close_stdin_of(get: Callable[[], Live | None]) -> Callable[[], Awaitable[None]]:
     """The abort step of a session process: close its stdin (Codex exits on it)."""
 
     async def close() -> None:
@@ -627,54 +462,6 @@ def _close_stdin_of(get: Callable[[], _Live | None]) -> Callable[[], Awaitable[N
             await live.child.close_stdin()
 
     return close
-
-
-def _note(session: Session, kind: str, **data: Any) -> None:
-    """Append a recent event to the session (saved with its next write)."""
-    events = session.body.recentEvents
-    events.append(SessionEvent(ts=now_iso(), type=kind, data=data))
-    del events[:-RECENT_EVENTS]
-
-
-def _death_reason(live: _Live) -> str:
-    if live.peer.garbage is not None:
-        return "it sent something that is not JSON-RPC"
-    code = live.child.returncode
-    if code is None:
-        return "it closed its output"
-    if code < 0:
-        return f"its process was killed by signal {-code}"
-    return f"its process exited with code {code}"
-
-
-def _startup_error(
-    exc: Exception, returncode: int | None, adapter: SessionAdapter, stderr: list[str]
-) -> RunError:
-    if returncode == 127:
-        return failure(
-            "AGENT_NOT_FOUND",
-            "The agent or its interpreter (node) was not found (exit 127); "
-            f"{adapter.install_hint}.",
-        )
-    if isinstance(exc, TimeoutError):
-        return failure("AGENT_PROTOCOL_ERROR", "The agent did not answer its handshake in time.")
-    if isinstance(exc, RpcError):
-        return failure("AGENT_PROTOCOL_ERROR", f"The agent refused its handshake: {exc.message}")
-    how = f"exited with code {returncode}" if returncode is not None else "closed its output"
-    # The agent's own last "Error: ..." line is what a person can act on (a bad config key);
-    # the rest of stderr is chatter and stays in the daemon log.
-    said = next((line for line in reversed(stderr) if line.lower().startswith("error")), "")
-    detail = f": {_short_line(said)}" if said else ""
-    return failure("AGENT_EXITED", f"The agent {how} during its handshake{detail}.")
-
-
-def _short_line(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _drop(items: list[EventItem]) -> None:
-    pass
 
 
 def _ignore_batch(batch: list[Notification]) -> None:
