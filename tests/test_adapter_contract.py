@@ -195,11 +195,6 @@ class DemoCase(Case):
     failure = ("AGENT_EXITED", 3)
     garbage = ("succeeded", None)
     garbage_kept = GARBAGE_TEXT
-    garbage_bug = (
-        "invariant 4: DemoAdapter.translate passes a stdout line that starts with '{' and "
-        "ends with '}' through as raw JSON without parsing it, so `{not json either}` becomes "
-        "an events.jsonl line that is not JSON and RunService.events() raises on it"
-    )
 
     def program(self, exe: Path) -> RunCreate:
         """demo runs `python -m od_runs.agents.demo_agent` in the run's cwd: shadow it there."""
