@@ -2,7 +2,8 @@
 
 The run's `command` is the agent's argv; without one, OD_RUNS_ACP_COMMAND (split like a
 shell would) or `codex-acp` on PATH. The conversation, spoken with the `agent-client-protocol`
-package over the child's stdin and stdout (owns_stdio):
+package over the child's stdin and stdout (owns_stdio; the framing and the
+errors' failure kinds in acp_transport.py):
 
     initialize -> session/new {cwd, mcpServers: the run's tool bundle} -> session/prompt
     session/update notifications   -> events (acp_updates.py)
@@ -20,21 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import os
-import re
 import shlex
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .. import __version__
 from ..failures import failure
 from ..models import RunCreate, RunError
 from .acp_permissions import Decision, decide
+from .acp_transport import MAX_MESSAGE_BYTES, Emit, StdioTransport, rpc_failure
 from .base import Adapter, EventItem
 from .bundles import acp_servers, enabled_servers, skipped_warnings
 from .events import warning_event
@@ -42,7 +39,6 @@ from .process import NETWORK_ENV, Child
 
 if TYPE_CHECKING:
     # Imported for real only when an ACP run starts (see _load_protocol).
-    from acp import RequestError
     from acp.client.connection import ClientSideConnection
     from acp.interfaces import Client
     from acp.schema import PermissionOption, RequestPermissionResponse, ToolCallUpdate
@@ -67,19 +63,12 @@ INHERITED_ENV = (
 # An agent says nothing while the model thinks or a tool runs; half an hour of total silence
 # means it is wedged, not busy.
 IDLE_TIMEOUT_MS = 30 * 60 * 1000
-# Largest JSON-RPC message we read: a tool call's update may carry a whole file's diff.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # How long an agent whose turn is over may take to exit on its own once stdin is closed
 # (codex-acp never does: keep it short), and then its SIGTERM -> SIGKILL grace.
 EXIT_WAIT = 0.5
 HANGUP_GRACE = 3.0
 # How often text of a message that is still growing is passed on (a `delta` event).
 DELTA_INTERVAL = 0.5
-# ACP's "authentication required" error code.
-AUTH_REQUIRED = -32000
-
-_HTTP_STATUS = re.compile(r"\b([45]\d\d)\b")
-Emit = Callable[[list[EventItem]], None]
 
 
 class AcpAdapter(Adapter):
@@ -162,7 +151,7 @@ class AcpAdapter(Adapter):
         if self._aborted:
             self._talking.cancel()  # canceled before it began: only hang up
         self._emit = emit
-        transport = _StdioTransport(process.stdin, process.stdout, emit, self._garbage)
+        transport = StdioTransport(process.stdin, process.stdout, emit, self._garbage)
         # Client is a Protocol of every client method, but the library looks each handler up
         # by name and answers method-not-found for those a client leaves out: ours has two.
         conn = ClientSideConnection(cast("Client", _Client(self)), transport)
@@ -231,7 +220,7 @@ class AcpAdapter(Adapter):
             self._emit([("agent", {**status, "stopReason": result.stop_reason})])
             self._emit(self.updates.end_turn(result.stop_reason, result.usage))
         except RequestError as exc:
-            self.error = _rpc_failure(step, exc)
+            self.error = rpc_failure(step, exc)
             if (
                 step in ("session/resume", "session/load")
                 and self.error.code == "AGENT_PROTOCOL_ERROR"
@@ -462,69 +451,6 @@ class _Client:
         return await self._adapter.on_permission(tool_call, options)
 
 
-class _StdioTransport:
-    """ACP's stdio framing over the child's pipes: one JSON-RPC message per line.
-
-    The ACP library's message-level transport: send() and receive() move decoded dicts.
-    Every line read counts as output for the idle watchdog.
-    """
-
-    def __init__(
-        self,
-        send: ByteSendStream,
-        receive: ByteReceiveStream,
-        alive: Emit,
-        garbage: Callable[..., None],
-    ) -> None:
-        self._send = send
-        self._receive = BufferedByteReceiveStream(receive)
-        self._lock = anyio.Lock()
-        self._alive = alive
-        self._garbage = garbage
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """Write one message as a line."""
-        data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-        try:
-            async with self._lock:
-                await self._send.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise ConnectionError("the agent's stdin is closed") from exc
-
-    async def receive(self) -> dict[str, Any] | None:
-        """The next message, or None at the end of the agent's output."""
-        while True:
-            try:
-                line = await self._receive.receive_until(b"\n", MAX_MESSAGE_BYTES)
-            except anyio.DelimiterNotFound:
-                self._garbage("", fatal=True)
-                return None
-            except (
-                anyio.IncompleteRead,
-                anyio.EndOfStream,
-                anyio.BrokenResourceError,
-                anyio.ClosedResourceError,
-            ):
-                return None
-            self._alive([])
-            text = line.strip()
-            if not text:
-                continue
-            try:
-                message = json.loads(text)
-            except ValueError:
-                self._garbage(text.decode("utf-8", "replace"))
-                continue
-            if isinstance(message, dict):
-                return message
-            self._garbage(text.decode("utf-8", "replace"))
-
-    async def close(self) -> None:
-        """Close the agent's stdin (our half of the conversation)."""
-        with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await self._send.aclose()
-
-
 def _pick(options: list[PermissionOption], allow: bool) -> PermissionOption | None:
     """The once-only option of the wanted kind, else the always one, else None."""
     kinds = ("allow_once", "allow_always") if allow else ("reject_once", "reject_always")
@@ -533,41 +459,6 @@ def _pick(options: list[PermissionOption], allow: bool) -> PermissionOption | No
             if option.kind == kind:
                 return option
     return None
-
-
-def _rpc_failure(step: str, exc: RequestError) -> RunError:
-    """The failure kind of an error the agent answered a request with."""
-    detail = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
-    text = " ".join(str(detail or exc).split())
-    short = text if len(text) <= 200 else text[:199] + "…"
-    status = _HTTP_STATUS.search(text)
-    code = int(status.group(1)) if status else None
-    http = f" (HTTP {code})" if code else ""
-    if exc.code == AUTH_REQUIRED or code in (401, 403):
-        return failure(
-            "PROVIDER_AUTH_FAILED",
-            f"The agent's model provider refused its credentials{http}. Log in with the agent's "
-            "own CLI (for codex-acp: `codex login`) or give the daemon the provider's API key, "
-            "then start the run again.",
-        )
-    if code == 429:
-        return failure(
-            "PROVIDER_RATE_LIMITED",
-            f"The model provider is rate limiting the agent{http}. Wait, or check the account's "
-            "usage limits, then retry.",
-        )
-    if code is not None and code >= 500:
-        return failure(
-            "PROVIDER_UNAVAILABLE",
-            f"The model provider is unavailable{http}; the agent gave up. Retry later.",
-        )
-    if code is not None:
-        return failure(
-            "PROVIDER_REJECTED", f"The model provider rejected the request{http}: {short}"
-        )
-    if step == "session/prompt":
-        return failure("AGENT_EXITED", f"The agent reported the turn failed: {short}")
-    return failure("AGENT_PROTOCOL_ERROR", f"The agent refused {step}: {short}")
 
 
 def _ignore(items: list[EventItem]) -> None:

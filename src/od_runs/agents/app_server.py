@@ -43,6 +43,7 @@ from .. import __version__
 from ..failures import AgentFailure, failure
 from ..models import RunCreate, RunError, TokenUsage
 from .app_server_errors import classify_turn_error, lost_session_error
+from .app_server_items import TOOL_ITEMS, describe_tool, tool_events
 from .approvals import decide
 from .base import EventItem, Failed, Going, SessionAdapter, TurnEnded
 from .bundles import codex_mcp_servers, enabled_servers, skipped_warnings
@@ -51,15 +52,13 @@ from .codex_errors import RECONNECT
 from .credentials import Credentials, codex_credentials
 from .events import (
     agent_event,
-    file_change_event,
     final_message_event,
     suppressed_events,
-    tool_call_event,
     warning_event,
 )
 from .fields import dict_field, list_field
 from .jsonrpc import METHOD_NOT_FOUND, JsonRpcPeer, Notification, RpcError
-from .text import bounded, command_summary, one_line, relative, short
+from .text import bounded, one_line, short
 
 # How long Codex may take to answer initialize, thread/start|resume, turn/start, interrupt.
 RPC_TIMEOUT = 30.0
@@ -68,8 +67,6 @@ PING_TIMEOUT = 5.0
 # After a tool call finished, this much total silence means the agent is wedged: a model
 # that is thinking streams reasoning, and anything at all resets the clock.
 POST_TOOL_TIMEOUT_MS = 5 * 60 * 1000
-# Tool item types, and the name our tool_call events give each.
-TOOL_ITEMS = ("commandExecution", "fileChange", "mcpToolCall", "webSearch", "dynamicToolCall")
 # Notifications that show the agent is working (they end the post-tool quiet period).
 PROGRESS = frozenset(
     {
@@ -383,33 +380,14 @@ class CodexAppServerAdapter(SessionAdapter):
             return [agent_event(data)]
         if kind in TOOL_ITEMS:
             self._items[item_id] = item
-            return self._tool(done, item_id, kind, item)
+            out = tool_events(
+                done, item_id, kind, item, self.root, self._started, self._output_sent
+            )
+            if done:
+                self._after_tool = True
+            return out
         self.suppressed[f"{method}:{kind or 'unknown'}"] += 1
         return []
-
-    def _tool(self, done: bool, item_id: str, kind: str, item: dict[str, Any]) -> list[EventItem]:
-        name, summary, started, result = describe_tool(kind, item, self.root)
-        out: list[EventItem] = []
-        if item_id not in self._started:
-            self._started.add(item_id)
-            out.append(tool_call_event("started", item_id, name, summary, **started))
-        if not done:
-            return out
-        if kind == "commandExecution":
-            output = str(item.get("aggregatedOutput") or "")
-            sent = self._output_sent.pop(item_id, 0)
-            if len(output) > sent:
-                out.append(
-                    agent_event(
-                        {"type": "tool_output", "callId": item_id, "text": bounded(output[sent:])}
-                    )
-                )
-        status = str(item.get("status") or "completed")
-        out.append(tool_call_event("completed", item_id, name, summary, status=status, **result))
-        if kind == "fileChange":
-            out.append(file_change_event(item_id, result["changes"]))
-        self._after_tool = True
-        return out
 
     # Approvals ----------------------------------------------------------------------------
 
@@ -495,60 +473,6 @@ def thread_of(result: Any) -> str | None:
         if isinstance(candidate, str) and candidate:
             return candidate
     return None
-
-
-def describe_tool(
-    kind: str, item: dict[str, Any], root: str
-) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
-    """(name, summary, extra fields when started, extra fields when completed) of a tool item."""
-    if kind == "commandExecution":
-        command = str(item.get("command") or "")
-        return (
-            "shell",
-            command_summary(command),
-            {"input": {"command": command}},
-            {
-                "exitCode": item.get("exitCode"),
-                "output": bounded(str(item.get("aggregatedOutput") or "")),
-            },
-        )
-    if kind == "fileChange":
-        raw = list_field(item, "changes")
-        changes = []
-        for change in raw:
-            if not isinstance(change, dict):
-                continue
-            change_kind = change.get("kind")
-            label = change_kind.get("type") if isinstance(change_kind, dict) else change_kind
-            changes.append(
-                {"path": relative(str(change.get("path") or ""), root), "kind": str(label or "")}
-            )
-        summary = ", ".join(f"{c['kind']} {c['path']}" for c in changes) or "edit files"
-        return "apply_patch", short(summary, 160), {}, {"changes": changes}
-    if kind in ("mcpToolCall", "dynamicToolCall"):
-        server = str(item.get("server") or item.get("namespace") or "")
-        tool = str(item.get("tool") or "")
-        name = f"{server}.{tool}" if server else tool
-        result: dict[str, Any] = {}
-        error = item.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            result["error"] = short(str(error["message"]), 500)
-        content = (
-            item.get("result", {}).get("content") if isinstance(item.get("result"), dict) else None
-        )
-        content = content if isinstance(content, list) else item.get("contentItems")
-        if isinstance(content, list):
-            texts = [str(c.get("text")) for c in content if isinstance(c, dict) and "text" in c]
-            result["output"] = bounded("\n".join(texts))
-        return (
-            name,
-            short(f"{name}()", 160),
-            {"input": {"arguments": item.get("arguments")}},
-            result,
-        )
-    query = str(item.get("query") or "")
-    summary = f"search: {query}" if query else "web search"
-    return "web_search", short(summary, 160), {"input": {"query": query}}, {}
 
 
 __all__ = ["CodexAppServerAdapter", "describe_tool", "thread_of"]

@@ -50,16 +50,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..failures import failure, rate_limited_message
+from ..failures import failure
 from ..models import RunCreate, RunError, TokenUsage
 from .base import EventItem
 from .bundles import claude_mcp_config, enabled_servers, skipped_warnings
+from .claude_errors import classify_result
+from .claude_errors import int_or_none as _int
 from .claude_tools import FILE_TOOLS, bounded_input, describe_tool, result_text, strip_tags
 from .credentials import Credentials, claude_credentials
 from .events import (
@@ -111,34 +112,6 @@ IDLE_TIMEOUT_MS = 30 * 60 * 1000
 QUIET_TYPES = frozenset(
     {"stream_event", "rate_limit_event", "keep_alive", "tool_progress", "prompt_suggestion"}
 )
-
-_AUTH = re.compile(
-    r"\b40[13]\b|unauthori[sz]ed|forbidden|invalid[_ ](?:api[_ ])?key|not logged in|/login|"
-    r"authenticat|oauth token|token (?:has )?expired",
-    re.I,
-)
-_RATE = re.compile(r"\b429\b|too many requests|rate[_ -]?limit|usage limit", re.I)
-_UNAVAILABLE = re.compile(
-    r"\b5\d\d\b|overloaded|server[_ -]?error|service unavailable|connection (?:refused|reset|"
-    r"error|closed)|econn|socket hang up|timed? ?out|network",
-    re.I,
-)
-# The `error` kind Claude Code puts on its synthetic error message, by failure kind.
-_ERROR_KINDS = {
-    "authentication_failed": "PROVIDER_AUTH_FAILED",
-    "oauth_org_not_allowed": "PROVIDER_AUTH_FAILED",
-    "rate_limit": "PROVIDER_RATE_LIMITED",
-    "server_error": "PROVIDER_UNAVAILABLE",
-    "overloaded": "PROVIDER_UNAVAILABLE",
-    "billing_error": "PROVIDER_REJECTED",
-    "invalid_request": "PROVIDER_REJECTED",
-}
-# Results that are not provider errors: Claude Code stopped on a limit of its own.
-_STOPPED = {
-    "error_max_turns": "it reached its maximum number of turns",
-    "error_max_budget_usd": "it reached its spending limit (--max-budget-usd)",
-    "error_during_execution": "it failed while running",
-}
 
 
 class ClaudeAdapter(JsonLinesAdapter):
@@ -481,76 +454,13 @@ class ClaudeAdapter(JsonLinesAdapter):
         return self.classify(returncode)
 
     def classify(self, returncode: int) -> RunError:
-        """The failure kind of a failed result, from its HTTP status, error kind or text."""
-        result = self.result or {}
-        api = self.api_error or {}
-        errors = list_field(result, "errors")
-        text = " ".join(
-            str(t) for t in (result.get("result"), *errors, api.get("text")) if isinstance(t, str)
+        """The failure kind of a failed result (see claude_errors.py)."""
+        return classify_result(
+            self.result or {},
+            self.api_error or {},
+            returncode,
+            stderr="\n".join(self.stderr_tail),
+            resume=self._resume,
+            session_id=self.session_id,
+            retries=self.retries,
         )
-        hint = "\n".join(self.stderr_tail)
-        if self._resume is not None and self.session_id is None:
-            return failure(
-                "SESSION_RESUME_FAILED",
-                f"Claude Code could not resume session {self._resume}: it no longer exists "
-                "(sessions are kept per working directory under ~/.claude/projects). "
-                "Start a new conversation to continue without it.",
-            )
-        status = _int(result.get("api_error_status")) or _int(api.get("status"))
-        http = f" (HTTP {status})" if status else ""
-        code = self._kind(status, str(api.get("kind") or ""), text or hint)
-        if code == "PROVIDER_AUTH_FAILED":
-            return failure(
-                code,
-                f"The model provider refused Claude Code's credentials{http}. Run `claude` "
-                "and `/login` as the daemon's user (or give the daemon ANTHROPIC_API_KEY), "
-                "then start the run again.",
-            )
-        if code == "PROVIDER_RATE_LIMITED":
-            return failure(code, rate_limited_message(http))
-        if code == "PROVIDER_UNAVAILABLE":
-            after = f" after {self.retries} retries" if self.retries else ""
-            return failure(
-                code,
-                f"The model provider is unavailable{http}; Claude Code gave up{after}. "
-                "Retry later.",
-            )
-        if code == "PROVIDER_REJECTED":
-            return failure(
-                code, f"The model provider rejected the request{http}: {short(text or hint)}"
-            )
-        stopped = _STOPPED.get(str(result.get("subtype") or ""))
-        if stopped and result:
-            detail = f": {short(text)}" if text else ""
-            return failure("AGENT_EXITED", f"Claude Code stopped because {stopped}{detail}")
-        if result.get("is_error"):
-            return failure("AGENT_EXITED", f"Claude Code reported an error: {short(text)}")
-        return failure("AGENT_EXITED", f"Claude Code exited with code {returncode}.")
-
-    @staticmethod
-    def _kind(status: int | None, kind: str, text: str) -> str | None:
-        if status in (401, 403):
-            return "PROVIDER_AUTH_FAILED"
-        if status == 429:
-            return "PROVIDER_RATE_LIMITED"
-        if status is not None and status >= 500:
-            return "PROVIDER_UNAVAILABLE"
-        if status is not None and status >= 400:
-            return "PROVIDER_REJECTED"
-        if kind in _ERROR_KINDS:
-            return _ERROR_KINDS[kind]
-        for pattern, code in (
-            (_AUTH, "PROVIDER_AUTH_FAILED"),
-            (_RATE, "PROVIDER_RATE_LIMITED"),
-            (_UNAVAILABLE, "PROVIDER_UNAVAILABLE"),
-        ):
-            if text and pattern.search(text):
-                return code
-        return None
-
-
-# Helpers ----------------------------------------------------------------------------------
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
