@@ -1,0 +1,361 @@
+"""The MCP tools of od-runs: start, follow, list and cancel runs, and read sessions."""
+
+from __future__ import annotations
+
+import inspect
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field, ValidationError
+
+from .agents import agent_help, agent_ids
+from .errors import Invalid, OdRunsError
+from .mcp_backend import EventsPage, GetBackend, RunListView, RunView, WaitResult
+from .mcp_watch import report_progress
+from .models import (
+    ID_PATTERN,
+    MAX_TIMEOUT_MS,
+    TERMINAL_STATES,
+    ApprovalPolicy,
+    DemoOptions,
+    RunCreate,
+    RunStatus,
+    SessionDetail,
+    SessionList,
+)
+
+# The registered agents, as an enum the calling model can see in the tool's schema. The
+# Literal is built from the registry at import time, which a type checker cannot evaluate: to
+# it the argument is the plain string it is at run time.
+if TYPE_CHECKING:
+    AgentIdArg = str
+else:
+    AgentIdArg = Literal[tuple(agent_ids())]
+
+
+# wait_run never holds a tool call longer than this: clients time out around 60 s.
+MAX_WAIT_SECONDS = 50.0
+
+RunIdArg = Annotated[str, Field(description="The run id, as returned by start_run.")]
+
+
+def follow_hint(status: RunStatus) -> str:
+    """How to follow a run from here: wait_run, and tail -F while it is active."""
+    if status.status in TERMINAL_STATES:
+        outcome = f"Run {status.status}"
+        if status.errorCode:
+            outcome += f" with {status.errorCode}: {status.error}"
+        return outcome + ". get_run_events pages through everything it emitted."
+    hint = (
+        f"Run is {status.status}. Call wait_run with runId {status.id} until done is true; "
+        "a quiet run is still working, so keep waiting rather than cancelling."
+    )
+    if status.eventsLogPath:
+        hint += f" In a shell: tail -F {shlex.quote(status.eventsLogPath)}"
+    return hint
+
+
+def prose(docstring: str) -> str:
+    """A docstring as a model should read it: paragraphs, no source line breaks or indent."""
+    paragraphs = inspect.cleandoc(docstring).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def _tool_error(exc: OdRunsError) -> ToolError:
+    return ToolError(f"{exc.code}: {exc.message}")
+
+
+def _wants_progress(ctx: Context) -> bool:
+    meta = ctx.request_context.meta or {}
+    return meta.get("progress_token") is not None
+
+
+def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
+    """Add the tools to server, each asking get_backend for the runs it works on."""
+
+    def tool(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            description = prose(fn.__doc__ or "")
+            return server.tool(description=description, **options)(fn)
+
+        return register
+
+    read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+    @tool(
+        title="Start a run",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, open_world_hint=True
+        ),
+    )
+    async def start_run(
+        ctx: Context,
+        prompt: Annotated[str, Field(description="What the agent should do.")] = "",
+        agentId: Annotated[
+            AgentIdArg,
+            Field(description=f"Which agent runs: {agent_help()}."),
+        ] = "demo",
+        command: Annotated[list[str] | None, Field(description="argv for agentId=command.")] = None,
+        projectId: Annotated[str | None, Field(pattern=ID_PATTERN)] = None,
+        conversationId: Annotated[str | None, Field(pattern=ID_PATTERN)] = None,
+        cwd: Annotated[str | None, Field(description="Working directory.")] = None,
+        clientRequestId: Annotated[
+            str | None,
+            Field(pattern=ID_PATTERN, description="Makes a retried start idempotent."),
+        ] = None,
+        demo: Annotated[
+            DemoOptions | None, Field(description="Events and duration of the demo agent.")
+        ] = None,
+        model: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=200,
+                description="Model the agent should use (codex, claude); omitted, the "
+                "agent's own config decides.",
+            ),
+        ] = None,
+        idleTimeoutMs: Annotated[
+            int | None,
+            Field(
+                ge=0,
+                le=MAX_TIMEOUT_MS,
+                description="Fail AGENT_STALLED after this long without any output; 0: "
+                "never; omitted: the agent's default (30 min for codex and claude).",
+            ),
+        ] = None,
+        timeoutMs: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                le=MAX_TIMEOUT_MS,
+                description="Fail AGENT_TIMEOUT after this long in total; omitted: no limit.",
+            ),
+        ] = None,
+        postToolIdleTimeoutMs: Annotated[
+            int | None,
+            Field(
+                ge=0,
+                le=MAX_TIMEOUT_MS,
+                description="Fail AGENT_STALLED after this long without any output once a "
+                "tool call has finished (codex-app-server); usually shorter than "
+                "idleTimeoutMs, so a wedged agent is caught early. 0: never; omitted: the "
+                "agent's default.",
+            ),
+        ] = None,
+        approvalPolicy: Annotated[
+            ApprovalPolicy,
+            Field(
+                description="How the agent's requests for approval (commands, file changes, "
+                "permissions) are answered: allow, deny, or default (allow what stays "
+                "inside cwd, deny the rest). Choose allow only if the user agreed.",
+            ),
+        ] = "default",
+        waitSeconds: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=MAX_WAIT_SECONDS,
+                description="Wait up to this long (at most 50 s) for the run to finish "
+                "before returning, reporting progress meanwhile. 0: return at once.",
+            ),
+        ] = 0,
+    ) -> RunView:
+        """Start a coding-agent run in the background and return its id at once.
+
+        Runs take seconds to hours: follow one with wait_run until done is true (or
+        pass waitSeconds to wait here first, with progress notifications).
+
+        Errors: INVALID_REQUEST (fix the arguments), IDEMPOTENCY_CONFLICT (that
+        clientRequestId came with other arguments before), DAEMON_UNAVAILABLE (start the
+        daemon: od-runs serve).
+        """
+        fields: dict[str, Any] = {"agentId": agentId, "prompt": prompt}
+        for key, value in (
+            ("command", command),
+            ("projectId", projectId),
+            ("conversationId", conversationId),
+            ("cwd", cwd),
+            ("clientRequestId", clientRequestId),
+            ("demo", demo),
+            ("model", model),
+            ("idleTimeoutMs", idleTimeoutMs),
+            ("timeoutMs", timeoutMs),
+            ("postToolIdleTimeoutMs", postToolIdleTimeoutMs),
+            ("approvalPolicy", approvalPolicy),
+        ):
+            if value is not None:
+                fields[key] = value
+        try:
+            request = RunCreate(**fields)
+        except ValidationError as exc:
+            # Checks the tool schema cannot express (a model name that looks like a flag).
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise _tool_error(Invalid(problems)) from None
+        backend = get_backend()
+        try:
+            status = await backend.start(request)
+            if waitSeconds > 0 and status.status not in TERMINAL_STATES:
+                status = await with_progress(
+                    ctx, get_backend, status.id, backend.wait(status.id, waitSeconds)
+                )
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return RunView(run=status, hint=follow_hint(status))
+
+    @tool(title="Get a run", annotations=read_only)
+    async def get_run(runId: RunIdArg) -> RunView:
+        """A run's status, its error code and message if it failed, its log path, and
+        how to follow it. NOT_FOUND: no run has that id."""
+        try:
+            status = await get_backend().get(runId)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return RunView(run=status, hint=follow_hint(status))
+
+    @tool(title="List runs", annotations=read_only)
+    async def list_runs(
+        projectId: str | None = None,
+        conversationId: str | None = None,
+        status: Annotated[
+            Literal["queued", "running", "succeeded", "failed", "canceled", "active"] | None,
+            Field(description="active = queued or running."),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    ) -> RunListView:
+        """Runs, newest first, filtered by project, conversation and status."""
+        try:
+            runs = await get_backend().list(projectId, conversationId, status, limit)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return RunListView(runs=runs)
+
+    @tool(
+        title="Cancel a run",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True
+        ),
+    )
+    async def cancel_run(runId: RunIdArg) -> RunView:
+        """Stop a run for good (SIGTERM, then SIGKILL); returns once its processes are
+        gone. Only when the user asks: a slow or quiet run is still working. NOT_FOUND: no
+        run has that id."""
+        try:
+            status = await get_backend().cancel(runId)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return RunView(run=status, hint=follow_hint(status))
+
+    @tool(title="Wait for a run", annotations=read_only)
+    async def wait_run(
+        ctx: Context,
+        runId: RunIdArg,
+        after: Annotated[
+            int, Field(ge=0, description="Event cursor: the nextCursor of the last call.")
+        ] = 0,
+        timeoutSeconds: Annotated[
+            float, Field(gt=0, le=MAX_WAIT_SECONDS, description="At most 50 s.")
+        ] = 30.0,
+        returnOnEvent: Annotated[
+            bool, Field(description="Return as soon as any new event arrives.")
+        ] = False,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    ) -> WaitResult:
+        """Wait until the run ends or timeoutSeconds pass, then return its latest events.
+
+        Call again with after=nextCursor until done is true. While waiting it reports
+        progress: events so far, the status, and what the agent last said. Waiting never
+        disturbs the run; do not cancel a run because it is slow. NOT_FOUND: no run has
+        that id.
+        """
+        backend = get_backend()
+        try:
+            waiting = (
+                backend.wait_for_events(runId, after, timeoutSeconds)
+                if returnOnEvent
+                else backend.wait(runId, timeoutSeconds)
+            )
+            status = await with_progress(ctx, get_backend, runId, waiting)
+            start = max(after, status.lastEventId - limit)
+            items, _ = await backend.events(runId, start, limit)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return WaitResult(
+            run=status,
+            done=status.status in TERMINAL_STATES,
+            events=items,
+            skipped=start - after,
+            nextCursor=items[-1].id if items else max(after, start),
+        )
+
+    @tool(title="Get run events", annotations=read_only)
+    async def get_run_events(
+        runId: RunIdArg,
+        after: Annotated[int, Field(ge=0, description="Return events with id > after.")] = 0,
+        limit: Annotated[int, Field(ge=1, le=500)] = 100,
+    ) -> EventsPage:
+        """A page of a run's events in order; page on with nextCursor while hasMore."""
+        try:
+            items, more = await get_backend().events(runId, after, limit)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return EventsPage(items=items, nextCursor=items[-1].id if items else after, hasMore=more)
+
+    @tool(title="List sessions", annotations=read_only)
+    async def list_sessions(
+        conversationId: str | None = None,
+        status: Annotated[
+            Literal["active", "idle", "retired"] | None,
+            Field(description="active: a turn runs; idle: warm process; retired: none."),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+    ) -> SessionList:
+        """Live agent sessions (codex-app-server keeps one process per conversation and
+        runs each of its runs as a turn), most recently used first."""
+        try:
+            sessions = await get_backend().list_sessions(conversationId, status, limit)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+        return SessionList(sessions=sessions)
+
+    @tool(title="Get a session", annotations=read_only)
+    async def get_session(
+        sessionId: Annotated[str, Field(description="The session id (ses-…).")],
+    ) -> SessionDetail:
+        """A session: its thread, process, status, last run and turn, and recent events
+        (spawned, resumed, turns, retirements). NOT_FOUND: no session has that id."""
+        try:
+            return await get_backend().get_session(sessionId)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
+
+
+async def with_progress(
+    ctx: Context, get_backend: GetBackend, run_id: str, waiting: Awaitable[RunStatus]
+) -> RunStatus:
+    """Await waiting; meanwhile report the run's progress if the client asked for it."""
+    if not _wants_progress(ctx):
+        return await waiting
+
+    async def report(progress: float, message: str) -> None:
+        await ctx.report_progress(progress, message=message)
+
+    # Errors are carried out of the task group, so the tool catches OdRunsError itself.
+    failure: OdRunsError | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(report_progress, get_backend(), run_id, report)
+        try:
+            status = await waiting
+        except OdRunsError as exc:
+            failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return status
