@@ -67,6 +67,10 @@ MAX_LIVE_SESSIONS = 16
 IDLE_TTL = 30 * 60.0
 
 
+class TurnCanceled(Exception):
+    """The run was canceled while its session's process was still being readied."""
+
+
 class SessionManager:
     """Keeps each conversation's session and its process; the runs borrow them."""
 
@@ -82,14 +86,22 @@ class SessionManager:
 
     @asynccontextmanager
     async def turn(
-        self, run_id: str, request: RunCreate, adapter: SessionAdapter
+        self,
+        run_id: str,
+        request: RunCreate,
+        adapter: SessionAdapter,
+        canceled: anyio.Event | None = None,
     ) -> AsyncIterator[Turn]:
-        """The run's turn on its conversation's session, spawning and resuming as needed."""
+        """The run's turn on its conversation's session, spawning and resuming as needed.
+
+        canceled, once set while the process is still being readied (spawn, handshake), stops
+        the readying at once and raises TurnCanceled: nobody waits out a handshake timeout.
+        """
         session = await self._session_for(request, adapter)
         async with session.lock:
             turn: Turn | None = None
             try:
-                live = await self._ready(session, request, adapter)
+                live = await self._ready_unless(canceled, session, request, adapter)
                 turn = Turn(session, live, adapter, run_id)
                 session.turn = turn
                 session.body.status = "active"
@@ -101,6 +113,40 @@ class SessionManager:
                 with anyio.CancelScope(shield=True):
                     await self._after_turn(session, turn, request)
         self._forget_if_retired(session)
+
+    async def _ready_unless(
+        self,
+        canceled: anyio.Event | None,
+        session: Session,
+        request: RunCreate,
+        adapter: SessionAdapter,
+    ) -> Live:
+        """_ready(), given up (TurnCanceled) as soon as canceled is set."""
+        if canceled is None:
+            return await self._ready(session, request, adapter)
+        ready: list[Live] = []
+        failed: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def give_up() -> None:
+                await canceled.wait()
+                tg.cancel_scope.cancel()
+
+            async def get_ready() -> None:
+                try:
+                    ready.append(await self._ready(session, request, adapter))
+                except Exception as exc:
+                    # Raised below, as itself: a task group would wrap it in a group.
+                    failed.append(exc)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(give_up)
+            tg.start_soon(get_ready)
+        if failed:
+            raise failed[0]
+        if not ready:
+            raise TurnCanceled(session.id)
+        return ready[0]
 
     async def _session_for(self, request: RunCreate, adapter: SessionAdapter) -> Session:
         if request.conversationId is None:
@@ -205,6 +251,10 @@ class SessionManager:
         await self._save(session)
         try:
             found = await adapter.open_session(live.peer, thread)
+        except anyio.get_cancelled_exc_class():
+            # A half-open process is no use to the next run: stop it (shielded) and say why.
+            await self._retire(session, "its start was canceled")
+            raise
         except AgentFailure:
             await self._retire(session, "its thread could not be resumed")
             raise
@@ -468,4 +518,4 @@ def _ignore_batch(batch: list[Notification]) -> None:
     pass
 
 
-__all__ = ["SESSION_ENV", "SessionManager", "Turn"]
+__all__ = ["SESSION_ENV", "SessionManager", "Turn", "TurnCanceled"]

@@ -22,7 +22,7 @@ from .failures import AgentFailure, failure
 from .lifecycle import Lifecycle
 from .live_run import Run
 from .models import RunError, RunStatus
-from .sessions import SessionManager
+from .sessions import SessionManager, TurnCanceled
 
 log = logging.getLogger("od_runs.supervision")
 
@@ -188,7 +188,17 @@ class Supervisor:
     async def _execute_turn(self, run: Run, adapter: SessionAdapter) -> None:
         """Run one turn on the conversation's live session: no child of the run's own."""
         lifecycle = self.lifecycle
-        async with self.sessions.turn(run.id, run.request, adapter) as turn:
+        try:
+            await self._turn_on_session(run, adapter)
+        except TurnCanceled:
+            # Canceled while its process was still starting: nothing ran, nothing to stop.
+            error = run.log_error or run.stop_error
+            lifecycle.finish(run, "failed" if error else "canceled", error=error)
+
+    async def _turn_on_session(self, run: Run, adapter: SessionAdapter) -> None:
+        lifecycle = self.lifecycle
+        canceled = run.cancel_event
+        async with self.sessions.turn(run.id, run.request, adapter, canceled) as turn:
             lifecycle.mark_running(run, turn.pid, turn.start_time)
             start = {"agentId": run.request.agentId, "pid": turn.pid, "sessionId": turn.session_id}
             lifecycle.emit(run, "start", start)
