@@ -12,7 +12,8 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from . import __version__
 from .config import Settings
@@ -68,12 +69,16 @@ def _error(
 
 def _allowed_methods(request: Request) -> str:
     """The Allow header of a 405: the methods of every route on this path (RFC 9110)."""
+    # A Mount that raised has moved root_path in the scope; match from the app's own root.
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
     methods: set[str] = set()
     for route in request.app.router.routes:
+        if route.matches(scope)[0] == Match.NONE:
+            continue
         if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match != Match.NONE:
-                methods |= route.methods
+            methods |= route.methods
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            methods |= {"GET", "HEAD"}  # all StaticFiles serves
     return ", ".join(sorted(methods))
 
 

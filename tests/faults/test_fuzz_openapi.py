@@ -24,14 +24,19 @@ import pytest
 from od_runs.agents import agent_ids
 
 from ..conftest import Daemon
-from .schemathesis_hooks import CWD_ENV
 
-# Fuzzing-phase cases per operation. The coverage phase adds its own, about 2,300 (most
-# for the six run bodies), and stateful a few dozen scenarios: 15-30 s on two busy cores.
+# Fuzzing-phase cases per operation. The coverage phase adds its own, about 1,700 (most
+# for the four run bodies), and stateful a few dozen scenarios: some 20 s of CPU, split
+# between st, the daemon and the demo runs it starts; 20-45 s of wall time on two busy cores.
 EXAMPLES = 10
+# The wall time st may take before the test gives up (and the pytest timeout above it).
+ST_TIMEOUT = 150
 # Fixed, so `make test` is repeatable; OD_RUNS_FUZZ_SEED=<n> explores other cases.
 SEED = os.environ.get("OD_RUNS_FUZZ_SEED", "20261201")
 TOKEN = "fuzz-token"
+# Not imported from there: importing it would register its hook in this process too.
+HOOKS = "tests.faults.schemathesis_hooks"
+CWD_ENV = "OD_RUNS_FUZZ_CWD"  # schemathesis_hooks.CWD_ENV
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
@@ -99,13 +104,33 @@ def test_the_run_body_has_one_schema_per_registered_agent(document: dict[str, An
     assert document["security"] == [{"bearerToken": []}]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/api/runs", "GET, POST"),
+        ("GET", "/api/runs/run-0123456789abcdef/cancel", "POST"),
+        ("POST", "/static/app.js", "GET, HEAD"),
+    ],
+)
+def test_a_405_lists_every_method_the_path_takes(
+    daemon: Daemon, method: str, path: str, allowed: str
+) -> None:
+    """RFC 9110: a 405 carries Allow, with the methods of all the routes on the path."""
+    with daemon.client() as http:
+        response = http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+@pytest.mark.timeout(ST_TIMEOUT + 30)
 def test_every_schemathesis_check_passes(daemon: Daemon, tmp_path: Path) -> None:
     """Every answer to every generated request, valid or not, is what the document says."""
     (tmp_path / "cwd").mkdir()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "SCHEMATHESIS_HOOKS": "tests.faults.schemathesis_hooks",
+        "SCHEMATHESIS_HOOKS": HOOKS,
         CWD_ENV: str(tmp_path / "cwd"),
     }
     command = [
@@ -133,7 +158,7 @@ def test_every_schemathesis_check_passes(daemon: Daemon, tmp_path: Path) -> None
     ]
     # In tmp_path: st keeps what it found in ./.schemathesis.
     done = subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=ST_TIMEOUT
     )
     report = done.stdout[-20_000:] + done.stderr[-5_000:]
     assert done.returncode == 0, report
