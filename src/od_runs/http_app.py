@@ -8,16 +8,20 @@ from types import FrameType
 from typing import Annotated, Any, Literal, cast
 
 import uvicorn
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from . import __version__
 from .config import Settings
 from .errors import OdRunsError
 from .mcp_mount import McpMount
 from .models import (
+    RUN_ID_PATTERN,
+    SESSION_ID_PATTERN,
     ApiErrorBody,
     CancelResult,
     Event,
@@ -30,20 +34,53 @@ from .models import (
     SessionList,
 )
 from .monitor import is_public, monitor_routes
+from .openapi import refine
 from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
-from .sse import resolve_cursor, run_stream
+from .sse import CURSOR_HEADER_PATTERN, CURSOR_PATTERN, resolve_cursor, run_stream
 from .sse_response import EventStream, close_open_streams, open_stream_count
 from .status_events import status_frames
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ApiErrorBody, "description": "Bad request"},
-    404: {"model": ApiErrorBody, "description": "No such run"},
+# Every error answer is an ApiErrorBody; each route lists the statuses it can answer with.
+_WHY: dict[int, str] = {
+    400: "Malformed request: not JSON, a bad cursor, a value the agent cannot use",
+    403: "Host or Origin not allowed (DNS-rebinding guard)",
+    404: "No such run or session",
+    409: "Conflicts with what is stored",
+    413: "Request body too large",
+    422: "A field or parameter fails validation",
 }
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def errors(*statuses: int, why: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route: 403 and these statuses, each an ApiErrorBody."""
+    why = why or {}
+    return {
+        status: {"model": ApiErrorBody, "description": why.get(status, _WHY[status])}
+        for status in (403, *statuses)
+    }
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: the methods of every route on this path (RFC 9110)."""
+    # A Mount that raised has moved root_path in the scope; match from the app's own root.
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(scope)[0] == Match.NONE:
+            continue
+        if isinstance(route, Route) and route.methods:
+            methods |= route.methods
+        elif isinstance(route, Mount) and isinstance(route.app, StaticFiles):
+            methods |= {"GET", "HEAD"}  # all StaticFiles serves
+    return ", ".join(sorted(methods))
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
@@ -63,6 +100,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
 StatusFilter = Annotated[
     Literal["queued", "running", "succeeded", "failed", "canceled", "active"] | None, Query()
 ]
+# Ids in paths: any other string is a 404 (not a 422), so the pattern is documentation only.
+RunId = Annotated[str, Path(json_schema_extra={"pattern": RUN_ID_PATTERN})]
+SessionId = Annotated[str, Path(json_schema_extra={"pattern": SESSION_ID_PATTERN})]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -87,8 +127,15 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Runs coding agents and lets everyone watch them.",
         lifespan=lifespan,
-        responses=ERRORS,
     )
+    fastapi_openapi = app.openapi
+
+    def contract() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = refine(fastapi_openapi(), token=settings.token is not None)
+        return app.openapi_schema
+
+    app.openapi = contract  # type: ignore[method-assign]
     app.add_middleware(
         GuardMiddleware,
         token=settings.token,
@@ -112,13 +159,17 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-        return _error(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; there may be more.
+            headers["Allow"] = _allowed_methods(request)
+        return _error(exc.status_code, code, str(exc.detail), headers)
 
     def service_of(request: Request) -> RunService:
         # Starlette's State is untyped; the lifespan stores the one RunService there.
         return cast(RunService, request.app.state.service)
 
-    @app.get("/api/health", response_model=Health, tags=["daemon"])
+    @app.get("/api/health", response_model=Health, tags=["daemon"], responses=errors())
     async def health(request: Request) -> Health:
         """Liveness and the number of active runs."""
         return Health(
@@ -151,12 +202,27 @@ def create_app(settings: Settings) -> FastAPI:
             )
         )
 
-    @app.post("/api/runs", status_code=202, response_model=RunStatus, tags=["runs"])
+    @app.post(
+        "/api/runs",
+        status_code=202,
+        response_model=RunStatus,
+        tags=["runs"],
+        responses=errors(
+            400,
+            409,
+            413,
+            422,
+            why={
+                400: "Malformed JSON, a cwd that is not a directory, a field the agent rejects",
+                409: "clientRequestId was used before with another payload",
+            },
+        ),
+    )
     async def create_run(body: RunCreate, request: Request) -> RunStatus:
         """Create and start a run; idempotent with clientRequestId."""
         return await service_of(request).start(body)
 
-    @app.get("/api/runs", response_model=RunList, tags=["runs"])
+    @app.get("/api/runs", response_model=RunList, tags=["runs"], responses=errors(422))
     async def list_runs(
         request: Request,
         projectId: Annotated[str | None, Query(max_length=128)] = None,
@@ -168,8 +234,8 @@ def create_app(settings: Settings) -> FastAPI:
         runs = await service_of(request).list(projectId, conversationId, status, limit)
         return RunList(runs=runs)
 
-    @app.get("/api/runs/{run_id}", response_model=RunStatus, tags=["runs"])
-    async def get_run(run_id: str, request: Request) -> RunStatus:
+    @app.get("/api/runs/{run_id}", response_model=RunStatus, tags=["runs"], responses=errors(404))
+    async def get_run(run_id: RunId, request: Request) -> RunStatus:
         """The status body of a run."""
         return await service_of(request).get(run_id)
 
@@ -177,15 +243,36 @@ def create_app(settings: Settings) -> FastAPI:
         "/api/runs/{run_id}/events",
         tags=["runs"],
         response_model=EventPage,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={
+            200: {
+                "description": "The SSE stream, or with format=json a page of events",
+                "content": {"text/event-stream": {}},
+            },
+            **errors(400, 404, 422, why={400: "A cursor that is not an event id"}),
+        },
     )
     async def run_events(
-        run_id: str,
+        run_id: RunId,
         request: Request,
-        after: Annotated[str | None, Query(max_length=40)] = None,
+        after: Annotated[
+            str | None,
+            Query(
+                max_length=40,
+                description="Events after this id (0: all)",
+                json_schema_extra={"pattern": CURSOR_PATTERN},
+            ),
+        ] = None,
         format: Annotated[Literal["sse", "json"], Query()] = "sse",
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+        last_event_id: Annotated[
+            str | None,
+            Header(
+                alias="Last-Event-ID",
+                max_length=40,
+                description="Resume after this id (an EventSource sends it); wins over after",
+                json_schema_extra={"pattern": CURSOR_HEADER_PATTERN},
+            ),
+        ] = None,
     ) -> Any:
         """SSE stream of a run's events (or a JSON page with format=json)."""
         service = service_of(request)
@@ -201,12 +288,17 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return run_stream(service, run_id, cursor)
 
-    @app.post("/api/runs/{run_id}/cancel", response_model=CancelResult, tags=["runs"])
-    async def cancel_run(run_id: str, request: Request) -> CancelResult:
+    @app.post(
+        "/api/runs/{run_id}/cancel",
+        response_model=CancelResult,
+        tags=["runs"],
+        responses=errors(404, 413),
+    )
+    async def cancel_run(run_id: RunId, request: Request) -> CancelResult:
         """Cancel a run; answers once its process group is gone."""
         return CancelResult(run=await service_of(request).cancel(run_id))
 
-    @app.get("/api/sessions", response_model=SessionList, tags=["sessions"])
+    @app.get("/api/sessions", response_model=SessionList, tags=["sessions"], responses=errors(422))
     async def list_sessions(
         request: Request,
         conversationId: Annotated[str | None, Query(max_length=128)] = None,
@@ -217,8 +309,13 @@ def create_app(settings: Settings) -> FastAPI:
         sessions = await service_of(request).list_sessions(conversationId, status, limit)
         return SessionList(sessions=sessions)
 
-    @app.get("/api/sessions/{session_id}", response_model=SessionDetail, tags=["sessions"])
-    async def get_session(session_id: str, request: Request) -> SessionDetail:
+    @app.get(
+        "/api/sessions/{session_id}",
+        response_model=SessionDetail,
+        tags=["sessions"],
+        responses=errors(404),
+    )
+    async def get_session(session_id: SessionId, request: Request) -> SessionDetail:
         """A session with its recent events (spawned, resumed, turns, retirements)."""
         return await service_of(request).get_session(session_id)
 
@@ -226,9 +323,9 @@ def create_app(settings: Settings) -> FastAPI:
         "/api/sessions/{session_id}/retire",
         response_model=SessionDetail,
         tags=["sessions"],
-        responses={409: {"model": ApiErrorBody, "description": "A run is using the session"}},
+        responses=errors(404, 409, 413, why={409: "A run is using the session"}),
     )
-    async def retire_session(session_id: str, request: Request) -> SessionDetail:
+    async def retire_session(session_id: SessionId, request: Request) -> SessionDetail:
         """Stop a session's process now; its next run resumes the thread in a new one."""
         return await service_of(request).sessions.retire(session_id)
 

@@ -5,7 +5,7 @@ Pure data: this module imports nothing from the rest of the project.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -15,6 +15,8 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
+from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
 
 RunState = Literal["queued", "running", "succeeded", "failed", "canceled"]
 # How a run answers an agent's approval requests: allow all, deny all, or (default) allow
@@ -27,8 +29,44 @@ STATUS_FILTERS = ("queued", "running", "succeeded", "failed", "canceled", "activ
 # Ids travel in URLs and become directory names under runs_log/: keep them boring.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 RUN_ID_PATTERN = r"^run-[0-9a-f]{16}$"
+SESSION_ID_PATTERN = r"^ses-[0-9a-f]{16}$"
+# What Python's uuid.UUID() takes among ID_PATTERN strings (codex and claude thread ids):
+# 32 hex digits, hyphens anywhere between or after them, an optional urn: / uuid: prefix.
+UUID_PATTERN = r"^(urn:)?(uuid:)?[0-9A-Fa-f](-*[0-9A-Fa-f]){31}-*$"
+# A command argument or an environment value: anything but NUL (exec cannot pass it).
+NO_NUL_PATTERN = r"^[^\x00]*$"
+# An environment variable name: not empty, no '=' (it ends the name), no NUL.
+ENV_NAME_PATTERN = r"^[^=\x00]+$"
+# Unicode White_Space, spelled out: regex engines disagree on \s (Rust's, which pydantic
+# uses, has U+0085 and ECMA's, which JSON Schema tools use, has U+FEFF instead).
+_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A model name: no whitespace, and not a flag (a leading '-') or a NUL.
+MODEL_PATTERN = rf"^[^{_SPACE}\x00-][^{_SPACE}]*$"
 # Longest idle or wall-clock limit a run may ask for: one week.
 MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+
+
+def _no_nul_items(schema: JsonDict) -> None:
+    """The argv validator in the schema: no item holds a NUL (for list | None fields)."""
+    branches = schema.get("anyOf")
+    for branch in branches if isinstance(branches, list) else [schema]:
+        if isinstance(branch, dict) and branch.get("type") == "array":
+            branch["items"] = {"type": "string", "pattern": NO_NUL_PATTERN}
+
+
+def _json_number(value: Any) -> Any:
+    """A number field of a request body takes a JSON number, as its schema says.
+
+    Lax pydantic would also read true, false and "12" as numbers. Strict mode is no cure:
+    it refuses 5.0 for an int, which JSON Schema's "integer" allows.
+    """
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("number_type", "Input should be a number")
+    return value
+
+
+# A bool field of a request body: true or false, not 1 or "yes".
+Bool = Annotated[bool, Field(strict=True)]
 
 
 class _Model(BaseModel):
@@ -45,7 +83,7 @@ class McpServerSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    enabled: bool = True
+    enabled: Bool = True
     label: str | None = Field(default=None, max_length=200)
 
 
@@ -87,7 +125,12 @@ class DemoOptions(_Model):
 
     events: int = Field(default=40, ge=4, le=10_000_000)
     durationSeconds: float = Field(default=4.0, ge=0, le=3600)
-    fast: bool = False
+    fast: Bool = False
+
+    @field_validator("events", "durationSeconds", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _json_number(value)
 
 
 class SessionRef(_Model):
@@ -102,8 +145,8 @@ class RunCreate(_Model):
     agentId: str = Field(
         default="demo",
         pattern=ID_PATTERN,
-        description="Which agent runs: demo, command, codex (GET /openapi.json lists no "
-        "enum: the adapter registry decides, and an unknown id is a 422)",
+        description="Which agent runs; an id no adapter is registered for is a 422 "
+        "(GET /openapi.json lists the registered ones, each with the fields it takes)",
     )
     prompt: str = Field(default="", max_length=1_000_000)
     projectId: str | None = Field(default=None, pattern=ID_PATTERN)
@@ -114,12 +157,17 @@ class RunCreate(_Model):
         min_length=1,
         max_length=1000,
         description="argv for agentId=command; for acp, the ACP agent's argv (default codex-acp)",
+        json_schema_extra=_no_nul_items,
     )
     cwd: str | None = Field(default=None, max_length=4096)
     env: dict[str, str] = Field(
         default_factory=dict,
         description="extra environment for the child; values of *TOKEN*/*KEY*/*SECRET*/"
         "*PASSWORD* names are scrubbed from everything the run emits",
+        json_schema_extra={
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "pattern": NO_NUL_PATTERN},
+        },
     )
     demo: DemoOptions = Field(default_factory=DemoOptions)
     mediaExecution: MediaExecution = Field(default_factory=MediaExecution)
@@ -128,7 +176,7 @@ class RunCreate(_Model):
         default=None,
         min_length=1,
         max_length=200,
-        pattern=r"^[^\s\x00-]\S*$",
+        pattern=MODEL_PATTERN,
         description="Model the agent should use; omitted, the agent's own config decides",
     )
     idleTimeoutMs: int | None = Field(
@@ -162,6 +210,11 @@ class RunCreate(_Model):
         description="How the agent's approval requests are answered: allow, deny, or "
         "default (allow what stays inside cwd, deny the rest)",
     )
+
+    @field_validator("idleTimeoutMs", "timeoutMs", "postToolIdleTimeoutMs", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _json_number(value)
 
     @field_validator("command")
     @classmethod

@@ -7,6 +7,7 @@ EventSource resumes with Last-Event-ID and a reader sees exactly what `tail -F` 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncGenerator, Callable
 
 import anyio
@@ -17,7 +18,13 @@ from .models import TERMINAL_STATES
 from .runs import Attachment, RunService
 from .sse_response import RETRY_MS, EventStream
 
-_MAX_CURSOR = 2**53
+# A cursor is an event id: ASCII digits, leading zeros allowed, at most 16 significant ones
+# (event ids are dense per run, far below that), padded with spaces or tabs at most.
+_CURSOR_RE = re.compile(r"[ \t]*0*([0-9]{1,16})[ \t]*")
+# The same as a JSON Schema pattern for ?after= ("" means 0) and for Last-Event-ID, which
+# HTTP cannot pad (an empty header is no header).
+CURSOR_PATTERN = r"^([ \t]*0*[0-9]{1,16}[ \t]*)?$"
+CURSOR_HEADER_PATTERN = r"^(0*[0-9]{1,16})?$"
 
 
 def resolve_cursor(last_event_id: str | None, after: str | None) -> int:
@@ -25,16 +32,14 @@ def resolve_cursor(last_event_id: str | None, after: str | None) -> int:
     raw, source = (last_event_id, "Last-Event-ID") if last_event_id else (after, "after")
     if raw is None or raw == "":
         return 0
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 16:
+    match = _CURSOR_RE.fullmatch(raw)
+    if match is None:
         raise BadRequest(
-            f"{source} must be a non-negative integer event id, got {raw[:40]!r}",
+            f"{source} must be a non-negative integer event id of at most 16 digits, "
+            f"got {raw[:40]!r}",
             code="INVALID_CURSOR",
         )
-    value = int(text)
-    if value > _MAX_CURSOR:
-        raise BadRequest(f"{source} is out of range: {value}", code="INVALID_CURSOR")
-    return value
+    return int(match.group(1))
 
 
 def run_stream(service: RunService, run_id: str, cursor: int) -> EventStream:
