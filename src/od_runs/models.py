@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
     model_serializer,
 )
-from pydantic.json_schema import JsonDict
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 RunState = Literal["queued", "running", "succeeded", "failed", "canceled"]

@@ -20,11 +20,6 @@ from .security import MAX_BODY_BYTES
 
 # The agent a body without agentId gets (RunCreate.agentId's default).
 DEFAULT_AGENT = "demo"
-# Agents that refuse a run without a `command` argv (agents/command.py).
-NEEDS_COMMAND = frozenset({"command"})
-# Agents whose sessionRef.threadId must be a UUID, their own thread or session ids
-# (Adapter.requested_thread in agents/codex.py, claude.py, app_server.py).
-UUID_THREADS = frozenset({"codex", "claude", "codex-app-server"})
 
 _SCHEMAS = "#/components/schemas/"
 _UUID_SESSION_REF = "SessionRef.uuid"
@@ -54,8 +49,8 @@ def _shape(agent_id: str, adapter: type[Adapter]) -> _Shape:
         default=agent_id == DEFAULT_AGENT,
         takes_model=adapter.takes_model,
         has_sessions=adapter.has_sessions,
-        uuid_threads=agent_id in UUID_THREADS,
-        needs_command=agent_id in NEEDS_COMMAND,
+        uuid_threads=adapter.uuid_threads,
+        needs_command=adapter.needs_command,
     )
 
 

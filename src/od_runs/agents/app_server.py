@@ -99,6 +99,7 @@ class CodexAppServerAdapter(SessionAdapter):
     default_post_tool_timeout_ms = POST_TOOL_TIMEOUT_MS
     takes_model = True
     has_sessions = True
+    uuid_threads = True
     install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
     reads_config = True  # credential_env() reads config.toml
 

@@ -111,6 +111,10 @@ class Adapter:
     # Whether the run options `model` and `sessionRef` mean anything to this agent.
     takes_model: ClassVar[bool] = False
     has_sessions: ClassVar[bool] = False
+    # Whether a run must give `command` (the argv), and whether sessionRef.threadId must be a
+    # UUID (requested_thread()): the OpenAPI document (openapi.py) says so per agent.
+    needs_command: ClassVar[bool] = False
+    uuid_threads: ClassVar[bool] = False
     # Set by adapters that can ask their agent to stop before any signal (ACP, app-server).
     abort: Callable[[], Awaitable[None]] | None = None
     # Set by adapters that speak a protocol over the child's stdin and stdout (ACP): RunService

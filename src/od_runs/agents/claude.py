@@ -122,6 +122,7 @@ class ClaudeAdapter(JsonLinesAdapter):
     default_idle_timeout_ms = IDLE_TIMEOUT_MS
     takes_model = True
     has_sessions = True
+    uuid_threads = True
     install_hint = (
         "install it with `npm install -g @anthropic-ai/claude-code`, or set OD_RUNS_CLAUDE_BIN"
     )

@@ -102,6 +102,7 @@ class CodexAdapter(JsonLinesAdapter):
     default_idle_timeout_ms = IDLE_TIMEOUT_MS
     takes_model = True
     has_sessions = True
+    uuid_threads = True
     install_hint = "install it with `npm install -g @openai/codex`, or set OD_RUNS_CODEX_BIN"
     agent_name = "Codex"
     reads_config = True  # credential_env() reads config.toml

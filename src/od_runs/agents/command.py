@@ -12,6 +12,7 @@ class CommandAdapter(Adapter):
 
     agent_id = "command"
     description = "run `command` (an argv list) as is, its output lines as events"
+    needs_command = True
 
     def __init__(self, request: RunCreate) -> None:
         if not request.command:
