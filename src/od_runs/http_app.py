@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .config import Settings
 from .errors import OdRunsError
+from .http_worktrees import add_worktree_routes
 from .mcp_mount import McpMount
 from .models import (
     ApiErrorBody,
@@ -232,6 +233,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Stop a session's process now; its next run resumes the thread in a new one."""
         return await service_of(request).sessions.retire(session_id)
 
+    add_worktree_routes(app, service_of)
     app.router.routes.append(mcp.route())
     app.router.routes.extend(monitor_routes())
     return app
