@@ -331,6 +331,7 @@ def test_a_conversation_keeps_its_worktree_while_a_run_is_queued(
     assert not Path(two["workspace"]["path"]).exists()
 
 
+@pytest.mark.slow  # two daemon starts: about 15 s on a loaded machine
 def test_worktrees_ls_rm_and_prune(data_dir: Path, repo: Path) -> None:
     """`od-runs worktrees ls` lists them; `rm` refuses uncommitted changes unless forced;
     `prune` removes the clean ones; a restart forgets worktrees deleted behind its back."""
