@@ -306,6 +306,10 @@ AFTER_COMMAND: dict[tuple[str, ...], tuple[str, ...]] = {
     ("sessions", "ls"): ("--url", "--token"),
     ("sessions", "get"): ("--url", "--token"),
     ("sessions", "retire"): ("--url", "--token"),
+    ("worktrees",): ("--url", "--token"),
+    ("worktrees", "ls"): ("--url", "--token"),
+    ("worktrees", "rm"): ("--url", "--token"),
+    ("worktrees", "prune"): ("--url", "--token"),
     ("mcp-config",): ("--url", "--token"),
 }
 

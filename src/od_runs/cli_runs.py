@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -56,7 +57,23 @@ def _print_status(status: RunStatus, as_json: bool) -> None:
 )
 @click.option("--project", "project_id", default=None, help="projectId of the run.")
 @click.option("--conversation", "conversation_id", default=None, help="conversationId.")
-@click.option("--cwd", default=None, help="Working directory of the agent.")
+@click.option(
+    "--cwd", default=None, help="Working directory of the agent (with --worktree: inside it)."
+)
+@click.option(
+    "--worktree",
+    "worktree_repo",
+    default=None,
+    metavar="REPO",
+    help="Run in a new git worktree of REPO on branch od-runs/<run-id> (see `worktrees`).",
+)
+@click.option("--base", default=None, metavar="REF", help="--worktree: start from REF (HEAD).")
+@click.option(
+    "--keep",
+    type=click.Choice(["always", "changed", "never"]),
+    default=None,
+    help="--worktree: keep the worktree after the run always, if changed (default), never.",
+)
 @click.option(
     "--env",
     "env_pairs",
@@ -83,6 +100,9 @@ def start(
     project_id: str | None,
     conversation_id: str | None,
     cwd: str | None,
+    worktree_repo: str | None,
+    base: str | None,
+    keep: str | None,
     env_pairs: tuple[str, ...],
     events: int | None,
     duration: float | None,
@@ -127,6 +147,12 @@ def start(
             fields[key] = given
     if demo:
         fields["demo"] = DemoOptions(**demo)
+    if worktree_repo is not None:
+        workspace: dict[str, str] = {"mode": "worktree", "repo": os.path.abspath(worktree_repo)}
+        workspace.update({k: v for k, v in (("base", base), ("keep", keep)) if v is not None})
+        fields["workspace"] = workspace
+    elif base is not None or keep is not None:
+        raise click.UsageError("--base and --keep go with --worktree REPO")
     try:
         request = RunCreate(**fields)
     except ValueError as exc:

@@ -14,6 +14,7 @@ from httpx_sse import aconnect_sse
 from .errors import OdRunsError
 from .models import (
     TERMINAL_STATES,
+    DiffPage,
     Event,
     Health,
     RunCreate,
@@ -22,6 +23,8 @@ from .models import (
     SessionDetail,
     SessionList,
     SessionStatus,
+    WorktreeEntry,
+    WorktreeList,
 )
 
 # A request that is not a long poll or a stream should answer well within this.
@@ -122,6 +125,29 @@ class DaemonClient:
         return SessionDetail.model_validate(
             await self._request("POST", f"/api/sessions/{session_id}/retire", timeout=None)
         )
+
+    async def diff(
+        self, run_id: str, path: str | None = None, offset: int = 0, max_bytes: int | None = None
+    ) -> DiffPage:
+        """GET /api/runs/{id}/diff?format=json: a page of the worktree's diff against base."""
+        params = _query(path=path, offset=offset, maxBytes=max_bytes, format="json")
+        body = await self._request("GET", f"/api/runs/{run_id}/diff", params=params)
+        return DiffPage.model_validate(body)
+
+    async def list_worktrees(self) -> builtins.list[WorktreeEntry]:
+        """GET /api/worktrees."""
+        return WorktreeList.model_validate(await self._request("GET", "/api/worktrees")).worktrees
+
+    async def remove_worktree(self, worktree_id: str, force: bool = False) -> WorktreeEntry:
+        """DELETE /api/worktrees/{id} (409 WORKTREE_DIRTY with uncommitted changes)."""
+        params = {"force": "true"} if force else {}
+        body = await self._request("DELETE", f"/api/worktrees/{worktree_id}", params=params)
+        return WorktreeEntry.model_validate(body)
+
+    async def prune_worktrees(self) -> builtins.list[WorktreeEntry]:
+        """POST /api/worktrees/prune: the worktrees it removed."""
+        body = await self._request("POST", "/api/worktrees/prune", timeout=None)
+        return WorktreeList.model_validate(body).worktrees
 
     async def cancel(self, run_id: str, grace: float | None = None) -> RunStatus:
         """POST /api/runs/{id}/cancel (returns once the process group is gone)."""

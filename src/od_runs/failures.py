@@ -22,6 +22,7 @@ request, sent again later, plausibly succeed?) and `error`, one line a person ca
 | PROVIDER_RATE_LIMITED | yes   | the provider said 429, or a usage limit is reached         |
 | PROVIDER_UNAVAILABLE  | yes   | 5xx or a dropped stream, after the agent's own retries     |
 | PROVIDER_REJECTED     | no    | any other refusal (4xx: context too long, unknown model)   |
+| WORKSPACE_FAILED      | no    | the run's git worktree could not be made (see the error)   |
 | SESSION_RESUME_FAILED | no    | the session to continue is gone; never silently a new one  |
 | LOG_WRITE_FAILED      | yes   | the run's events.jsonl could not be written                |
 | DAEMON_RESTARTED      | yes   | the daemon stopped (or crashed) while the run was active   |
@@ -47,6 +48,7 @@ RETRYABLE: dict[str, bool] = {
     "PROVIDER_RATE_LIMITED": True,
     "PROVIDER_UNAVAILABLE": True,
     "PROVIDER_REJECTED": False,
+    "WORKSPACE_FAILED": False,
     "SESSION_RESUME_FAILED": False,
     "LOG_WRITE_FAILED": True,
     "DAEMON_RESTARTED": True,

@@ -18,11 +18,12 @@ from starlette.staticfiles import StaticFiles
 from . import __version__
 from .config import Settings
 from .errors import OdRunsError
+from .http_responses import errors
+from .http_worktrees import add_worktree_routes
 from .mcp_mount import McpMount
 from .models import (
     RUN_ID_PATTERN,
     SESSION_ID_PATTERN,
-    ApiErrorBody,
     CancelResult,
     Event,
     EventPage,
@@ -40,25 +41,6 @@ from .security import BodyTooLarge, GuardMiddleware
 from .sse import CURSOR_HEADER_PATTERN, CURSOR_PATTERN, resolve_cursor, run_stream
 from .sse_response import EventStream, close_open_streams, open_stream_count
 from .status_events import status_frames
-
-# Every error answer is an ApiErrorBody; each route lists the statuses it can answer with.
-_WHY: dict[int, str] = {
-    400: "Malformed request: not JSON, a bad cursor, a value the agent cannot use",
-    403: "Host or Origin not allowed (DNS-rebinding guard)",
-    404: "No such run or session",
-    409: "Conflicts with what is stored",
-    413: "Request body too large",
-    422: "A field or parameter fails validation",
-}
-
-
-def errors(*statuses: int, why: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
-    """The `responses` of a route: 403 and these statuses, each an ApiErrorBody."""
-    why = why or {}
-    return {
-        status: {"model": ApiErrorBody, "description": why.get(status, _WHY[status])}
-        for status in (403, *statuses)
-    }
 
 
 def _error(
@@ -329,6 +311,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Stop a session's process now; its next run resumes the thread in a new one."""
         return await service_of(request).sessions.retire(session_id)
 
+    add_worktree_routes(app, service_of)
     app.router.routes.append(mcp.route())
     app.router.routes.extend(monitor_routes())
     return app

@@ -26,6 +26,7 @@ from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values
 from .status_events import StatusHub
 from .storage import EventStore, RunStore
 from .store import RunRow
+from .workspaces import Workspaces
 
 log = logging.getLogger("od_runs.lifecycle")
 
@@ -63,17 +64,25 @@ class Lifecycle:
         self._daemon_secrets = daemon_secrets()
         # Status changes of every run, for GET /api/events (the web monitor's list).
         self.status_hub = StatusHub()
+        # Worktree runs (workspaces.py); RunService gives the data dir's, none by default.
+        self.workspaces = Workspaces(None)
 
     # Creating -----------------------------------------------------------------------------
 
     async def create(self, request: RunCreate, *, adapter: Adapter | None = None) -> Run:
         """Create a queued run (or return the one an idempotent retry refers to)."""
+        run_id = f"run-{secrets.token_hex(8)}"
+        plan = None
+        digest = request_hash(request)  # of the request as sent, for idempotent retries
+        if request.workspace is not None:
+            # 422s for a bad repo or base; the agent's cwd becomes a path in the worktree.
+            plan = await self.workspaces.plan(request, run_id)
+            request = request.model_copy(update={"cwd": plan.cwd(request.cwd)})
         adapter = adapter or make_adapter(request)
         await adapter.load_credentials()  # credentials.py: provider variables, their values
-        if request.cwd is not None and not await anyio.Path(request.cwd).is_dir():
+        if plan is None and request.cwd is not None and not await anyio.Path(request.cwd).is_dir():
             raise BadRequest(f"cwd is not a directory: {request.cwd}")
         async with self._create_lock:
-            digest = request_hash(request)
             if request.clientRequestId:
                 existing = await self.store.by_request_id(request.clientRequestId)
                 if existing is not None:
@@ -86,8 +95,10 @@ class Lifecycle:
                     if known is not None:
                         return known
                     raise ExistingRun(existing.body)
-            run = self._new_run(request, digest, adapter.secret_values())
+            run = self._new_run(request, digest, adapter.secret_values(), run_id)
             run.adapter = adapter
+            if plan is not None:
+                run.workspace, run.workspace_info = plan, plan.info()
             await self.store.insert(self.row(run))
             self.runs[run.id] = run
             # Under the lock: a conversation's runs take their places in creation order.
@@ -95,8 +106,7 @@ class Lifecycle:
         self.status_changed(run)
         return run
 
-    def _new_run(self, request: RunCreate, digest: str, credentials: list[str]) -> Run:
-        run_id = f"run-{secrets.token_hex(8)}"
+    def _new_run(self, request: RunCreate, digest: str, credentials: list[str], run_id: str) -> Run:
         secrets_ = [
             *self._daemon_secrets,
             *credentials,

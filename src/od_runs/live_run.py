@@ -12,9 +12,10 @@ from .agents import Adapter
 from .conversations import Ticket
 from .eventlog import LogLine
 from .fanout import Fanout, Subscriber
-from .models import TERMINAL_STATES, RunCreate, RunError, RunState, RunStatus
+from .models import TERMINAL_STATES, RunCreate, RunError, RunState, RunStatus, WorkspaceInfo
 from .redact import Scrubber, summarize_bundle
 from .storage import RunLog
+from .workspaces import Plan
 
 # Recent events a run keeps in memory; older ones are read back from the log (invariant 7).
 TAIL_SIZE = 256
@@ -70,6 +71,10 @@ class Run:
     finished_mono: float = 0.0
     # Set while a child process of the run's own exists (not for session turns).
     has_child: bool = False
+    # A worktree run: its plan (workspaces.py) and what the status body shows of it.
+    workspace: Plan | None = None
+    workspace_info: WorkspaceInfo | None = None
+    workspace_prepared: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -102,6 +107,7 @@ class Run:
             toolBundle=summarize_bundle(req.toolBundle),
             sessionRef=self.adapter.session_ref() if self.adapter is not None else None,
             usage=self.adapter.usage() if self.adapter is not None else None,
+            workspace=self.workspace_info,
         )
 
 

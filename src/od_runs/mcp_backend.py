@@ -13,7 +13,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from .mcp_watch import OnChange
-from .models import Event, RunCreate, RunStatus, SessionDetail, SessionStatus
+from .models import DiffPage, Event, RunCreate, RunStatus, SessionDetail, SessionStatus
 
 
 class RunsBackend(Protocol):
@@ -42,6 +42,9 @@ class RunsBackend(Protocol):
         self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
     ) -> builtins.list[SessionStatus]: ...
     async def get_session(self, session_id: str) -> SessionDetail: ...
+    async def diff(
+        self, run_id: str, path: str | None = None, offset: int = 0, max_bytes: int | None = None
+    ) -> DiffPage: ...
 
 
 # The backend is looked up on every call rather than held: the daemon builds the server

@@ -23,10 +23,12 @@ from .models import (
     TERMINAL_STATES,
     ApprovalPolicy,
     DemoOptions,
+    DiffPage,
     RunCreate,
     RunStatus,
     SessionDetail,
     SessionList,
+    WorkspaceSpec,
 )
 
 # The registered agents, as an enum the calling model can see in the tool's schema. The
@@ -40,6 +42,10 @@ else:
 
 # wait_run never holds a tool call longer than this: clients time out around 60 s.
 MAX_WAIT_SECONDS = 50.0
+
+# get_run_diff pages: small enough for a model's context, at most the REST bound.
+DIFF_PAGE = 32_000
+MAX_DIFF_PAGE = 200_000
 
 RunIdArg = Annotated[str, Field(description="The run id, as returned by start_run.")]
 
@@ -165,6 +171,14 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
                 "before returning, reporting progress meanwhile. 0: return at once.",
             ),
         ] = 0,
+        workspace: Annotated[
+            WorkspaceSpec | None,
+            Field(
+                description="Run in a git worktree of repo on its own branch, so parallel "
+                "runs do not see each other's edits; cwd is then relative to the worktree. "
+                "Read what it changed with get_run_diff."
+            ),
+        ] = None,
     ) -> RunView:
         """Start a coding-agent run in the background and return its id at once.
 
@@ -188,6 +202,7 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             ("timeoutMs", timeoutMs),
             ("postToolIdleTimeoutMs", postToolIdleTimeoutMs),
             ("approvalPolicy", approvalPolicy),
+            ("workspace", workspace),
         ):
             if value is not None:
                 fields[key] = value
@@ -307,6 +322,20 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         except OdRunsError as exc:
             raise _tool_error(exc) from None
         return EventsPage(items=items, nextCursor=items[-1].id if items else after, hasMore=more)
+
+    @tool(title="Get a run's diff", annotations=read_only)
+    async def get_run_diff(
+        runId: RunIdArg,
+        path: Annotated[str | None, Field(description="Only this file (repo-relative).")] = None,
+        offset: Annotated[int, Field(ge=0, description="Byte offset: a page's nextOffset.")] = 0,
+        maxBytes: Annotated[int, Field(ge=1, le=MAX_DIFF_PAGE)] = DIFF_PAGE,
+    ) -> DiffPage:
+        """The unified diff of a worktree run against its base, uncommitted and untracked
+        files included, in pages: read on from nextOffset while hasMore."""
+        try:
+            return await get_backend().diff(runId, path, offset, maxBytes)
+        except OdRunsError as exc:
+            raise _tool_error(exc) from None
 
     @tool(title="List sessions", annotations=read_only)
     async def list_sessions(

@@ -139,6 +139,85 @@ class SessionRef(_Model):
     threadId: str | None = Field(default=None, pattern=ID_PATTERN)
 
 
+WorkspaceKeep = Literal["always", "changed", "never"]
+
+
+class WorkspaceSpec(_Model):
+    """Run the agent in a git worktree of `repo` on its own branch (see workspaces.py)."""
+
+    mode: Literal["worktree"] = "worktree"
+    repo: str = Field(min_length=1, max_length=4096, description="A git checkout (not bare)")
+    base: str = Field(
+        default="HEAD",
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^-\s\x00][^\s\x00]*$",
+        description="Commit-ish the worktree's branch starts from",
+    )
+    keep: WorkspaceKeep = Field(
+        default="changed",
+        description="When the conversation's last run ends: always keep the worktree, keep "
+        "it if it has changes (default), or never (removed unless it has uncommitted changes)",
+    )
+
+
+class FileChange(_Model):
+    """One file changed against the base; insertions/deletions are null for binary files."""
+
+    path: str
+    insertions: int | None = None
+    deletions: int | None = None
+
+
+class WorkspaceInfo(_Model):
+    """A run's worktree and, once the run has ended, what changed in it."""
+
+    id: str
+    path: str
+    repo: str
+    branch: str
+    baseCommit: str
+    headCommit: str | None = None
+    dirty: bool | None = Field(default=None, description="Uncommitted changes (incl. untracked)")
+    files: list[FileChange] = Field(default_factory=list)
+    truncated: int = Field(default=0, description="Changed files left out of files")
+    keep: WorkspaceKeep = "changed"
+    removed: bool = False
+
+
+class WorktreeEntry(_Model):
+    """One worktree od-runs made: GET /api/worktrees."""
+
+    id: str
+    path: str
+    repo: str
+    branch: str
+    baseCommit: str
+    headCommit: str | None = None
+    keep: WorkspaceKeep = "changed"
+    conversationId: str | None = None
+    runIds: list[str] = Field(default_factory=list)
+    createdAt: str = ""
+    exists: bool = True
+    dirty: bool | None = None
+    inUse: bool = False
+
+
+class WorktreeList(_Model):
+    """Body of GET /api/worktrees and POST /api/worktrees/prune (the removed ones)."""
+
+    worktrees: list[WorktreeEntry]
+
+
+class DiffPage(_Model):
+    """A page of a run's diff against its base (GET /api/runs/{id}/diff?format=json)."""
+
+    diff: str
+    offset: int
+    nextOffset: int
+    hasMore: bool
+
+
 class RunCreate(_Model):
     """Body of POST /api/runs and the MCP start_run tool."""
 
@@ -210,6 +289,10 @@ class RunCreate(_Model):
         description="How the agent's approval requests are answered: allow, deny, or "
         "default (allow what stays inside cwd, deny the rest)",
     )
+    workspace: WorkspaceSpec | None = Field(
+        default=None,
+        description="Run in a git worktree of its own; cwd is then relative to the worktree",
+    )
 
     @field_validator("idleTimeoutMs", "timeoutMs", "postToolIdleTimeoutMs", mode="before")
     @classmethod
@@ -267,6 +350,7 @@ class RunStatus(_Model):
     toolBundle: ToolBundleSummary | None = None
     sessionRef: SessionRef | None = None
     usage: TokenUsage | None = None
+    workspace: WorkspaceInfo | None = None
 
 
 class SessionEvent(_Model):

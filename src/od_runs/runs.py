@@ -22,17 +22,28 @@ from . import recovery
 from .agents import Adapter
 from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
 from .conversations import Conversations
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 from .eventlog import LogLine, now_iso
 from .lifecycle import FINISHED_TTL, ExistingRun, Lifecycle
 from .live_run import DEFAULT_GRACE, Attachment, Run
-from .models import Event, RunCreate, RunError, RunState, RunStatus, SessionDetail, SessionStatus
+from .models import (
+    DiffPage,
+    Event,
+    RunCreate,
+    RunError,
+    RunState,
+    RunStatus,
+    SessionDetail,
+    SessionStatus,
+    WorktreeEntry,
+)
 from .reads import RunReads
 from .sessions import SessionManager
 from .status_events import StatusHub
 from .storage import EventStore, FileEventStore, MemoryEventStore, RunLog, RunStore
 from .store import DB_NAME, SqliteRunStore
 from .supervision import RUN_ID_ENV, Supervisor
+from .workspaces import MAX_DIFF_BYTES, Workspaces
 
 
 class RunService:
@@ -47,6 +58,7 @@ class RunService:
         grace: float = DEFAULT_GRACE,
         finished_ttl: float = FINISHED_TTL,
         max_conversations: int = CONVERSATION_LIMIT,
+        workspaces: Workspaces | None = None,
     ) -> None:
         self.store = store
         self.grace = grace
@@ -56,6 +68,8 @@ class RunService:
         )
         # Live agent sessions (codex-app-server): one process per conversation, runs are turns.
         self.sessions = SessionManager(store, task_group, grace)
+        if workspaces is not None:
+            self.lifecycle.workspaces = workspaces
         self.supervisor = Supervisor(self.lifecycle, self.sessions)
         self.reads = RunReads(self.lifecycle)
 
@@ -184,6 +198,39 @@ class RunService:
         """The end event of a finished run."""
         return self.reads.final_line(attachment)
 
+    # Worktrees (workspaces.py) -----------------------------------------------------------
+
+    async def diff(
+        self, run_id: str, path: str | None = None, offset: int = 0, max_bytes: int | None = None
+    ) -> DiffPage:
+        """A page of the run's worktree diff against its base; NotFound without a workspace."""
+        info = (await self.get(run_id)).workspace
+        if info is None:
+            raise NotFound(f"run {run_id} has no workspace", code="NO_WORKSPACE")
+        size = MAX_DIFF_BYTES if max_bytes is None else min(max_bytes, MAX_DIFF_BYTES)
+        text, next_offset, more = await self.lifecycle.workspaces.diff(info, path, offset, size)
+        return DiffPage(diff=text, offset=offset, nextOffset=next_offset, hasMore=more)
+
+    def _active_workspaces(self) -> set[str]:
+        return {
+            r.workspace.id
+            for r in self.lifecycle.runs.values()
+            if r.workspace is not None and not r.terminal
+        }
+
+    async def list_worktrees(self) -> builtins.list[WorktreeEntry]:
+        """Every worktree od-runs made, oldest first."""
+        return await self.lifecycle.workspaces.entries(self._active_workspaces())
+
+    async def remove_worktree(self, worktree_id: str, force: bool = False) -> WorktreeEntry:
+        """Remove one worktree; uncommitted changes need force, an active run forbids it."""
+        active = self._active_workspaces()
+        return await self.lifecycle.workspaces.remove(worktree_id, force=force, active=active)
+
+    async def prune_worktrees(self) -> builtins.list[WorktreeEntry]:
+        """Remove idle worktrees without changes and git's stale worktree entries."""
+        return await self.lifecycle.workspaces.prune(self._active_workspaces())
+
     async def list_sessions(
         self, conversation_id: str | None = None, status: str | None = None, limit: int = 200
     ) -> builtins.list[SessionStatus]:
@@ -224,8 +271,10 @@ async def open_service(
         store = await SqliteRunStore.open(Path(":memory:"))
         events = MemoryEventStore()
     try:
+        workspaces = Workspaces(data_dir)
         if data_dir is not None:
             await recovery.recover(store, RUN_ID_ENV)
+            await workspaces.reconcile()  # stale `git worktree` entries a crash left
         async with anyio.create_task_group() as tg:
             service = RunService(
                 store,
@@ -234,6 +283,7 @@ async def open_service(
                 grace=grace,
                 finished_ttl=finished_ttl,
                 max_conversations=max_conversations,
+                workspaces=workspaces,
             )
             tg.start_soon(store.run_writer)
             tg.start_soon(service.lifecycle.janitor)

@@ -23,6 +23,7 @@ from .lifecycle import Lifecycle
 from .live_run import Run
 from .models import RunError, RunStatus
 from .sessions import SessionManager, TurnCanceled
+from .workspaces import WorkspaceError
 
 log = logging.getLogger("od_runs.supervision")
 
@@ -56,6 +57,7 @@ class Supervisor:
             return
         try:
             assert run.ticket is not None
+            await self.prepare_workspace(run)
             session = await lifecycle.conversations.session_to_resume(run.ticket, self._history)
             if session is not None:
                 adapter.resume(session)
@@ -65,8 +67,10 @@ class Supervisor:
                 await self._execute_child(run, adapter)
         except AgentFailure as exc:
             lifecycle.emit_error(run, exc.error)
+            await self.conclude_workspace(run)
             lifecycle.finish(run, "failed", error=exc.error)
         except FileNotFoundError as exc:
+            await self.conclude_workspace(run)
             hint = f"; {adapter.install_hint}" if adapter.install_hint else ""
             lifecycle.finish(
                 run,
@@ -77,14 +81,17 @@ class Supervisor:
                 ),
             )
         except PermissionError as exc:
+            await self.conclude_workspace(run)
             error = RunError(code="AGENT_SPAWN_FAILED", message=f"Cannot start the agent: {exc}")
             lifecycle.finish(run, "failed", error=error)
         except OSError as exc:
             log.exception("run %s: I/O failure", run.id)
+            await self.conclude_workspace(run)
             code = "LOG_WRITE_FAILED" if run.has_child else "AGENT_SPAWN_FAILED"
             lifecycle.finish(run, "failed", error=RunError(code=code, message=f"{exc}"))
         except Exception as exc:
             log.exception("run %s: internal error", run.id)
+            await self.conclude_workspace(run)
             error = RunError(code="INTERNAL_ERROR", message=type(exc).__name__)
             lifecycle.finish(run, "failed", error=error)
         finally:
@@ -181,6 +188,7 @@ class Supervisor:
                     readers.cancel_scope.cancel()
                 if not run.cancel_event.is_set():
                     tg.cancel_scope.cancel()
+        await self.conclude_workspace(run)
         self.conclude(run, adapter, child.returncode)
 
     # A turn on the conversation's session -------------------------------------------------
@@ -205,6 +213,7 @@ class Supervisor:
             lifecycle.status_changed(run)
             await lifecycle.store.flush()
             if run.cancel_requested:
+                await self.conclude_workspace(run)
                 lifecycle.finish(run, "canceled")
                 return
             watchdog = Watchdog.for_turn(
@@ -233,7 +242,48 @@ class Supervisor:
         interrupted = isinstance(state, TurnEnded) and state.status == "interrupted"
         if interrupted and run.stop_error is None:
             run.cancel_requested = True  # interrupted by anyone is canceled, not failed
+        await self.conclude_workspace(run)
         self.conclude(run, adapter, None)
+
+    # The worktree (workspaces.py) ----------------------------------------------------------
+
+    async def prepare_workspace(self, run: Run) -> None:
+        """Before the agent: make the run's worktree exist (its cwd is inside it)."""
+        plan = run.workspace
+        if plan is None:
+            return
+        try:
+            await self.lifecycle.workspaces.prepare(plan, run.id)
+        except WorkspaceError as exc:
+            raise AgentFailure(
+                failure("WORKSPACE_FAILED", f"The run's worktree could not be made: {exc}.")
+            ) from exc
+        run.workspace_prepared = True
+        if not await anyio.Path(run.request.cwd or plan.path).is_dir():
+            message = f"cwd is not a directory in the worktree: {run.request.cwd}."
+            raise AgentFailure(failure("WORKSPACE_FAILED", message))
+
+    async def conclude_workspace(self, run: Run) -> None:
+        """After the agent, before `end`: log what changed, then apply the keep policy."""
+        plan = run.workspace
+        if plan is None or not run.workspace_prepared or run.terminal:
+            return
+        run.workspace_prepared = False  # once per run, whichever way it ends
+        workspaces = self.lifecycle.workspaces
+        in_use = any(
+            other is not run and not other.terminal and other.workspace is not None
+            and other.workspace.id == plan.id
+            for other in self.lifecycle.runs.values()
+        )  # fmt: skip
+        with anyio.CancelScope(shield=True):  # a shutdown still says what the run changed
+            try:
+                info = await workspaces.summarize(plan)
+                info = await workspaces.conclude(plan, info, in_use)
+            except WorkspaceError as exc:
+                log.warning("run %s: cannot read its worktree: %s", run.id, exc)
+                return
+        run.workspace_info = info
+        self.lifecycle.emit(run, "changes", info.model_dump(mode="json"))
 
     # The end ------------------------------------------------------------------------------
 
