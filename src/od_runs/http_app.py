@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .config import Settings
 from .errors import OdRunsError
+from .idle import CountRequests, Requests, idle_exit
 from .mcp_mount import McpMount
 from .models import (
     ApiErrorBody,
@@ -68,6 +69,7 @@ StatusFilter = Annotated[
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app of a daemon with these settings."""
     mcp = McpMount()
+    requests = Requests()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_conversations=settings.max_conversations,
             ) as service,
             mcp.serving(service),
+            idle_exit(settings.idle_exit, requests, service.active_count, app.state),
         ):
             app.state.service = service
             yield
@@ -96,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
         allowed_origins=settings.allowed_origins,
         public=is_public,
     )
+    if settings.idle_exit:
+        app.add_middleware(CountRequests, requests=requests)
 
     @app.exception_handler(OdRunsError)
     async def _od_error(request: Request, exc: OdRunsError) -> JSONResponse:
@@ -244,6 +249,16 @@ class Server(uvicorn.Server):
     cancelled); a stream that follows a run to its end would hold shutdown up till then.
     """
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        if isinstance(config.app, FastAPI):
+            config.app.state.stop_server = self.stop
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         close_open_streams()
         super().handle_exit(sig, frame)
+
+    def stop(self) -> None:
+        """Shut down as on SIGTERM, but exit 0: nothing killed us (the idle exit)."""
+        close_open_streams()
+        self.should_exit = True
