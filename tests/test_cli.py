@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import psutil
 import pytest
 
 from od_runs.cli import main as cli_main
@@ -370,66 +369,15 @@ def test_url_and_token_work_before_and_after_the_command(token_daemon: Daemon) -
     assert flag_beats_env.returncode == 0, flag_beats_env.stderr
 
 
-def test_mcp_and_mcp_config_take_the_url_and_token_after_the_command() -> None:
-    """`od-runs mcp --url U` talks to U, and `mcp-config --url U --token T` pins both."""
+def test_mcp_config_takes_the_url_and_token_after_the_command() -> None:
+    """`mcp-config --url U --token T` pins both (`od-runs mcp --url U`: test_mcp_lazy.py)."""
     elsewhere = f"http://127.0.0.1:{free_port()}"
     wanted = f"http://127.0.0.1:{free_port()}"
     pinned = ["--url", wanted, "--token", TOKEN]
-    mcp_result, config_result = od_many(
-        elsewhere,
-        [
-            ["mcp", "--no-spawn", "--url", wanted],
-            ["--url", elsewhere, "mcp-config", "codex", "--json", *pinned],
-        ],
-    )
-    assert_clean_failure(mcp_result, "cannot reach the od-runs daemon", wanted)
+    config_result = od(elsewhere, "--url", elsewhere, "mcp-config", "codex", "--json", *pinned)
     assert config_result.returncode == 0, config_result.stderr
     entry_env = json.loads(config_result.stdout)["entry"]["env"]
     assert entry_env == {"OD_RUNS_URL": wanted, "OD_RUNS_TOKEN": TOKEN}
-
-
-def test_mcp_guards_the_daemon_it_starts_with_its_token(tmp_path: Path) -> None:
-    """`od-runs mcp --url U --token T` with no daemon at U starts one that asks for T, and the
-    token stays out of the daemon's argv."""
-    data_dir = tmp_path / "spawned"
-    url = f"http://127.0.0.1:{free_port()}"
-    try:
-        # stdin is a pipe closed at once: `mcp` exits as soon as its daemon answers.
-        argv = ["mcp", "--url", url, "--token", TOKEN, "--data-dir", str(data_dir)]
-        result = subprocess.run(
-            [sys.executable, "-m", "od_runs", *argv],
-            env=cli_env(None),
-            input="",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-        daemons = serve_processes(data_dir)
-        assert len(daemons) == 1
-        assert not any(TOKEN in arg for arg in daemons[0].cmdline())
-        with http_client(url) as anonymous:
-            assert anonymous.get("/api/runs").status_code == 401
-        with http_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as bearer:
-            assert bearer.get("/api/runs").status_code == 200
-    finally:
-        for proc in serve_processes(data_dir):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except psutil.TimeoutExpired:
-                proc.kill()
-
-
-def serve_processes(data_dir: Path) -> list[psutil.Process]:
-    """The `od-runs serve` processes whose --data-dir is data_dir."""
-    wanted = str(data_dir.resolve())
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        argv = proc.info["cmdline"] or []
-        if "serve" in argv and wanted in argv:
-            found.append(proc)
-    return found
 
 
 def test_help_of_each_command_names_the_options_it_takes_after_its_name() -> None:

@@ -97,13 +97,15 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
     ctx.obj.update(url=url, token=token)
 
 
-def data_dir_option(help_text: str) -> Decorator:
+def data_dir_option(
+    help_text: str, default: str | None = DEFAULT_DATA_DIR, shown: str | bool = True
+) -> Decorator:
     """The --data-dir option (env OD_RUNS_DATA_DIR) with a help text for its command."""
     return click.option(
         "--data-dir",
         envvar="OD_RUNS_DATA_DIR",
-        default=DEFAULT_DATA_DIR,
-        show_default=True,
+        default=default,
+        show_default=shown,
         type=click.Path(file_okay=False, path_type=Path),
         help=help_text,
     )

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-import anyio
 import click
-import httpx
 
 from . import __version__
 from .cli_group import again_after, data_dir_option, main, run_async
-from .client import DaemonClient, DaemonUnavailable
-from .config import CONVERSATION_LIMIT, DEFAULT_HOST, DEFAULT_PORT, Settings
-
-# How long `od-runs mcp` waits for a daemon it started to answer /api/health.
-DAEMON_START_TIMEOUT = 20.0
+from .client import DaemonClient
+from .config import (
+    CONVERSATION_LIMIT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MCP_DAEMON_IDLE_EXIT,
+    Settings,
+    user_data_dir,
+)
 
 
 @main.command()
@@ -69,6 +69,15 @@ DAEMON_START_TIMEOUT = 20.0
     help="Pass the daemon's variable NAME to every agent, its value scrubbed from all output "
     "(repeatable; also OD_RUNS_PASS_ENV=A,B).",
 )
+@click.option(
+    "--idle-exit",
+    "idle_exit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after SECONDS with no active run and no request (env "
+    "OD_RUNS_SERVE_IDLE_EXIT; default: never; `od-runs mcp` sets it for a daemon it starts).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -79,6 +88,7 @@ def serve(
     max_conversations: int,
     allowed_hosts: tuple[str, ...],
     pass_env: tuple[str, ...],
+    idle_exit: float | None,
 ) -> None:
     """Run the daemon (REST, SSE, MCP at /mcp) in the foreground."""
     import uvicorn
@@ -96,6 +106,7 @@ def serve(
         grace=grace,
         max_conversations=max_conversations,
         allowed_hosts=list(allowed_hosts),
+        idle_exit=idle_exit,
     )
     try:
         settings.check()
@@ -120,7 +131,11 @@ def serve(
 
 
 @main.command()
-@data_dir_option("Data dir of the daemon this command starts if none answers.")
+@data_dir_option(
+    "Data dir of the daemon this command starts if none answers.",
+    default=None,
+    shown="$XDG_DATA_HOME/od-runs, else ~/.local/share/od-runs",
+)
 @click.option(
     "--no-spawn", is_flag=True, help="Fail instead of starting a daemon when none answers."
 )
@@ -133,66 +148,44 @@ def serve(
     help="Exit after SECONDS with no MCP message, request in flight or subscribed run "
     "(env OD_RUNS_MCP_IDLE_EXIT; default: never). Closing stdin always exits.",
 )
+@click.option(
+    "--daemon-idle-exit",
+    "daemon_idle_exit",
+    type=click.FloatRange(min=0),
+    default=MCP_DAEMON_IDLE_EXIT,
+    show_default=True,
+    metavar="SECONDS",
+    help="`serve --idle-exit` of a daemon this command starts (env "
+    "OD_RUNS_MCP_DAEMON_IDLE_EXIT; 0: it never stops by itself).",
+)
 @again_after("url", "token")
 @click.pass_context
-def mcp(ctx: click.Context, data_dir: Path, no_spawn: bool, idle_exit: float | None) -> None:
-    """Serve MCP over stdio, backed by the daemon at --url (started if needed).
+def mcp(
+    ctx: click.Context,
+    data_dir: Path | None,
+    no_spawn: bool,
+    idle_exit: float | None,
+    daemon_idle_exit: float,
+) -> None:
+    """Serve MCP over stdio, backed by the daemon at --url (started on first use).
 
-    Stdout carries nothing but MCP messages; logs go to stderr.
+    Listing tools, resources and prompts starts nothing; the first tool call or resource
+    read reaches the daemon, starting one if none answers. Stdout carries nothing but MCP
+    messages; logs go to stderr.
     """
+    from .mcp_daemon import LazyDaemon, SpawnPlan
     from .mcp_server import run_stdio
 
     url, token = ctx.obj["url"], ctx.obj["token"]
+    plan = SpawnPlan(
+        url=url,
+        data_dir=data_dir if data_dir is not None else user_data_dir(),
+        token=token,
+        idle_exit=daemon_idle_exit or None,
+    )
 
     async def go() -> None:
         async with DaemonClient(url, token) as client:
-            await _ensure_daemon(client, url, data_dir, token, spawn=not no_spawn)
-            await run_stdio(client, idle_exit)
+            await run_stdio(LazyDaemon(client, None if no_spawn else plan), idle_exit)
 
     run_async(go)
-
-
-async def _ensure_daemon(
-    client: DaemonClient, url: str, data_dir: Path, token: str | None, *, spawn: bool
-) -> None:
-    """Make sure a daemon answers at url, starting one in the background if allowed."""
-    try:
-        await client.health()
-        return
-    except DaemonUnavailable:
-        if not spawn:
-            raise
-    log_path = await anyio.to_thread.run_sync(_spawn_daemon, url, data_dir, token)
-    with anyio.move_on_after(DAEMON_START_TIMEOUT):
-        while True:
-            try:
-                await client.health()
-                return
-            except DaemonUnavailable:
-                await anyio.sleep(0.1)
-    raise DaemonUnavailable(
-        f"started a daemon for {url} but it did not answer within {DAEMON_START_TIMEOUT:.0f}s; "
-        f"see {log_path}"
-    )
-
-
-def _spawn_daemon(url: str, data_dir: Path, token: str | None) -> Path:
-    """Start `od-runs serve` for url in its own session; its output goes to daemon.log."""
-    parsed = httpx.URL(url)
-    host, port = parsed.host or DEFAULT_HOST, parsed.port or DEFAULT_PORT
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = data_dir / "daemon.log"
-    argv = [sys.executable, "-m", "od_runs", "serve", "--host", host, "--port", str(port)]
-    # The token the client will send guards the daemon too; by env, so `ps` never shows it.
-    env = {**os.environ, "OD_RUNS_TOKEN": token} if token else None
-    with open(log_path, "ab") as log_file:
-        subprocess.Popen(
-            [*argv, "--data-dir", str(data_dir)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    return log_path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -11,6 +12,8 @@ from pydantic import BaseModel, Field
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7780
 DEFAULT_DATA_DIR = "./runs_log"
+# How long a daemon that `od-runs mcp` starts may sit idle (no active run, no request).
+MCP_DAEMON_IDLE_EXIT = 15 * 60.0
 # Conversations whose runs may execute at once (conversations.DEFAULT_LIMIT).
 CONVERSATION_LIMIT = 8
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -19,6 +22,17 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 def env(name: str, default: str | None = None) -> str | None:
     """An OD_RUNS_* variable, or default."""
     return os.environ.get(f"OD_RUNS_{name}", default)
+
+
+def user_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user data dir: $XDG_DATA_HOME/od-runs, else ~/.local/share/od-runs."""
+    environ = os.environ if environ is None else environ
+    xdg = environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says to ignore a relative value: it would depend on the current directory.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "od-runs"
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "share" / "od-runs"
 
 
 def is_loopback(host: str) -> bool:
@@ -43,6 +57,8 @@ class Settings(BaseModel):
     max_conversations: int = Field(default=CONVERSATION_LIMIT, ge=1, le=10_000)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
+    # Seconds with no active run and no request after which the daemon stops (None: never).
+    idle_exit: float | None = Field(default=None, gt=0)
 
     def check(self) -> None:
         """Refuse settings that would expose the daemon: a non-loopback bind needs a token."""

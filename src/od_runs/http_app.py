@@ -20,6 +20,7 @@ from .config import Settings
 from .errors import OdRunsError
 from .http_responses import errors
 from .http_worktrees import add_worktree_routes
+from .idle import CountRequests, Requests, idle_exit
 from .mcp_mount import McpMount
 from .models import (
     RUN_ID_PATTERN,
@@ -90,6 +91,7 @@ SessionId = Annotated[str, Path(json_schema_extra={"pattern": SESSION_ID_PATTERN
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app of a daemon with these settings."""
     mcp = McpMount()
+    requests = Requests()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_conversations=settings.max_conversations,
             ) as service,
             mcp.serving(service),
+            idle_exit(settings.idle_exit, requests, service.active_count, app.state),
         ):
             app.state.service = service
             yield
@@ -125,6 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
         allowed_origins=settings.allowed_origins,
         public=is_public,
     )
+    if settings.idle_exit:
+        app.add_middleware(CountRequests, requests=requests)
 
     @app.exception_handler(OdRunsError)
     async def _od_error(request: Request, exc: OdRunsError) -> JSONResponse:
@@ -324,6 +329,16 @@ class Server(uvicorn.Server):
     cancelled); a stream that follows a run to its end would hold shutdown up till then.
     """
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        if isinstance(config.app, FastAPI):
+            config.app.state.stop_server = self.stop
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         close_open_streams()
         super().handle_exit(sig, frame)
+
+    def stop(self) -> None:
+        """Shut down as on SIGTERM, but exit 0: nothing killed us (the idle exit)."""
+        close_open_streams()
+        self.should_exit = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,16 @@ class FdLines:
             mode = os.fstat(fd).st_mode
         except OSError:
             return False
-        return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            return False
+        # Some character devices cannot be watched (epoll refuses /dev/null with EPERM): ask
+        # the same kind of selector the event loop uses rather than guess from the mode.
+        with selectors.DefaultSelector() as selector:
+            try:
+                selector.register(fd, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                return False
+        return True
 
     def __aiter__(self) -> FdLines:
         return self
