@@ -1,4 +1,5 @@
-"""The od-runs command line: serve, mcp, start, ls, get, cancel, tail, sessions, mcp-config.
+"""The od-runs command line: serve, mcp, start, ls, get, cancel, tail, rm, prune, sessions,
+mcp-config.
 
 The group lives in cli_group; each cli_* module registers its commands on it when imported,
 so importing them here is what makes `od-runs` (the console script `od_runs.cli:main`) whole.
@@ -6,7 +7,13 @@ so importing them here is what makes `od-runs` (the console script `od_runs.cli:
 
 from __future__ import annotations
 
-from . import cli_mcpconfig, cli_runs, cli_serve, cli_sessions  # noqa: F401 (registers commands)
+from . import (  # noqa: F401 (registers commands)
+    cli_mcpconfig,
+    cli_prune,
+    cli_runs,
+    cli_serve,
+    cli_sessions,
+)
 from .cli_group import main
 
 __all__ = ["main"]

@@ -43,6 +43,9 @@ class Settings(BaseModel):
     max_conversations: int = Field(default=CONVERSATION_LIMIT, ge=1, le=10_000)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
+    # retention.py: seconds a finished run is kept (None: forever), and the free-space floor.
+    retain: float | None = Field(default=None, gt=0)
+    min_free: int = Field(default=1 << 30, ge=0)
 
     def check(self) -> None:
         """Refuse settings that would expose the daemon: a non-loopback bind needs a token."""

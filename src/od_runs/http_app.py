@@ -30,6 +30,7 @@ from .models import (
     SessionList,
 )
 from .monitor import is_public, monitor_routes
+from .retention_routes import add_retention_routes
 from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
 from .sse import resolve_cursor, run_stream
@@ -76,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.data_dir,
                 grace=settings.grace,
                 max_conversations=settings.max_conversations,
+                min_free=settings.min_free,
+                retain=settings.retain,
             ) as service,
             mcp.serving(service),
         ):
@@ -125,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
             version=__version__,
             activeRuns=service_of(request).active_count(),
             openStreams=open_stream_count(),
+            dataDir=await service_of(request).retention.usage(),
         )
 
     # Left out of /openapi.json: it never ends, and schema-driven fuzzers wait for a body end.
@@ -232,6 +236,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Stop a session's process now; its next run resumes the thread in a new one."""
         return await service_of(request).sessions.retire(session_id)
 
+    add_retention_routes(app, service_of)
     app.router.routes.append(mcp.route())
     app.router.routes.extend(monitor_routes())
     return app

@@ -28,6 +28,7 @@ from .lifecycle import FINISHED_TTL, ExistingRun, Lifecycle
 from .live_run import DEFAULT_GRACE, Attachment, Run
 from .models import Event, RunCreate, RunError, RunState, RunStatus, SessionDetail, SessionStatus
 from .reads import RunReads
+from .retention import Retention
 from .sessions import SessionManager
 from .status_events import StatusHub
 from .storage import EventStore, FileEventStore, MemoryEventStore, RunLog, RunStore
@@ -47,6 +48,9 @@ class RunService:
         grace: float = DEFAULT_GRACE,
         finished_ttl: float = FINISHED_TTL,
         max_conversations: int = CONVERSATION_LIMIT,
+        data_dir: Path | None = None,
+        min_free: int = 0,
+        retain: float | None = None,
     ) -> None:
         self.store = store
         self.grace = grace
@@ -58,6 +62,8 @@ class RunService:
         self.sessions = SessionManager(store, task_group, grace)
         self.supervisor = Supervisor(self.lifecycle, self.sessions)
         self.reads = RunReads(self.lifecycle)
+        # Delete, prune, the retention policy and the free-space floor (retention.py).
+        self.retention = Retention(self.lifecycle, data_dir, min_free=min_free, retain=retain)
 
     @property
     def status_hub(self) -> StatusHub:
@@ -77,6 +83,7 @@ class RunService:
 
     async def start(self, request: RunCreate, *, adapter: Adapter | None = None) -> RunStatus:
         """Create a run and start supervising it; returns its status body at once."""
+        await self.retention.admit()
         try:
             run = await self.lifecycle.create(request, adapter=adapter)
         except ExistingRun as existing:
@@ -204,6 +211,8 @@ async def open_service(
     grace: float = DEFAULT_GRACE,
     finished_ttl: float = FINISHED_TTL,
     max_conversations: int = CONVERSATION_LIMIT,
+    min_free: int = 0,
+    retain: float | None = None,
 ) -> AsyncIterator[RunService]:
     """Open the stores, recover from a crash, run the service, and shut it down cleanly."""
     lock: int | None = None
@@ -225,6 +234,7 @@ async def open_service(
         events = MemoryEventStore()
     try:
         if data_dir is not None:
+            await recovery.finish_deletes(store, events, data_dir)
             await recovery.recover(store, RUN_ID_ENV)
         async with anyio.create_task_group() as tg:
             service = RunService(
@@ -234,12 +244,16 @@ async def open_service(
                 grace=grace,
                 finished_ttl=finished_ttl,
                 max_conversations=max_conversations,
+                data_dir=data_dir,
+                min_free=min_free,
+                retain=retain,
             )
             tg.start_soon(store.run_writer)
             tg.start_soon(service.lifecycle.janitor)
             tg.start_soon(service.sessions.janitor)
             if data_dir is not None:
                 await service.sessions.recover()
+            tg.start_soon(service.retention.run_policy)
             try:
                 yield service
             finally:
