@@ -32,7 +32,19 @@ from .conftest import (
 from .fakes.responses_server import Message
 
 RUN_ID = re.compile(r"run-[0-9a-f]{16}")
-COMMANDS = ("serve", "mcp", "start", "ls", "get", "cancel", "tail", "sessions", "mcp-config")
+COMMANDS = (
+    "serve",
+    "mcp",
+    "start",
+    "ls",
+    "get",
+    "cancel",
+    "tail",
+    "rm",
+    "prune",
+    "sessions",
+    "mcp-config",
+)
 
 
 def cli_env(url: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -301,6 +313,8 @@ AFTER_COMMAND: dict[tuple[str, ...], tuple[str, ...]] = {
     ("get",): ("--url", "--token"),
     ("cancel",): ("--url", "--token"),
     ("tail",): ("--url", "--token"),
+    ("rm",): ("--url", "--token"),
+    ("prune",): ("--url", "--token"),
     ("sessions",): ("--url", "--token"),
     ("sessions", "ls"): ("--url", "--token"),
     ("sessions", "get"): ("--url", "--token"),

@@ -138,3 +138,31 @@ async def test_a_run_reads_back_the_same_after_a_restart(backend: Backend, tmp_p
     assert again.status == final.status == "succeeded"
     assert again.lastEventId == final.lastEventId
     assert after == before
+
+
+async def test_a_deleted_run_is_gone_from_the_backend_and_an_active_one_is_kept(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Issue 15: delete removes a finished run's row and events; an active run is refused."""
+    from od_runs.errors import Conflict, NotFound
+
+    async with backend.open(tmp_path) as service:
+        done = await service.create(RunCreate())
+        service.emit(done, "stdout", {"text": "hello"})
+        service.finish(done, "succeeded", 0)
+        active = await service.create(RunCreate())
+        with pytest.raises(Conflict) as refused:
+            await service.retention.delete(active.id)
+        assert refused.value.code == "RUN_ACTIVE"
+        await service.retention.delete(done.id)
+        with pytest.raises(NotFound):
+            await service.get(done.id)
+        with pytest.raises(NotFound):
+            await service.events(done.id)
+        assert [r.id for r in await service.list()] == [active.id]
+        assert (await service.get(active.id)).status == "queued"
+        service.finish(active, "canceled")
+    if backend.durable:
+        async with backend.open(tmp_path) as service:
+            assert [r.id for r in await service.list()] == [active.id]
+            assert not (tmp_path / "data" / done.id).exists()

@@ -18,7 +18,7 @@ from od_runs.errors import Invalid
 from od_runs.models import RunCreate, WorkspaceSpec
 from od_runs.runs import open_service
 
-from .conftest import Daemon, call, connect, poll, read_log, wait_terminal
+from .conftest import Daemon, call, connect, http_client, poll, read_log, wait_terminal
 
 
 def git(*args: str, cwd: Path | str) -> str:
@@ -392,3 +392,24 @@ def test_start_worktree_on_the_command_line(shared: Daemon, repo: Path) -> None:
     # keep=changed: nothing changed, so the worktree went before the run's end.
     assert status["workspace"]["removed"] is True
     assert not Path(status["workspace"]["path"]).exists()
+
+
+def test_deleting_a_run_removes_its_worktree_but_not_uncommitted_work_unless_forced(
+    shared: Daemon, repo: Path
+) -> None:
+    """Issue 15 with 12: DELETE removes a run's clean worktree; one with uncommitted changes
+    is a 409 saying so (nothing removed) until ?force=true (invariant 13: never silently)."""
+    clean, _ = finished(shared, command_run(repo, "true", keep="always"))
+    dirty, _ = finished(shared, command_run(repo, "echo wip > notes.txt", keep="always"))
+    assert Path(clean["workspace"]["path"]).exists() and Path(dirty["workspace"]["path"]).exists()
+    with http_client(shared.url) as client:
+        assert client.delete(f"/api/runs/{clean['id']}").status_code == 200
+        assert not Path(clean["workspace"]["path"]).exists()
+        refused = client.delete(f"/api/runs/{dirty['id']}")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "WORKTREE_DIRTY"
+        assert (Path(dirty["workspace"]["path"]) / "notes.txt").read_text() == "wip\n"
+        assert client.get(f"/api/runs/{dirty['id']}").status_code == 200
+        assert client.delete(f"/api/runs/{dirty['id']}?force=true").status_code == 200
+        assert not Path(dirty["workspace"]["path"]).exists()
+        assert client.get(f"/api/runs/{dirty['id']}").status_code == 404

@@ -55,6 +55,22 @@ from .config import (
     help="Conversations whose runs may execute at once (runs of one conversation take turns).",
 )
 @click.option(
+    "--retain",
+    envvar="OD_RUNS_RETAIN",
+    default=None,
+    metavar="AGE",
+    help="Delete finished runs once they ended longer ago than AGE (30d, 12h); default: never.",
+)
+@click.option(
+    "--min-free",
+    "min_free",
+    envvar="OD_RUNS_MIN_FREE",
+    default="1G",
+    show_default=True,
+    metavar="SIZE",
+    help="Refuse new runs (507) while the data dir's filesystem has less free (0: no floor).",
+)
+@click.option(
     "--allow-host",
     "allowed_hosts",
     multiple=True,
@@ -86,6 +102,8 @@ def serve(
     data_dir: Path,
     grace: float,
     max_conversations: int,
+    retain: str | None,
+    min_free: str,
     allowed_hosts: tuple[str, ...],
     pass_env: tuple[str, ...],
     idle_exit: float | None,
@@ -97,6 +115,7 @@ def serve(
     from .http_app import Server, create_app
 
     add_pass_env(pass_env)
+    retain_seconds, min_free_bytes = _disk_options(retain, min_free)
 
     settings = Settings(
         host=host,
@@ -105,6 +124,8 @@ def serve(
         token=ctx.obj["token"],
         grace=grace,
         max_conversations=max_conversations,
+        retain=retain_seconds,
+        min_free=min_free_bytes,
         allowed_hosts=list(allowed_hosts),
         idle_exit=idle_exit,
     )
@@ -128,6 +149,26 @@ def serve(
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     Server(config).run()
+
+
+def _disk_options(retain: str | None, min_free: str) -> tuple[float | None, int]:
+    """--retain in seconds (None: keep forever) and --min-free in bytes, or a usage error."""
+    from .errors import OdRunsError
+    from .retention_models import parse_duration, parse_size
+
+    try:
+        seconds = parse_duration(retain) if retain else None
+    except OdRunsError as exc:
+        raise click.BadParameter(exc.message, param_hint="--retain") from None
+    if seconds is not None and seconds <= 0:
+        raise click.BadParameter(
+            "must be longer than 0 (leave it out to keep runs)", param_hint="--retain"
+        )
+    try:
+        floor = parse_size(min_free)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--min-free") from None
+    return seconds, floor
 
 
 @main.command()

@@ -26,6 +26,7 @@ from .models import (
     WorktreeEntry,
     WorktreeList,
 )
+from .retention_models import DeleteResult, PruneRequest, PruneResult
 
 # A request that is not a long poll or a stream should answer well within this.
 REQUEST_TIMEOUT = 30.0
@@ -153,6 +154,19 @@ class DaemonClient:
         """POST /api/runs/{id}/cancel (returns once the process group is gone)."""
         body = await self._request("POST", f"/api/runs/{run_id}/cancel", timeout=None)
         return RunStatus.model_validate(body["run"])
+
+    async def delete(self, run_id: str, force: bool = False) -> DeleteResult:
+        """DELETE /api/runs/{id} (409 RUN_ACTIVE while it runs)."""
+        params = {"force": "true"} if force else None
+        body = await self._request("DELETE", f"/api/runs/{run_id}", params=params, timeout=None)
+        return DeleteResult.model_validate(body)
+
+    async def prune(self, request: PruneRequest) -> PruneResult:
+        """POST /api/runs/prune."""
+        body = await self._request(
+            "POST", "/api/runs/prune", json=request.model_dump(exclude_none=True), timeout=None
+        )
+        return PruneResult.model_validate(body)
 
     async def events(
         self, run_id: str, after: int = 0, limit: int = 100

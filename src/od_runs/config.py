@@ -59,6 +59,9 @@ class Settings(BaseModel):
     allowed_origins: list[str] = Field(default_factory=list)
     # Seconds with no active run and no request after which the daemon stops (None: never).
     idle_exit: float | None = Field(default=None, gt=0)
+    # retention.py: seconds a finished run is kept (None: forever), and the free-space floor.
+    retain: float | None = Field(default=None, gt=0)
+    min_free: int = Field(default=1 << 30, ge=0)
 
     def check(self) -> None:
         """Refuse settings that would expose the daemon: a non-loopback bind needs a token."""

@@ -15,7 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import __version__
+from . import (
+    __version__,
+    http_ids,  # noqa: F401  (registers the run and worktree id path convertors)
+)
 from .config import Settings
 from .errors import OdRunsError
 from .http_responses import errors
@@ -37,6 +40,7 @@ from .models import (
 )
 from .monitor import is_public, monitor_routes
 from .openapi import refine
+from .retention_routes import add_retention_routes
 from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
 from .sse import CURSOR_HEADER_PATTERN, CURSOR_PATTERN, resolve_cursor, run_stream
@@ -100,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.data_dir,
                 grace=settings.grace,
                 max_conversations=settings.max_conversations,
+                min_free=settings.min_free,
+                retain=settings.retain,
             ) as service,
             mcp.serving(service),
             idle_exit(settings.idle_exit, requests, service.active_count, app.state),
@@ -163,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
             version=__version__,
             activeRuns=service_of(request).active_count(),
             openStreams=open_stream_count(),
+            dataDir=await service_of(request).retention.usage(),
         )
 
     # Left out of /openapi.json: it never ends, and schema-driven fuzzers wait for a body end.
@@ -221,7 +228,9 @@ def create_app(settings: Settings) -> FastAPI:
         runs = await service_of(request).list(projectId, conversationId, status, limit)
         return RunList(runs=runs)
 
-    @app.get("/api/runs/{run_id}", response_model=RunStatus, tags=["runs"], responses=errors(404))
+    @app.get(
+        "/api/runs/{run_id:run_id}", response_model=RunStatus, tags=["runs"], responses=errors(404)
+    )
     async def get_run(run_id: RunId, request: Request) -> RunStatus:
         """The status body of a run."""
         return await service_of(request).get(run_id)
@@ -317,6 +326,7 @@ def create_app(settings: Settings) -> FastAPI:
         return await service_of(request).sessions.retire(session_id)
 
     add_worktree_routes(app, service_of)
+    add_retention_routes(app, service_of)
     app.router.routes.append(mcp.route())
     app.router.routes.extend(monitor_routes())
     return app

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from starlette.convertors import Convertor, register_url_convertor
 
+from . import http_ids  # noqa: F401  (registers the {…:worktree_id} path convertor)
 from .http_responses import errors
 from .models import DiffPage, WorktreeEntry, WorktreeList
 from .runs import RunService
@@ -21,24 +21,6 @@ def diff_marker(page: DiffPage) -> str:
         f"\n# od-runs: diff cut at byte {page.nextOffset}; more follows "
         f"(GET ...?offset={page.nextOffset})\n"
     )
-
-
-class WorktreeIdConvertor(Convertor[str]):
-    """A worktree id in a path: a run's (run-…) or a conversation's (conv-…). So that
-    /api/worktrees/prune is never read as the id "prune" (and 405s list only POST there)."""
-
-    regex = r"(?:run|conv)-[^/]+"
-
-    def convert(self, value: str) -> str:
-        """The id as it is."""
-        return value
-
-    def to_string(self, value: str) -> str:
-        """The id as it is."""
-        return value
-
-
-register_url_convertor("worktree_id", WorktreeIdConvertor())
 
 
 def add_worktree_routes(app: FastAPI, service_of: Callable[[Request], RunService]) -> None:

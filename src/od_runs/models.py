@@ -419,6 +419,13 @@ class CancelResult(_Model):
     run: RunStatus
 
 
+class DataDirUsage(_Model):
+    """How much the data dir holds and how much its filesystem has left (cached briefly)."""
+
+    bytes: int = Field(description="Bytes under the data dir (the database and every run log)")
+    freeBytes: int = Field(description="Bytes free on the data dir's filesystem")
+
+
 class Health(_Model):
     """Body of GET /api/health."""
 
@@ -426,6 +433,7 @@ class Health(_Model):
     version: str
     activeRuns: int
     openStreams: int = Field(description="SSE streams being served (runs and /api/events)")
+    dataDir: DataDirUsage | None = Field(default=None, description="None without a data dir")
 
 
 class ErrorBody(_Model):

@@ -14,7 +14,8 @@ import anyio
 from .agents.process import kill_recorded_group, processes_marked
 from .eventlog import EventLog, encode_lines, ensure_private_dir, now_iso, recover_tail
 from .models import RunStatus
-from .storage import RunStore
+from .retention import DeleteJournal, sweep_leftovers
+from .storage import EventStore, RunStore
 from .store import RunRow
 
 log = logging.getLogger("od_runs.recovery")
@@ -120,3 +121,22 @@ async def recover(store: RunStore, env_name: str) -> int:
         row.body = await anyio.to_thread.run_sync(_close_log, row.body, now_iso())
         await store.insert(row)
     return len(rows)
+
+
+async def finish_deletes(store: RunStore, events: EventStore, data_dir: Path) -> int:
+    """Complete every delete a crash interrupted: its row, then its events, then its intent.
+
+    A delete writes its intent before it touches anything (retention.py), so whichever half
+    a crash left undone is done here, before the daemon serves anyone.
+    """
+    journal = DeleteJournal(data_dir)
+    pending = await anyio.to_thread.run_sync(journal.pending)
+    for run_id in pending:
+        row = await store.get(run_id)
+        location = row.body.eventsLogPath if row is not None else None
+        await store.delete(run_id)
+        await anyio.to_thread.run_sync(events.delete, run_id, location)
+        await anyio.to_thread.run_sync(journal.drop, run_id)
+        log.warning("run %s: finished a delete a crash had interrupted", run_id)
+    await anyio.to_thread.run_sync(sweep_leftovers, data_dir)
+    return len(pending)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from .models import (
     WorktreeEntry,
 )
 from .reads import RunReads
+from .retention import Retention
 from .sessions import SessionManager
 from .status_events import StatusHub
 from .storage import EventStore, FileEventStore, MemoryEventStore, RunLog, RunStore
@@ -59,6 +60,9 @@ class RunService:
         finished_ttl: float = FINISHED_TTL,
         max_conversations: int = CONVERSATION_LIMIT,
         workspaces: Workspaces | None = None,
+        data_dir: Path | None = None,
+        min_free: int = 0,
+        retain: float | None = None,
     ) -> None:
         self.store = store
         self.grace = grace
@@ -72,6 +76,9 @@ class RunService:
             self.lifecycle.workspaces = workspaces
         self.supervisor = Supervisor(self.lifecycle, self.sessions)
         self.reads = RunReads(self.lifecycle)
+        # Delete, prune, the retention policy and the free-space floor (retention.py).
+        self.retention = Retention(self.lifecycle, data_dir, min_free=min_free, retain=retain)
+        self.retention.workspace_cleanup = self._remove_workspace_of
 
     @property
     def status_hub(self) -> StatusHub:
@@ -91,6 +98,7 @@ class RunService:
 
     async def start(self, request: RunCreate, *, adapter: Adapter | None = None) -> RunStatus:
         """Create a run and start supervising it; returns its status body at once."""
+        await self.retention.admit()
         try:
             run = await self.lifecycle.create(request, adapter=adapter)
         except ExistingRun as existing:
@@ -227,6 +235,15 @@ class RunService:
         active = self._active_workspaces()
         return await self.lifecycle.workspaces.remove(worktree_id, force=force, active=active)
 
+    async def _remove_workspace_of(self, body: RunStatus, force: bool) -> None:
+        """Before a run is deleted: remove its worktree, refusing (409) one with uncommitted
+        changes unless forced. A worktree already gone (its keep policy) is fine."""
+        if body.workspace is None:
+            return
+        active = self._active_workspaces()
+        with suppress(NotFound):
+            await self.lifecycle.workspaces.remove(body.workspace.id, force=force, active=active)
+
     async def prune_worktrees(self) -> builtins.list[WorktreeEntry]:
         """Remove idle worktrees without changes and git's stale worktree entries."""
         return await self.lifecycle.workspaces.prune(self._active_workspaces())
@@ -251,6 +268,8 @@ async def open_service(
     grace: float = DEFAULT_GRACE,
     finished_ttl: float = FINISHED_TTL,
     max_conversations: int = CONVERSATION_LIMIT,
+    min_free: int = 0,
+    retain: float | None = None,
 ) -> AsyncIterator[RunService]:
     """Open the stores, recover from a crash, run the service, and shut it down cleanly."""
     lock: int | None = None
@@ -273,6 +292,7 @@ async def open_service(
     try:
         workspaces = Workspaces(data_dir)
         if data_dir is not None:
+            await recovery.finish_deletes(store, events, data_dir)
             await recovery.recover(store, RUN_ID_ENV)
             await workspaces.reconcile()  # stale `git worktree` entries a crash left
         async with anyio.create_task_group() as tg:
@@ -284,12 +304,16 @@ async def open_service(
                 finished_ttl=finished_ttl,
                 max_conversations=max_conversations,
                 workspaces=workspaces,
+                data_dir=data_dir,
+                min_free=min_free,
+                retain=retain,
             )
             tg.start_soon(store.run_writer)
             tg.start_soon(service.lifecycle.janitor)
             tg.start_soon(service.sessions.janitor)
             if data_dir is not None:
                 await service.sessions.recover()
+            tg.start_soon(service.retention.run_policy)
             try:
                 yield service
             finally:

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 
 import anyio
 
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 from .eventlog import now_iso
 from .models import TERMINAL_STATES
 from .runs import Attachment, RunService
@@ -102,7 +102,10 @@ async def _final(service: RunService, run_id: str, attachment: Attachment) -> by
         return line.frame
     if attachment.run is not None:
         await attachment.run.done.wait()  # a broken log closes the stream before the end
-    status = await service.get(run_id)
+    try:
+        status = await service.get(run_id)
+    except NotFound:
+        return None  # deleted while this reader was replaying it: the stream just ends
     if status.status not in TERMINAL_STATES:
         return None
     # A log the disk stopped taking has no `end` line; invariant 6 still owes the reader

@@ -10,13 +10,21 @@ invariants that depend on storage against every backend.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import os
+import re
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from .eventlog import EventLog, LogLine, MemoryLog
-from .models import RunStatus, SessionDetail, SessionStatus
+from .models import RUN_ID_PATTERN, RunStatus, SessionDetail, SessionStatus
 from .store import RunRow
+
+# A run directory on its way out (FileEventStore.delete); recovery sweeps leftovers.
+DELETING_PREFIX = ".deleting-"
+_RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 
 class RunStore(Protocol):
@@ -77,6 +85,13 @@ class RunStore(Protocol):
     async def close(self) -> None:
         """Write what is pending and close; idempotent."""
 
+    async def delete(self, run_id: str) -> bool:
+        """Remove a finished run's row for good (and any update still queued for it).
+
+        Idempotent: False if there was no row. The caller (retention.py) has checked that
+        the run is finished and has written its delete intent first.
+        """
+
 
 class RunLog(Protocol):
     """One run's events in a backend: a single writer while the run is active, readers always.
@@ -121,6 +136,17 @@ class EventStore(Protocol):
     def location(self, log: RunLog) -> str | None:
         """What the status body's eventsLogPath says for this log (None: nothing on disk)."""
 
+    def usage(self, run_id: str, location: str | None) -> int:
+        """Bytes a run's events take in this backend, 0 if none (blocking: off the loop)."""
+
+    def delete(self, run_id: str, location: str | None) -> int:
+        """Remove a finished run's events for good; the bytes freed (blocking: off the loop).
+
+        Idempotent (0 when nothing is left), and safe to call again after a crash part-way
+        through. A reader that is replaying the log when it goes either finishes what it
+        opened or sees an empty log; it never sees a torn line.
+        """
+
 
 class FileEventStore:
     """runs_log/<run-id>/events.jsonl: a person can `tail -F` it."""
@@ -142,6 +168,28 @@ class FileEventStore:
         """The log file's path."""
         return str(log.path) if isinstance(log, EventLog) else None
 
+    def usage(self, run_id: str, location: str | None) -> int:
+        """The size of the run's directory."""
+        return tree_size(self._run_dir(run_id))
+
+    def delete(self, run_id: str, location: str | None) -> int:
+        """Rename the run's directory out of the way, then remove it."""
+        doomed = self.root / f"{DELETING_PREFIX}{run_id}"
+        # The rename is atomic: a reader opening the log from now on finds none, and one that
+        # has it open keeps reading the unlinked file to its end.
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._run_dir(run_id), doomed)
+        freed = tree_size(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        return freed
+
+    def _run_dir(self, run_id: str) -> Path:
+        # Always a direct child of the root named after the run, never the path a row merely
+        # points at: a corrupt row cannot make us remove anything else.
+        if not _RUN_ID_RE.match(run_id):
+            raise ValueError(f"not a run id: {run_id!r}")
+        return self.root / run_id
+
 
 class MemoryEventStore:
     """Events in memory only, for a daemon without a data dir (nothing written to disk)."""
@@ -158,11 +206,31 @@ class MemoryEventStore:
         """Nothing on disk."""
         return None
 
+    def usage(self, run_id: str, location: str | None) -> int:
+        """Nothing on disk."""
+        return 0
+
+    def delete(self, run_id: str, location: str | None) -> int:
+        """The events go with the Run object that holds them."""
+        return 0
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files under path (0 if it is gone)."""
+    total = 0
+    for parent, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_size
+    return total
+
 
 __all__ = [
+    "DELETING_PREFIX",
     "EventStore",
     "FileEventStore",
     "MemoryEventStore",
     "RunLog",
     "RunStore",
+    "tree_size",
 ]

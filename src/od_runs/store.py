@@ -214,6 +214,16 @@ class SqliteRunStore:
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
 
+    async def delete(self, run_id: str) -> bool:
+        """Remove a run's row and any update still queued for it; False if there was none."""
+        async with self._tx_lock:
+            # Under the lock: the writer cannot be holding this run's row half-way either.
+            self._pending.pop(run_id, None)
+            if self._closed:
+                return False
+            cursor = await self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            return cursor.rowcount > 0
+
     # Reading ------------------------------------------------------------------------------
 
     async def get(self, run_id: str) -> RunRow | None:
