@@ -12,6 +12,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from .mcp_budget import McpEvent
 from .mcp_watch import OnChange
 from .models import DiffPage, Event, RunCreate, RunStatus, SessionDetail, SessionStatus
 
@@ -55,6 +56,7 @@ GetBackend = Callable[[], RunsBackend]
 class RunView(BaseModel):
     """A run's status plus a hint on how to follow it."""
 
+    summary: str = Field(default="", description="One sentence: where the run stands, what next.")
     run: RunStatus
     hint: str
 
@@ -63,14 +65,21 @@ class RunListView(BaseModel):
     """Runs, newest first."""
 
     runs: list[RunStatus]
+    leftOut: int | None = Field(
+        default=None, description="Runs left out to fit the result budget (pass a smaller limit)."
+    )
 
 
 class WaitResult(BaseModel):
     """What wait_run saw: the status, the latest events after the cursor, where to go on."""
 
+    summary: str = Field(default="", description="One sentence: where the run stands, what next.")
     run: RunStatus
     done: bool = Field(description="True when the run has reached a terminal status.")
-    events: list[Event] = Field(description="The most recent events after the cursor.")
+    events: list[McpEvent] = Field(
+        description="The most recent events after the cursor that fit the result budget; "
+        "an event too big is cut (see its `cut`)."
+    )
     skipped: int = Field(description="Events after the cursor left out (see get_run_events).")
     nextCursor: int = Field(description="Pass as `after` to the next wait_run call.")
 
@@ -78,7 +87,10 @@ class WaitResult(BaseModel):
 class EventsPage(BaseModel):
     """A page of events in order."""
 
-    items: list[Event]
+    items: list[McpEvent] = Field(
+        description="Whole events in order; only a first event too big for the budget is cut "
+        "(its `cut.nextOffset` reads on)."
+    )
     nextCursor: int
     hasMore: bool
 

@@ -28,6 +28,7 @@ from mcp.types import (
 )
 from pydantic import ValidationError
 
+from . import mcp_budget as budgeting
 from .errors import NotFound, OdRunsError
 from .mcp_backend import GetBackend, RunListView
 from .mcp_watch import NotARunResource, RunWatches, is_run_id
@@ -37,7 +38,8 @@ log = logging.getLogger("od_runs.mcp")
 
 # runs://{runId}/events holds at most this many of the newest events ...
 RESOURCE_EVENTS = 100
-# ... and at most this much text: a resource lands whole in a model's context.
+# ... and at most this much text: a resource lands whole in a model's context. (The read
+# itself is held to the MCP result budget too, see mcp_budget.)
 RESOURCE_MAX_CHARS = 100_000
 # Where a connection keeps its resources/subscribe subscriptions (uri -> unsubscribe).
 _SUBSCRIPTIONS_KEY = "od_runs.subscriptions"
@@ -93,15 +95,28 @@ def register_resources(server: MCPServer, get_backend: GetBackend) -> None:
             runs = await get_backend().list(status="active")
         except OdRunsError as exc:
             raise _resource_error(exc) from None
-        return RunListView(runs=runs).model_dump_json(indent=1)
+        budget = budgeting.result_budget() - budgeting.json_size(
+            {"contents": [{"uri": "runs://active", "mimeType": "application/json", "text": ""}]}
+        )
+        view = RunListView(runs=runs)
+        kept = len(runs)
+        text = view.model_dump_json(indent=1, exclude_none=True)
+        # Newest first: the oldest active runs give way (runs://active counts them in leftOut).
+        while kept and budgeting.json_size(text) > budget:
+            kept = min(kept - 1, int(kept * budget / budgeting.json_size(text)))
+            view = RunListView(runs=runs[:kept], leftOut=len(runs) - kept)
+            text = view.model_dump_json(indent=1, exclude_none=True)
+        return text
 
     # Registered before runs://{runId} so that template never sees an /events URI.
     @resource(
         "runs://{runId}/events",
         name="run_events",
         title="Recent run events",
-        description=f"The run's most recent events (at most {RESOURCE_EVENTS}), one JSON "
-        "object per line, newest last: the tail of its events.jsonl.",
+        description=f"The run's most recent events (at most {RESOURCE_EVENTS}, and what fits "
+        "the result budget: older lines give way, the final answer stays, an event too big "
+        "is cut with a `cut` marker), one JSON object per line, newest last: the tail of "
+        "its events.jsonl.",
         mime_type="application/jsonl",
     )
     async def run_events(runId: str) -> str:
@@ -111,7 +126,13 @@ def register_resources(server: MCPServer, get_backend: GetBackend) -> None:
             items, _ = await get_backend().events(runId, start, RESOURCE_EVENTS)
         except OdRunsError as exc:
             raise _resource_error(exc) from None
-        return events_jsonl(items)
+        return budgeting.resource_jsonl(
+            budgeting.RunRef(status.id, status.eventsLogPath),
+            f"runs://{runId}/events",
+            items[-RESOURCE_EVENTS:],
+            min(budgeting.result_budget(), RESOURCE_MAX_CHARS),
+            "application/jsonl",
+        )
 
     @resource(
         "runs://{runId}",

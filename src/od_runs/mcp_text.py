@@ -40,6 +40,7 @@ PROVIDER_CREDENTIALS_MISSING: the agent's configuration names a key variable the
 the error names it (set it where `od-runs serve` starts). SESSION_RESUME_FAILED: \
 the session to continue is gone. LOG_WRITE_FAILED: the run's log could not be written (disk \
 full?). DAEMON_RESTARTED: the daemon stopped during the run; start the run again. \
+WORKSPACE_FAILED: the run's git worktree could not be made; the error says why. \
 INTERNAL_ERROR: a bug in od-runs."""
 
 

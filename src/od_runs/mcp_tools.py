@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field, ValidationError
 
+from . import mcp_budget as budgeting
 from .agents import agent_help, agent_ids
 from .errors import Invalid, OdRunsError
-from .mcp_backend import EventsPage, GetBackend, RunListView, RunView, WaitResult
-from .mcp_watch import report_progress
+from .mcp_backend import EventsPage, GetBackend, RunListView, RunsBackend, RunView, WaitResult
+from .mcp_watch import PROGRESS_LOOKBACK, assistant_text, report_progress
 from .models import (
     ID_PATTERN,
     MAX_TIMEOUT_MS,
@@ -48,6 +49,8 @@ DIFF_PAGE = 32_000
 MAX_DIFF_PAGE = 200_000
 
 RunIdArg = Annotated[str, Field(description="The run id, as returned by start_run.")]
+# Events get_run looks back through for the final answer it quotes.
+ANSWER_LOOKBACK = 20
 
 
 def follow_hint(status: RunStatus) -> str:
@@ -79,6 +82,29 @@ def _tool_error(exc: OdRunsError) -> ToolError:
 def _wants_progress(ctx: Context) -> bool:
     meta = ctx.request_context.meta or {}
     return meta.get("progress_token") is not None
+
+
+async def _recent(backend: RunsBackend, status: RunStatus, count: int) -> list[Any]:
+    """The run's last count events, or none if they cannot be read."""
+    try:
+        items, _ = await backend.events(status.id, max(0, status.lastEventId - count), count)
+    except OdRunsError:
+        return []
+    return items
+
+
+async def run_result(backend: RunsBackend, status: RunStatus) -> CallToolResult:
+    """A RunView within the budget, led by a sentence quoting the answer or latest text."""
+    recent = await _recent(backend, status, ANSWER_LOOKBACK)
+    done = status.status in TERMINAL_STATES
+    answer = budgeting.final_answer(recent) if done else None
+    latest = None if done else assistant_text(recent)
+    summary = budgeting.lead_sentence(status, answer, latest=latest)
+    return budgeting.run_view(status, follow_hint(status), summary, budgeting.result_budget())
+
+
+def _ref(status: RunStatus) -> budgeting.RunRef:
+    return budgeting.RunRef(status.id, status.eventsLogPath)
 
 
 def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
@@ -179,7 +205,7 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
                 "Read what it changed with get_run_diff."
             ),
         ] = None,
-    ) -> RunView:
+    ) -> Annotated[CallToolResult, RunView]:
         """Start a coding-agent run in the background and return its id at once.
 
         Runs take seconds to hours: follow one with wait_run until done is true (or
@@ -223,17 +249,19 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
                 )
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return RunView(run=status, hint=follow_hint(status))
+        return await run_result(backend, status)
 
     @tool(title="Get a run", annotations=read_only)
-    async def get_run(runId: RunIdArg) -> RunView:
+    async def get_run(runId: RunIdArg) -> Annotated[CallToolResult, RunView]:
         """A run's status, its error code and message if it failed, its log path, and
-        how to follow it. NOT_FOUND: no run has that id."""
+        how to follow it, led by one sentence (with the final answer once it is done).
+        NOT_FOUND: no run has that id."""
+        backend = get_backend()
         try:
-            status = await get_backend().get(runId)
+            status = await backend.get(runId)
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return RunView(run=status, hint=follow_hint(status))
+        return await run_result(backend, status)
 
     @tool(title="List runs", annotations=read_only)
     async def list_runs(
@@ -244,13 +272,18 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             Field(description="active = queued or running."),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
-    ) -> RunListView:
+    ) -> Annotated[CallToolResult, RunListView]:
         """Runs, newest first, filtered by project, conversation and status."""
         try:
             runs = await get_backend().list(projectId, conversationId, status, limit)
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return RunListView(runs=runs)
+        return budgeting.fit_list(
+            [r.model_dump(mode="json") for r in runs],
+            _run_list,
+            budgeting.compact_json,
+            budgeting.result_budget(),
+        )
 
     @tool(
         title="Cancel a run",
@@ -258,15 +291,16 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             read_only_hint=False, destructive_hint=True, idempotent_hint=True
         ),
     )
-    async def cancel_run(runId: RunIdArg) -> RunView:
+    async def cancel_run(runId: RunIdArg) -> Annotated[CallToolResult, RunView]:
         """Stop a run for good (SIGTERM, then SIGKILL); returns once its processes are
         gone. Only when the user asks: a slow or quiet run is still working. NOT_FOUND: no
         run has that id."""
+        backend = get_backend()
         try:
-            status = await get_backend().cancel(runId)
+            status = await backend.cancel(runId)
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return RunView(run=status, hint=follow_hint(status))
+        return await run_result(backend, status)
 
     @tool(title="Wait for a run", annotations=read_only)
     async def wait_run(
@@ -282,13 +316,16 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             bool, Field(description="Return as soon as any new event arrives.")
         ] = False,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
-    ) -> WaitResult:
+    ) -> Annotated[CallToolResult, WaitResult]:
         """Wait until the run ends or timeoutSeconds pass, then return its latest events.
 
-        Call again with after=nextCursor until done is true. While waiting it reports
-        progress: events so far, the status, and what the agent last said. Waiting never
-        disturbs the run; do not cancel a run because it is slow. NOT_FOUND: no run has
-        that id.
+        The result leads with one sentence (running or done, the final answer or the error,
+        what to call next) and holds what fits the result budget: the final answer, the
+        newest events (one too big is cut, its `cut` says how to read the rest), and in
+        `skipped` the count of the events after the cursor it left out. Call again with
+        after=nextCursor until done is true. While waiting it reports progress: events so
+        far, the status, and what the agent last said. Waiting never disturbs the run; do
+        not cancel a run because it is slow. NOT_FOUND: no run has that id.
         """
         backend = get_backend()
         try:
@@ -302,12 +339,11 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             items, _ = await backend.events(runId, start, limit)
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return WaitResult(
-            run=status,
-            done=status.status in TERMINAL_STATES,
-            events=items,
-            skipped=start - after,
-            nextCursor=items[-1].id if items else max(after, start),
+        latest = None
+        if status.status not in TERMINAL_STATES:
+            latest = assistant_text(items[-PROGRESS_LOOKBACK:])
+        return budgeting.wait_result(
+            _ref(status), status, items, after, budgeting.result_budget(), latest
         )
 
     @tool(title="Get run events", annotations=read_only)
@@ -315,13 +351,40 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         runId: RunIdArg,
         after: Annotated[int, Field(ge=0, description="Return events with id > after.")] = 0,
         limit: Annotated[int, Field(ge=1, le=500)] = 100,
-    ) -> EventsPage:
-        """A page of a run's events in order; page on with nextCursor while hasMore."""
+        maxBytes: Annotated[
+            int | None,
+            Field(
+                ge=budgeting.MIN_RESULT_BYTES,
+                description="Keep this result under this many bytes (at most the server's "
+                "budget, OD_RUNS_MCP_RESULT_BYTES, 40,000 by default).",
+            ),
+        ] = None,
+        offset: Annotated[
+            int,
+            Field(
+                ge=0,
+                description="Read event after+1 from this byte of its data: the "
+                "cut.nextOffset of a cut event, to read it all in parts.",
+            ),
+        ] = 0,
+    ) -> Annotated[CallToolResult, EventsPage]:
+        """A page of a run's events in order; page on with after=nextCursor while hasMore.
+
+        A page holds as many whole events as fit the result budget. An event too big for
+        it comes cut: its `cut` says how many bytes were left out, and calling again with
+        after=<its id - 1>, limit=1 and offset=cut.nextOffset gives the next part, until
+        cut.nextOffset is null.
+        """
+        budget = budgeting.result_budget()
+        if maxBytes is not None:
+            budget = min(budget, maxBytes)
+        backend = get_backend()
         try:
-            items, more = await get_backend().events(runId, after, limit)
+            status = await backend.get(runId)
+            items, more = await backend.events(runId, after, 1 if offset else limit)
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return EventsPage(items=items, nextCursor=items[-1].id if items else after, hasMore=more)
+        return budgeting.events_page(_ref(status), items, after, more, budget, offset)
 
     @tool(title="Get a run's diff", annotations=read_only)
     async def get_run_diff(
@@ -329,13 +392,25 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         path: Annotated[str | None, Field(description="Only this file (repo-relative).")] = None,
         offset: Annotated[int, Field(ge=0, description="Byte offset: a page's nextOffset.")] = 0,
         maxBytes: Annotated[int, Field(ge=1, le=MAX_DIFF_PAGE)] = DIFF_PAGE,
-    ) -> DiffPage:
+    ) -> Annotated[CallToolResult, DiffPage]:
         """The unified diff of a worktree run against its base, uncommitted and untracked
         files included, in pages: read on from nextOffset while hasMore."""
-        try:
-            return await get_backend().diff(runId, path, offset, maxBytes)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
+        budget = budgeting.result_budget()
+        # The diff goes out twice (the text block, and escaped in the structure): a page
+        # starts at under half the budget and halves until the whole result fits.
+        size = min(maxBytes, budget * 2 // 5)
+        while True:
+            try:
+                page = await get_backend().diff(runId, path, offset, size)
+            except OdRunsError as exc:
+                raise _tool_error(exc) from None
+            text = page.diff
+            if page.hasMore:
+                text += f"\n[diff goes on: get_run_diff with offset={page.nextOffset}]"
+            structured = page.model_dump(mode="json")
+            if budgeting.tool_result_size(text, structured) <= budget or size <= 256:
+                return budgeting.tool_result(text, structured)
+            size //= 2
 
     @tool(title="List sessions", annotations=read_only)
     async def list_sessions(
@@ -345,25 +420,42 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             Field(description="active: a turn runs; idle: warm process; retired: none."),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
-    ) -> SessionList:
+    ) -> Annotated[CallToolResult, SessionList]:
         """Live agent sessions (codex-app-server keeps one process per conversation and
         runs each of its runs as a turn), most recently used first."""
         try:
             sessions = await get_backend().list_sessions(conversationId, status, limit)
         except OdRunsError as exc:
             raise _tool_error(exc) from None
-        return SessionList(sessions=sessions)
+        return budgeting.fit_list(
+            [s.model_dump(mode="json") for s in sessions],
+            lambda kept, _: {"sessions": kept},
+            budgeting.compact_json,
+            budgeting.result_budget(),
+        )
 
     @tool(title="Get a session", annotations=read_only)
     async def get_session(
         sessionId: Annotated[str, Field(description="The session id (ses-…).")],
-    ) -> SessionDetail:
+    ) -> Annotated[CallToolResult, SessionDetail]:
         """A session: its thread, process, status, last run and turn, and recent events
         (spawned, resumed, turns, retirements). NOT_FOUND: no session has that id."""
         try:
-            return await get_backend().get_session(sessionId)
+            detail = (await get_backend().get_session(sessionId)).model_dump(mode="json")
         except OdRunsError as exc:
             raise _tool_error(exc) from None
+        recent = detail.pop("recentEvents")
+        # Newest first into the fit, so the oldest session events give way.
+        return budgeting.fit_list(
+            recent[::-1],
+            lambda kept, _: {**detail, "recentEvents": kept[::-1]},
+            budgeting.compact_json,
+            budgeting.result_budget(),
+        )
+
+
+def _run_list(kept: list[dict[str, Any]], left_out: int) -> dict[str, Any]:
+    return {"runs": kept, **({"leftOut": left_out} if left_out else {})}
 
 
 async def with_progress(

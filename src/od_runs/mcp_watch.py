@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .errors import NotFound, OdRunsError
+from .mcp_budget import clip_message, result_budget
 from .models import RUN_ID_PATTERN, TERMINAL_STATES, Event, RunStatus
 
 log = logging.getLogger("od_runs.mcp")
@@ -242,7 +243,8 @@ async def report_progress(
         if status.lastEventId <= reported:
             return
         reported = status.lastEventId
-        await report(float(status.lastEventId), await progress_message(backend, status))
+        message = clip_message(await progress_message(backend, status), result_budget())
+        await report(float(status.lastEventId), message)
         if status.status not in TERMINAL_STATES:
             await anyio.sleep(NOTIFY_INTERVAL)
 
