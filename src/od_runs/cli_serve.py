@@ -39,6 +39,14 @@ DAEMON_START_TIMEOUT = 20.0
 )
 @data_dir_option("Where od-runs.sqlite3 and <run-id>/events.jsonl live.")
 @click.option(
+    "--database-url",
+    envvar="OD_RUNS_DATABASE_URL",
+    default=None,
+    metavar="URL",
+    help="postgresql://... : keep runs, sessions and events in PostgreSQL (the postgres "
+    "extra) instead of od-runs.sqlite3; the data dir keeps the local events.jsonl files.",
+)
+@click.option(
     "--grace",
     envvar="OD_RUNS_GRACE",
     default=5.0,
@@ -75,6 +83,7 @@ def serve(
     host: str,
     port: int,
     data_dir: Path,
+    database_url: str | None,
     grace: float,
     max_conversations: int,
     allowed_hosts: tuple[str, ...],
@@ -92,6 +101,7 @@ def serve(
         host=host,
         port=port,
         data_dir=data_dir,
+        database_url=database_url or None,
         token=ctx.obj["token"],
         grace=grace,
         max_conversations=max_conversations,
@@ -101,9 +111,10 @@ def serve(
         settings.check()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"od-runs {__version__} on {settings.base_url()} data in {data_dir.resolve()}", err=True
-    )
+    where = f"data in {data_dir.resolve()}"
+    if settings.database_url is not None:
+        where = _check_database(settings.database_url) + f", local logs in {data_dir.resolve()}"
+    click.echo(f"od-runs {__version__} on {settings.base_url()} {where}", err=True)
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -117,6 +128,21 @@ def serve(
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     Server(config).run()
+
+
+def _check_database(url: str) -> str:
+    """Reach and migrate the database before serving, or fail with one line; says where."""
+    try:
+        from .pg_store import DatabaseUnavailable, migrate, redact_url
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--database-url needs the postgres extra: pip install 'od-runs[postgres]' ({exc})"
+        ) from None
+    try:
+        anyio.run(migrate, url)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    return f"database {redact_url(url)}"
 
 
 @main.command()

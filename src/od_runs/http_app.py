@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.data_dir,
                 grace=settings.grace,
                 max_conversations=settings.max_conversations,
+                database_url=settings.database_url,
             ) as service,
             mcp.serving(service),
         ):
