@@ -15,7 +15,9 @@ import anyio
 import psycopg
 import pytest
 
+from od_runs.models import RunCreate
 from od_runs.pg_store import MIGRATIONS, DatabaseUnavailable, migrate
+from od_runs.runs import open_service
 from tests.conftest import Daemon, poll, read_log, wait_terminal
 
 pytestmark = pytest.mark.anyio
@@ -122,3 +124,28 @@ def test_a_daemon_on_postgres_serves_runs_and_recovers_a_crash(data_dir: Path, p
         assert [e["id"] for e in tail["items"]] == list(range(1, again["lastEventId"] + 1))
     finally:
         second.stop()
+
+
+async def test_a_batch_the_database_refuses_is_never_published(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Invariant 3: a refused insert publishes nothing of it and stops the run, as a full disk
+    does; what was committed before stays readable."""
+    async with open_service(tmp_path / "data", database_url=pg_url) as service:
+        run = await service.create(RunCreate())
+        for n in range(3):
+            service.emit_many(run, [("stdout", {"text": f"{n}-{k}"}) for k in range(10)])
+        await service.lifecycle.events.flush()  # type: ignore[attr-defined]
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE events ADD CONSTRAINT below_40 CHECK (id < 40)")
+        service.emit_many(run, [("stdout", {"text": f"late {k}"}) for k in range(20)])
+        await service.lifecycle.events.flush()  # type: ignore[attr-defined]
+        assert run.log_error is not None and run.log_error.code == "LOG_WRITE_FAILED"
+        assert run.cancel_event.is_set()
+        assert run.last_event_id == 30
+        offered = [line.id for line in run.tail]  # what was published, in order
+        assert offered == list(range(1, 31))
+        assert [line.id for batch in run.log.read_after(0) for line in batch] == offered
+        service.finish(run, "failed", None)
+        final = await service.wait(run.id, timeout=10)
+        assert final.status == "failed"
