@@ -126,9 +126,7 @@ def test_a_daemon_on_postgres_serves_runs_and_recovers_a_crash(data_dir: Path, p
         second.stop()
 
 
-async def test_a_batch_the_database_refuses_is_never_published(
-    tmp_path: Path, pg_url: str
-) -> None:
+async def test_a_batch_the_database_refuses_is_never_published(tmp_path: Path, pg_url: str) -> None:
     """Invariant 3: a refused insert publishes nothing of it and stops the run, as a full disk
     does; what was committed before stays readable."""
     async with open_service(tmp_path / "data", database_url=pg_url) as service:
