@@ -38,14 +38,28 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy src
 
+# Debian packages the tests need, installed only when missing. The first install to run does
+# the one `apt-get update` (under flock: they run side by side under -j3), and each install
+# waits for dpkg's lock instead of failing on it.
+APT_UPDATE := mkdir -p build && flock build/.apt.lock sh -c \
+	'[ -e build/.apt-updated ] || { apt-get update -qq && touch build/.apt-updated; }'
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600
+
 # The web monitor's browser tests drive Debian's Chromium (Playwright downloads none).
 /usr/bin/chromium:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+	$(APT_UPDATE)
+	$(APT_INSTALL) chromium
+
+# The storage contract runs on a throwaway PostgreSQL server (tests/pg.py: initdb, postgres).
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) /usr/lib/postgresql/15/bin/initdb)
+$(PG_INITDB):
+	$(APT_UPDATE)
+	$(APT_INSTALL) postgresql
 
 # The Python, npm and apt installs are independent downloads: run them side by side.
 test:
-	$(MAKE) --no-print-directory -j3 --output-sync=target lint node_modules/.installed /usr/bin/chromium
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint node_modules/.installed /usr/bin/chromium \
+		$(PG_INITDB)
 	$(BIN)/python -m pytest -q -n 2
 
 bench: $(VENV)/.installed-test

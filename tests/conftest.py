@@ -291,3 +291,22 @@ def pinned_clis_installed(request: pytest.FixtureRequest) -> None:
         path = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / name
         if not path.exists():
             pytest.fail(f"{path} is missing: run `make test`, whose `npm ci` installs it")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A PostgreSQL server of this pytest process's own (tests/pg.py), stopped at the end."""
+    from tests.pg import PgServer
+
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> str:
+    """The URL of a new, empty database on the test server."""
+    return str(pg_server.new_database())

@@ -1,8 +1,9 @@
 """The storage contract: the invariants that depend on storage, run against every backend.
 
-A backend is a RunStore plus an EventStore (storage.py). Today: SQLite with per-run JSONL
-files (the default), and SQLite in memory with memory logs (a daemon without a data dir).
-The PostgreSQL backend joins the `BACKENDS` list when it lands; every test here must pass on it.
+A backend is a RunStore plus an EventStore (storage.py): SQLite with per-run JSONL files (the
+default), SQLite in memory with memory logs (a daemon without a data dir), and PostgreSQL with
+the executing daemon's local JSONL files (a throwaway server: tests/pg.py). Every test here
+runs on each of them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -28,20 +29,36 @@ class Backend:
     """How to open a service on one storage backend, and whether it outlives the service."""
 
     name: str
-    open: Callable[[Path], AbstractAsyncContextManager[RunService]]
+    # Opens a service on a temp dir and, for a database backend, a database URL.
+    start: Callable[[Path, str | None], AbstractAsyncContextManager[RunService]]
     # Whether runs outlive the service (a memory backend keeps nothing, by design).
     durable: bool
+    database: bool = False
+    url: str | None = None
+
+    def open(self, tmp: Path) -> AbstractAsyncContextManager[RunService]:
+        """A service on this backend (the same database each time: restarts see it)."""
+        return self.start(tmp, self.url)
 
 
 BACKENDS = [
-    Backend("sqlite+files", lambda tmp: open_service(tmp / "data"), durable=True),
-    Backend("memory", lambda tmp: open_service(None), durable=False),
+    Backend("sqlite+files", lambda tmp, _: open_service(tmp / "data"), durable=True),
+    Backend("memory", lambda tmp, _: open_service(None), durable=False),
+    Backend(
+        "postgres",
+        lambda tmp, url: open_service(tmp / "data", database_url=url),
+        durable=True,
+        database=True,
+    ),
 ]
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param  # type: ignore[no-any-return]
+    chosen: Backend = request.param
+    if chosen.database:
+        return replace(chosen, url=request.getfixturevalue("pg_url"))
+    return chosen
 
 
 async def logged(service: RunService, run_id: str) -> list[LogLine]:
@@ -70,6 +87,8 @@ async def test_the_backend_keeps_one_end_event_last_and_the_first_finish(
         assert service.finish(run, "succeeded", 0) is True
         assert service.finish(run, "failed", 1) is False
         service.emit(run, "stdout", {"text": "too late"})
+        # A database backend publishes (and ends) once the commit is back.
+        await service.wait(run.id, timeout=10)
         lines = await logged(service, run.id)
         assert [line.event for line in lines] == ["stdout", "end"]
         assert json.loads(lines[-1].line)["data"]["status"] == "succeeded"
@@ -107,6 +126,7 @@ async def test_a_batch_is_in_the_backend_before_anyone_is_offered_it(
         for n in range(50):
             service.emit_many(run, [("stdout", {"text": f"{n}-{k}"}) for k in range(5)])
         service.finish(run, "succeeded", 0)
+        await service.wait(run.id, timeout=10)
         assert offered == list(range(1, 252))
         assert missing == []
 
@@ -125,7 +145,9 @@ async def test_replay_from_every_cursor_gives_exactly_the_events_after_it(
             assert not more
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.durable], ids=lambda b: b.name)
+@pytest.mark.parametrize(
+    "backend", [b for b in BACKENDS if b.durable], ids=lambda b: b.name, indirect=True
+)
 async def test_a_run_reads_back_the_same_after_a_restart(backend: Backend, tmp_path: Path) -> None:
     """Invariants 2 and 5: after a restart a durable backend replays the run as logged."""
     async with backend.open(tmp_path) as service:
@@ -150,6 +172,7 @@ async def test_a_deleted_run_is_gone_from_the_backend_and_an_active_one_is_kept(
         done = await service.create(RunCreate())
         service.emit(done, "stdout", {"text": "hello"})
         service.finish(done, "succeeded", 0)
+        await service.wait(done.id)  # a database backend finishes once its end is committed
         active = await service.create(RunCreate())
         with pytest.raises(Conflict) as refused:
             await service.retention.delete(active.id)
@@ -162,6 +185,7 @@ async def test_a_deleted_run_is_gone_from_the_backend_and_an_active_one_is_kept(
         assert [r.id for r in await service.list()] == [active.id]
         assert (await service.get(active.id)).status == "queued"
         service.finish(active, "canceled")
+        await service.wait(active.id)
     if backend.durable:
         async with backend.open(tmp_path) as service:
             assert [r.id for r in await service.list()] == [active.id]

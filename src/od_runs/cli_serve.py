@@ -6,6 +6,7 @@ import gc
 import os
 from pathlib import Path
 
+import anyio
 import click
 
 from . import __version__
@@ -38,6 +39,14 @@ from .config import (
     help="TCP port to listen on.",
 )
 @data_dir_option("Where od-runs.sqlite3 and <run-id>/events.jsonl live.")
+@click.option(
+    "--database-url",
+    envvar="OD_RUNS_DATABASE_URL",
+    default=None,
+    metavar="URL",
+    help="postgresql://... : keep runs, sessions and events in PostgreSQL (the postgres "
+    "extra) instead of od-runs.sqlite3; the data dir keeps the local events.jsonl files.",
+)
 @click.option(
     "--grace",
     envvar="OD_RUNS_GRACE",
@@ -100,6 +109,7 @@ def serve(
     host: str,
     port: int,
     data_dir: Path,
+    database_url: str | None,
     grace: float,
     max_conversations: int,
     retain: str | None,
@@ -121,6 +131,7 @@ def serve(
         host=host,
         port=port,
         data_dir=data_dir,
+        database_url=database_url or None,
         token=ctx.obj["token"],
         grace=grace,
         max_conversations=max_conversations,
@@ -133,9 +144,10 @@ def serve(
         settings.check()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"od-runs {__version__} on {settings.base_url()} data in {data_dir.resolve()}", err=True
-    )
+    where = f"data in {data_dir.resolve()}"
+    if settings.database_url is not None:
+        where = _check_database(settings.database_url) + f", local logs in {data_dir.resolve()}"
+    click.echo(f"od-runs {__version__} on {settings.base_url()} {where}", err=True)
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -169,6 +181,21 @@ def _disk_options(retain: str | None, min_free: str) -> tuple[float | None, int]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--min-free") from None
     return seconds, floor
+
+
+def _check_database(url: str) -> str:
+    """Reach and migrate the database before serving, or fail with one line; says where."""
+    try:
+        from .pg_store import DatabaseUnavailable, migrate, redact_url
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--database-url needs the postgres extra: pip install 'od-runs[postgres]' ({exc})"
+        ) from None
+    try:
+        anyio.run(migrate, url)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    return f"database {redact_url(url)}"
 
 
 @main.command()

@@ -52,6 +52,8 @@ class Settings(BaseModel):
     host: str = DEFAULT_HOST
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
+    # postgresql://...: runs, sessions and events in PostgreSQL instead of od-runs.sqlite3.
+    database_url: str | None = None
     token: str | None = None
     grace: float = Field(default=5.0, ge=0, le=600)
     max_conversations: int = Field(default=CONVERSATION_LIMIT, ge=1, le=10_000)

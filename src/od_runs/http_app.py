@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_conversations=settings.max_conversations,
                 min_free=settings.min_free,
                 retain=settings.retain,
+                database_url=settings.database_url,
             ) as service,
             mcp.serving(service),
             idle_exit(settings.idle_exit, requests, service.active_count, app.state),

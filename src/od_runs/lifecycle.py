@@ -24,7 +24,7 @@ from .live_run import DEFAULT_GRACE, Run, request_hash
 from .models import TERMINAL_STATES, RunCreate, RunError, RunState, RunStatus
 from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values
 from .status_events import StatusHub
-from .storage import EventStore, RunStore
+from .storage import Commit, EventStore, RunStore
 from .store import RunRow
 from .workspaces import Workspaces
 
@@ -134,16 +134,37 @@ class Lifecycle:
 
     def emit_many(self, run: Run, items: Sequence[tuple[str, Any]], *, force: bool = False) -> None:
         """Append events in one log write, then publish them (invariants 2-4)."""
-        if not items or (run.terminal and not force) or run.log_error is not None:
-            return
-        first = run.last_event_id + 1
+        self._append(run, items, force=force)
+
+    def _append(
+        self, run: Run, items: Sequence[tuple[str, Any]], *, force: bool = False
+    ) -> Commit | None:
+        """Write a batch; publish it now, or once its Commit resolves (a database log)."""
+        if not items or ((run.terminal or run.ending) and not force) or run.log_error is not None:
+            return None
+        first = run.assigned_id + 1
         raw, lines, lengths = encode_lines(first, items, now_iso(), run.scrubber.scrub_json)
         if run.log.writable:
             try:
-                run.log.append_batch(first, raw, lines, lengths)
+                commit = run.log.append_batch(first, raw, lines, lengths)
             except OSError as exc:
                 self._log_broken(run, exc)
-                return
+                return None
+            run.assigned_id = lines[-1].id
+            if commit is not None:
+                commit.then(lambda error: self._committed(run, lines, error))
+                return commit
+        run.assigned_id = lines[-1].id
+        self._published(run, lines)
+        return None
+
+    def _committed(self, run: Run, lines: list[LogLine], error: OSError | None) -> None:
+        if error is None:
+            self._published(run, lines)
+        elif run.log_error is None:
+            self._log_broken(run, error)
+
+    def _published(self, run: Run, lines: list[LogLine]) -> None:
         run.last_event_id = lines[-1].id
         self._publish(run, lines)
         self.store.schedule(self.row(run))
@@ -190,22 +211,32 @@ class Lifecycle:
         error: RunError | None = None,
     ) -> bool:
         """Move a run to a terminal status; only the first call counts (invariant 1)."""
-        if run.terminal:
+        if run.terminal or run.ending:
             return False
         if status not in TERMINAL_STATES:
             raise ValueError(f"not a terminal status: {status}")
+        run.ending = True
         if error is not None:
             run.error = error.model_copy(update={"message": run.scrubber.scrub(error.message)})
-        run.status = status
-        run.exit_code = exit_code
-        run.signal = signal
-        run.finished_at = run.updated_at = now_iso()
         end: dict[str, Any] = {"status": status, "code": exit_code, "signal": signal}
         if run.error is not None and status == "failed":
             end["errorCode"] = run.error.code
             end["error"] = run.error.message
-        self.emit_many(run, [("end", end)], force=True)
+        commit = self._append(run, [("end", end)], force=True)
         run.log.close()
+        # A database log: the status turns terminal once the end is committed and published,
+        # so nobody sees a terminal run whose end they cannot read yet.
+        if commit is None:
+            self._ended(run, status, exit_code, signal)
+        else:
+            commit.then(lambda _: self._ended(run, status, exit_code, signal))
+        return True
+
+    def _ended(self, run: Run, status: RunState, exit_code: int | None, signal: str | None) -> None:
+        run.status = status
+        run.exit_code = exit_code
+        run.signal = signal
+        run.finished_at = run.updated_at = now_iso()
         if run.ticket is not None and not run.supervised:
             self.conversations.abandon(run.ticket)
         run.finished_mono = anyio.current_time()
@@ -213,7 +244,6 @@ class Lifecycle:
         self._wake(run)
         self.store.schedule(self.row(run))
         self.status_changed(run)
-        return True
 
     def stop_with(self, run: Run, error: RunError) -> None:
         """Stop the run's child on the daemon's own initiative (stall, timeout, verdict)."""

@@ -49,12 +49,17 @@ class Run:
     exit_code: int | None = None
     signal: str | None = None
     error: RunError | None = None
+    # The last id published (readers see up to it) and the last one handed to the log: they
+    # differ while a database commit is in flight (storage.Commit).
     last_event_id: int = 0
+    assigned_id: int = 0
     request_digest: str | None = None
     adapter: Adapter | None = None
     # The last signal the cancel ladder sent (None: the child ended without one).
     signal_sent: str | None = None
     cancel_grace: float = DEFAULT_GRACE
+    # Set by the first finish(): its end may still be on its way to the database.
+    ending: bool = False
     # True once a supervisor task owns the run (it alone finishes a run it supervises).
     supervised: bool = False
     tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_SIZE))

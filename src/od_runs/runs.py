@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,6 +45,9 @@ from .storage import EventStore, FileEventStore, MemoryEventStore, RunLog, RunSt
 from .store import DB_NAME, SqliteRunStore
 from .supervision import RUN_ID_ENV, Supervisor
 from .workspaces import MAX_DIFF_BYTES, Workspaces
+
+if TYPE_CHECKING:
+    from .pg_events import PgEventStore
 
 
 class RunService:
@@ -270,22 +273,34 @@ async def open_service(
     max_conversations: int = CONVERSATION_LIMIT,
     min_free: int = 0,
     retain: float | None = None,
+    database_url: str | None = None,
 ) -> AsyncIterator[RunService]:
-    """Open the stores, recover from a crash, run the service, and shut it down cleanly."""
+    """Open the stores, recover from a crash, run the service, and shut it down cleanly.
+
+    With a database_url the runs, sessions and events live in PostgreSQL (pg_store.py,
+    pg_events.py); data_dir still holds the lock and each run's local events.jsonl.
+    """
+    if database_url is not None and data_dir is None:
+        raise ValueError("a database_url needs a data_dir too (its lock and local logs)")
     lock: int | None = None
-    store: SqliteRunStore
+    store: RunStore
     events: EventStore
+    pg_events: PgEventStore | None = None
     if data_dir is not None:
         data_dir = Path(await anyio.Path(data_dir).resolve())
         await anyio.to_thread.run_sync(recovery.prepare_data_dir, data_dir)
         # Before recovery: a second daemon on this dir must not reap the first one's runs.
         lock = recovery.lock_data_dir(data_dir)
         try:
-            store = await SqliteRunStore.open(data_dir / DB_NAME)
+            if database_url is not None:
+                store, pg_events = await _open_postgres(database_url, data_dir)
+                events = pg_events
+            else:
+                store = await SqliteRunStore.open(data_dir / DB_NAME)
+                events = FileEventStore(data_dir)
         except BaseException:
             os.close(lock)
             raise
-        events = FileEventStore(data_dir)
     else:
         store = await SqliteRunStore.open(Path(":memory:"))
         events = MemoryEventStore()
@@ -293,7 +308,13 @@ async def open_service(
         workspaces = Workspaces(data_dir)
         if data_dir is not None:
             await recovery.finish_deletes(store, events, data_dir)
+        if pg_events is not None:
+            from . import pg_events as pg
+
+            await pg.recover(store, pg_events, RUN_ID_ENV)
+        elif data_dir is not None:
             await recovery.recover(store, RUN_ID_ENV)
+        if data_dir is not None:
             await workspaces.reconcile()  # stale `git worktree` entries a crash left
         async with anyio.create_task_group() as tg:
             service = RunService(
@@ -309,6 +330,8 @@ async def open_service(
                 retain=retain,
             )
             tg.start_soon(store.run_writer)
+            if pg_events is not None:
+                tg.start_soon(pg_events.run_writer)
             tg.start_soon(service.lifecycle.janitor)
             tg.start_soon(service.sessions.janitor)
             if data_dir is not None:
@@ -321,13 +344,35 @@ async def open_service(
                     await service.shutdown_active(grace)
                     await service.sessions.close()
                     service.status_hub.close()
+                    if pg_events is not None:
+                        await pg_events.flush()
                     await store.flush()
                 tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
+            if pg_events is not None:
+                await pg_events.close()
             await store.close()
         if lock is not None:
             os.close(lock)
+
+
+async def _open_postgres(url: str, data_dir: Path) -> tuple[RunStore, PgEventStore]:
+    """The PostgreSQL run store and event store (imported here: an optional dependency)."""
+    try:
+        from .pg_events import PgEventStore
+        from .pg_store import PgRunStore
+    except ImportError as exc:
+        raise RuntimeError(
+            f"--database-url needs the postgres extra (pip install 'od-runs[postgres]'): {exc}"
+        ) from None
+    store = await PgRunStore.open(url)
+    try:
+        events = await PgEventStore.connect(url, data_dir)
+    except BaseException:
+        await store.close()
+        raise
+    return store, events
 
 
 __all__ = ["RUN_ID_ENV", "Attachment", "Run", "RunService", "now_iso", "open_service"]

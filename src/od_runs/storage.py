@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -93,11 +93,43 @@ class RunStore(Protocol):
         """
 
 
+class Commit:
+    """A batch on its way to a database: what to do once it is committed, or failed.
+
+    A file or memory log is durable when append_batch() returns; a database is not (its
+    write is a round trip the event loop must not block on). Such a log returns a Commit,
+    and the lifecycle publishes the batch from then() (invariant 3). Commits of one log
+    resolve in append order.
+    """
+
+    __slots__ = ("_callbacks", "done", "error")
+
+    def __init__(self) -> None:
+        self._callbacks: builtins.list[Callable[[OSError | None], None]] = []
+        self.done = False
+        self.error: OSError | None = None
+
+    def then(self, callback: Callable[[OSError | None], None]) -> None:
+        """Call callback(error) once resolved (at once if it already is); error None: done."""
+        if self.done:
+            callback(self.error)
+        else:
+            self._callbacks.append(callback)
+
+    def resolve(self, error: OSError | None = None) -> None:
+        """The batch is committed (error None) or failed: run the callbacks in order."""
+        self.done, self.error = True, error
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(error)
+
+
 class RunLog(Protocol):
     """One run's events in a backend: a single writer while the run is active, readers always.
 
-    append_batch() returns once the batch is durable to readers of this backend (invariant 3:
-    nothing is published before it returns). Ids are dense and start at 1 (invariant 2).
+    append_batch() returns None once the batch is durable to readers of this backend, or a
+    Commit that resolves when it is (invariant 3: nothing is published before). Ids are
+    dense and start at 1 (invariant 2).
     """
 
     @property
@@ -106,7 +138,7 @@ class RunLog(Protocol):
 
     def append_batch(
         self, first_id: int, raw: bytes, lines: builtins.list[LogLine], lengths: builtins.list[int]
-    ) -> None:
+    ) -> Commit | None:
         """Append whole lines (raw is their bytes, lines the same parsed) in one write."""
 
     def close(self) -> None:
@@ -227,6 +259,7 @@ def tree_size(path: Path) -> int:
 
 __all__ = [
     "DELETING_PREFIX",
+    "Commit",
     "EventStore",
     "FileEventStore",
     "MemoryEventStore",

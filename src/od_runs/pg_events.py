@@ -1,0 +1,389 @@
+"""PostgreSQL events: the events table as a storage.EventStore, written by one writer task.
+
+A batch goes to the database first, then to the run's local events.jsonl (the executing
+daemon keeps the file a person can `tail -F`), and only then is it published: append_batch()
+returns a storage.Commit that the writer resolves after both (invariant 3). The writer takes
+every batch queued while the previous insert was in flight, of all runs, and inserts them in
+one statement (one round trip, autocommit), so the round trip costs latency, not throughput.
+Reads (replay, the head) come from the database, in worker threads, through a sync pool.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from .eventlog import EventLog, LogLine, encode_lines, now_iso, recover_tail
+from .models import RunStatus
+from .pg_store import CONNECT_TIMEOUT, connect
+from .recovery import RESTART_CODE, RESTART_MESSAGE, _kill_leftovers
+from .storage import Commit, FileEventStore, RunLog, RunStore, tree_size
+
+log = logging.getLogger("od_runs.pg_events")
+
+# Rows per replay query: big enough to stream fast, small enough to bound a reader's memory.
+PAGE = 2000
+_NO_LIMIT = 2**62
+# `,"ts":"2026-01-01T00:00:00.000Z"}`: the fixed-width end of every line (eventlog.py).
+_TS_TAIL = 33
+
+_INSERT = """
+INSERT INTO events (run_id, id, event, data, ts)
+SELECT r, i, e, d::json, t::timestamptz
+FROM unnest(%s::text[], %s::int8[], %s::text[], %s::text[], %s::text[]) AS u(r, i, e, d, t)
+"""
+# The line as eventlog.encode_lines wrote it, rebuilt by the server (json keeps data's text).
+_LINE = """'{"id":' || id || ',"event":"' || event || '","data":' || data::text
+    || ',"ts":"' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"}'"""
+_SELECT = f"""
+SELECT id, event, {_LINE} FROM events
+WHERE run_id = %s AND id > %s AND id <= %s ORDER BY id LIMIT %s
+"""
+_LAST = f"SELECT id, event, {_LINE} FROM events WHERE run_id = %s ORDER BY id DESC LIMIT 1"
+
+
+class DatabaseWriteError(OSError):
+    """The database refused or lost a batch of events."""
+
+
+class PgRunLog:
+    """One run's events in the database, plus the executing daemon's events.jsonl."""
+
+    def __init__(self, store: PgEventStore, run_id: str, file: EventLog | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.file = file
+        self.writable = file is not None or store.files is None
+        self.pending = 0
+        self.broken: OSError | None = None
+
+    @property
+    def path(self) -> Path | None:
+        """The local events.jsonl, if this daemon writes one."""
+        return self.file.path if self.file is not None else None
+
+    def append_batch(
+        self, first_id: int, raw: bytes, lines: builtins.list[LogLine], lengths: builtins.list[int]
+    ) -> Commit:
+        """Queue the batch for the writer; the Commit resolves once it is committed."""
+        if self.broken is not None:
+            raise self.broken
+        if not self.writable:
+            raise DatabaseWriteError(f"the event log of {self.run_id} is closed")
+        return self.store.enqueue(self, first_id, raw, lines, lengths)
+
+    def close(self) -> None:
+        """No more appends; the file closes once the queued batches are written."""
+        self.writable = False
+        if self.pending == 0 and self.file is not None:
+            self.file.close()
+
+    def read_after(self, cursor: int, upto: int | None = None) -> Iterator[builtins.list[LogLine]]:
+        """Batches of the events with cursor < id <= upto, a page per query (blocking)."""
+        end = _NO_LIMIT if upto is None else upto
+        while cursor < end:
+            with self.store.read_pool.connection() as conn:
+                rows = conn.execute(_SELECT, (self.run_id, cursor, end, PAGE)).fetchall()
+            if not rows:
+                return
+            yield [LogLine(r[0], r[1], r[2].encode()) for r in rows]
+            if len(rows) < PAGE:
+                return
+            cursor = rows[-1][0]
+
+    def read_frames_after(
+        self, cursor: int, upto: int | None = None
+    ) -> Iterator[tuple[bytes, int, str]]:
+        """The same as SSE frames: (bytes, last id, last event name) per page."""
+        for batch in self.read_after(cursor, upto):
+            yield b"".join([line.frame for line in batch]), batch[-1].id, batch[-1].event
+
+    def last(self) -> LogLine | None:
+        """The newest event in the database, or None."""
+        with self.store.read_pool.connection() as conn:
+            row = conn.execute(_LAST, (self.run_id,)).fetchone()
+        return LogLine(row[0], row[1], row[2].encode()) if row else None
+
+
+class _Queued:
+    __slots__ = ("commit", "first_id", "lengths", "lines", "log", "raw")
+
+    def __init__(
+        self,
+        run_log: PgRunLog,
+        first_id: int,
+        raw: bytes,
+        lines: builtins.list[LogLine],
+        lengths: builtins.list[int],
+    ) -> None:
+        self.log = run_log
+        self.first_id = first_id
+        self.raw = raw
+        self.lines = lines
+        self.lengths = lengths
+        self.commit = Commit()
+
+
+class PgEventStore:
+    """storage.EventStore on PostgreSQL, with each run's events.jsonl under files (if any)."""
+
+    def __init__(
+        self, url: str, conn: psycopg.AsyncConnection[Any], read_pool: ConnectionPool[Any]
+    ) -> None:
+        self.url = url
+        self.files: Path | None = None
+        self.read_pool = read_pool
+        self._conn = conn
+        self._queue: builtins.list[_Queued] = []
+        self._wake = anyio.Event()
+        self._drained = anyio.Event()
+        self._writing = anyio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str, files: Path | None) -> PgEventStore:
+        """Connect the writer and the readers (the schema is PgRunStore.open's job)."""
+        conn = await connect(url)
+        pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=4,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            open=False,
+        )
+        try:
+            await anyio.to_thread.run_sync(lambda: pool.open(wait=True, timeout=10))
+        except BaseException:
+            await conn.close()
+            raise
+        store = cls(url, conn, pool)
+        store.files = files
+        return store
+
+    # storage.EventStore ------------------------------------------------------------------
+
+    def create(self, run_id: str) -> RunLog:
+        """A new run's log: rows in the database, and its events.jsonl under files."""
+        file = EventLog.create(self.files / run_id) if self.files is not None else None
+        return PgRunLog(self, run_id, file)
+
+    def open(self, run_id: str, location: str | None) -> RunLog:
+        """A run's log for reading; the database has it whoever wrote it."""
+        run_log = PgRunLog(self, run_id, None)
+        run_log.writable = False
+        return run_log
+
+    def location(self, log: RunLog) -> str | None:
+        """The local events.jsonl's path."""
+        path = log.path if isinstance(log, PgRunLog) else None
+        return str(path) if path is not None else None
+
+    def usage(self, run_id: str, location: str | None) -> int:
+        """Bytes of the run's event rows (their text), plus its local log directory."""
+        with self.read_pool.connection() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(octet_length(event) + octet_length(data::text)), 0) "
+                "FROM events WHERE run_id = %s",
+                (run_id,),
+            ).fetchone()
+        local = tree_size(self.files / run_id) if self.files is not None else 0
+        return int(row[0] if row else 0) + local
+
+    def delete(self, run_id: str, location: str | None) -> int:
+        """Delete the run's event rows (one statement), then its local directory."""
+        freed = self.usage(run_id, location)
+        with self.read_pool.connection() as conn:
+            conn.execute("DELETE FROM events WHERE run_id = %s", (run_id,))
+            conn.commit()
+        if self.files is not None:
+            FileEventStore(self.files).delete(run_id, location)
+        return freed
+
+    # The writer ---------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        run_log: PgRunLog,
+        first_id: int,
+        raw: bytes,
+        lines: builtins.list[LogLine],
+        lengths: builtins.list[int],
+    ) -> Commit:
+        """Queue a batch for the next insert."""
+        item = _Queued(run_log, first_id, raw, lines, lengths)
+        run_log.pending += 1
+        self._queue.append(item)
+        self._wake.set()
+        return item.commit
+
+    async def run_writer(self) -> None:
+        """Insert queued batches until cancelled (then what is left, shielded)."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                await self._write_queued()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._write_queued()
+
+    async def flush(self) -> None:
+        """Return once every batch queued so far is committed (or failed)."""
+        while self._queue:
+            drained = self._drained
+            self._wake.set()
+            await drained.wait()
+        async with self._writing:
+            pass
+
+    async def _write_queued(self) -> None:
+        async with self._writing:
+            while self._queue:
+                items, self._queue = self._queue, []
+                await self._insert(items)
+            drained, self._drained = self._drained, anyio.Event()
+            drained.set()
+
+    async def _insert(self, items: builtins.list[_Queued]) -> None:
+        runs: builtins.list[str] = []
+        ids: builtins.list[int] = []
+        names: builtins.list[str] = []
+        datas: builtins.list[str] = []
+        stamps: builtins.list[str] = []
+        live: builtins.list[_Queued] = []
+        for item in items:
+            if item.log.broken is not None:
+                self._done(item, item.log.broken)
+                continue
+            live.append(item)
+            for line in item.lines:
+                text = line.line.decode()
+                runs.append(item.log.run_id)
+                ids.append(line.id)
+                names.append(line.event)
+                datas.append(text[text.index('"data":', 6) + 7 : -_TS_TAIL])
+                stamps.append(text[-_TS_TAIL + 7 : -2])
+        if not live:
+            return
+        try:
+            if self._conn.closed:
+                self._conn = await connect(self.url)
+            await self._conn.execute(_INSERT, (runs, ids, names, datas, stamps))
+        except Exception as exc:
+            log.error("cannot write events to the database: %s", exc)
+            refused = DatabaseWriteError(f"the database refused the events: {exc}")
+            for item in live:
+                item.log.broken = refused
+                self._done(item, refused)
+            return
+        for item in live:
+            error: OSError | None = None
+            if item.log.file is not None:
+                try:
+                    item.log.file.append(item.first_id, item.raw, item.lengths)
+                except OSError as exc:
+                    item.log.broken = error = exc
+            self._done(item, error)
+
+    def _done(self, item: _Queued, error: OSError | None) -> None:
+        run_log = item.log
+        run_log.pending -= 1
+        if run_log.pending == 0 and not run_log.writable and run_log.file is not None:
+            run_log.file.close()
+        item.commit.resolve(error)
+
+    async def close(self) -> None:
+        """Write what is queued and close the connections."""
+        with anyio.CancelScope(shield=True):
+            await self._write_queued()
+            await self._conn.close()
+            await anyio.to_thread.run_sync(self.read_pool.close)
+
+    # Start-up recovery ---------------------------------------------------------------------
+
+    def close_log(self, body: RunStatus, now: str) -> RunStatus:
+        """Finish a run a crash left open: an error and an end unless it had one (blocking)."""
+        update: dict[str, object] = {"updatedAt": now}
+        run_log = PgRunLog(self, body.id, None)
+        last = run_log.last()
+        if last is not None and last.event == "end":
+            line = json.loads(last.line)
+            end = line["data"]
+            update.update(
+                status=end.get("status", "failed"),
+                exitCode=end.get("code"),
+                signal=end.get("signal"),
+                errorCode=end.get("errorCode"),
+                error=end.get("error"),
+                lastEventId=last.id,
+                finishedAt=line["ts"],
+            )
+            return body.model_copy(update=update)
+        first = (last.id if last is not None else 0) + 1
+        error = {"code": RESTART_CODE, "message": RESTART_MESSAGE, "retryable": True}
+        items = [
+            ("error", {"message": RESTART_MESSAGE, "error": error}),
+            (
+                "end",
+                {
+                    "status": "failed",
+                    "code": None,
+                    "signal": None,
+                    "errorCode": RESTART_CODE,
+                    "error": RESTART_MESSAGE,
+                },
+            ),
+        ]
+        raw, lines, lengths = encode_lines(first, items, now, lambda s: s)
+        rows = [
+            (
+                body.id,
+                ln.id,
+                ln.event,
+                t[t.index('"data":', 6) + 7 : -_TS_TAIL],
+                t[-_TS_TAIL + 7 : -2],
+            )
+            for ln in lines
+            for t in [ln.line.decode()]
+        ]
+        with self.read_pool.connection() as conn:
+            conn.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
+        # The local copy follows when it holds what the database holds (it is written second).
+        if body.eventsLogPath is not None:
+            path = Path(body.eventsLogPath)
+            tail = recover_tail(path)
+            if (tail.id if tail is not None else 0) == first - 1:
+                file = EventLog.create(path.parent)
+                try:
+                    file.append(first, raw, lengths)
+                finally:
+                    file.close()
+        update.update(
+            status="failed",
+            errorCode=RESTART_CODE,
+            error=RESTART_MESSAGE,
+            retryable=True,
+            finishedAt=now,
+            lastEventId=first + 1,
+        )
+        return body.model_copy(update=update)
+
+
+async def recover(store: RunStore, events: PgEventStore, env_name: str) -> int:
+    """Mark runs left queued/running as failed, end their logs, reap their processes."""
+    rows = await store.unfinished()
+    for row in rows:
+        await anyio.to_thread.run_sync(_kill_leftovers, row, env_name)
+        row.body = await anyio.to_thread.run_sync(events.close_log, row.body, now_iso())
+        await store.insert(row)
+    return len(rows)
+
+
+__all__ = ["DatabaseWriteError", "PgEventStore", "PgRunLog", "recover"]

@@ -1,0 +1,417 @@
+"""PostgreSQL run store: schema, numbered migrations under an advisory lock, a coalescing writer.
+
+`od-runs serve --database-url postgresql://...` keeps runs, sessions and events in one
+database (pg_events.py has the events), so that several daemons can share it later. Today one
+daemon uses it; the workers table and the runs' worker column are there for placement.
+
+The same shape as store.py: creation is written at once, status updates are coalesced by one
+writer task (never once per event). Connections come from psycopg's async pool.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from .models import RunStatus, SessionDetail, SessionStatus
+from .store import FLUSH_INTERVAL, RunRow
+
+# pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
+MIGRATION_LOCK = 0x6F642D72756E73
+CONNECT_TIMEOUT = 5
+
+MIGRATIONS: Sequence[str] = (
+    # 1: runs (status body + the columns we filter or recover by), events, sessions, workers.
+    # runs.worker_id and workers are unused yet: the daemon that executes a run will hold a
+    # lease on it (issue 11, next step).
+    """
+    CREATE TABLE workers (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        started timestamptz NOT NULL DEFAULT now(),
+        heartbeat timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE runs (
+        id text PRIMARY KEY,
+        project_id text,
+        conversation_id text,
+        status text NOT NULL,
+        created_at timestamptz NOT NULL,
+        client_request_id text UNIQUE,
+        request_hash text,
+        child_pid integer,
+        child_start_time bigint,
+        worker_id text REFERENCES workers (id) ON DELETE SET NULL,
+        body json NOT NULL
+    );
+    CREATE INDEX runs_by_project ON runs (project_id, created_at);
+    CREATE INDEX runs_by_conversation ON runs (conversation_id, created_at);
+    CREATE INDEX runs_by_status ON runs (status, created_at);
+    CREATE TABLE events (
+        run_id text NOT NULL,
+        id bigint NOT NULL,
+        event text NOT NULL,
+        data json NOT NULL,
+        ts timestamptz NOT NULL,
+        PRIMARY KEY (run_id, id)
+    );
+    CREATE TABLE sessions (
+        id text PRIMARY KEY,
+        conversation_id text,
+        agent_id text NOT NULL,
+        status text NOT NULL,
+        pid integer,
+        pid_start_time bigint,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        body json NOT NULL
+    );
+    CREATE UNIQUE INDEX sessions_by_conversation ON sessions (conversation_id, agent_id);
+    CREATE INDEX sessions_by_status ON sessions (status, updated_at);
+    """,
+)
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS od_runs_schema (
+    version integer PRIMARY KEY,
+    applied timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be used: unreachable, refused, or of a newer schema."""
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].strip()
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+    """One autocommit connection, or DatabaseUnavailable saying why in one line."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+        )
+    except (psycopg.Error, ValueError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database {redact_url(url)}: {_first_line(exc)}"
+        ) from None
+
+
+async def migrate(url: str) -> int:
+    """Bring the schema to this version (once, whoever else starts at the same time)."""
+    conn = await connect(url)
+    try:
+        # Session-level lock: a second daemon starting now waits here, then finds it done.
+        await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            await conn.execute(_VERSION_TABLE)
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM od_runs_schema")
+            record = await cur.fetchone()
+            version = int(record[0]) if record else 0
+            if version > len(MIGRATIONS):
+                raise DatabaseUnavailable(
+                    f"the database {redact_url(url)} has schema version {version}, newer than "
+                    f"this od-runs knows ({len(MIGRATIONS)}): upgrade od-runs"
+                )
+            for number, script in enumerate(MIGRATIONS, start=1):
+                if number <= version:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(script)
+                    await conn.execute(
+                        "INSERT INTO od_runs_schema (version) VALUES (%s)", (number,)
+                    )
+            return len(MIGRATIONS)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(
+            f"cannot migrate the database {redact_url(url)}: {_first_line(exc)}"
+        ) from None
+    finally:
+        await conn.close()
+
+
+async def open_pool(url: str, max_size: int = 4) -> AsyncConnectionPool[Any]:
+    """An open pool of autocommit connections."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+        open=False,
+    )
+    try:
+        await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseUnavailable(
+            f"cannot connect to the database {redact_url(url)}: {_first_line(exc)}"
+        ) from None
+    return pool
+
+
+def _params(row: RunRow) -> tuple[object, ...]:
+    body = row.body
+    return (
+        body.id,
+        body.projectId,
+        body.conversationId,
+        body.status,
+        body.createdAt,
+        row.client_request_id,
+        row.request_hash,
+        body.childPid,
+        row.child_start_time,
+        body.model_dump_json(),
+    )
+
+
+_UPSERT = """
+INSERT INTO runs (id, project_id, conversation_id, status, created_at, client_request_id,
+                  request_hash, child_pid, child_start_time, body)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    child_pid = excluded.child_pid,
+    child_start_time = excluded.child_start_time,
+    body = excluded.body
+"""
+_COLUMNS = "body::text, client_request_id, request_hash, child_start_time"
+
+_SESSION_UPSERT = """
+INSERT INTO sessions (id, conversation_id, agent_id, status, pid, pid_start_time, created_at,
+                      updated_at, body)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    pid = excluded.pid,
+    pid_start_time = excluded.pid_start_time,
+    updated_at = excluded.updated_at,
+    body = excluded.body
+"""
+
+
+def _row(record: tuple[Any, ...]) -> RunRow:
+    return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
+
+
+def _session_status(body: str) -> SessionStatus:
+    detail = SessionDetail.model_validate_json(body)
+    return SessionStatus.model_validate(detail.model_dump(exclude={"recentEvents"}))
+
+
+class PgRunStore:
+    """storage.RunStore on PostgreSQL: the runs and sessions tables."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+        self._pending: dict[str, RunRow] = {}
+        self._wake = anyio.Event()
+        self._flushed = anyio.Event()
+        self._urgent = anyio.Event()
+        self._writing = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> PgRunStore:
+        """Migrate the database at url and open a pool on it."""
+        await migrate(url)
+        return cls(await open_pool(url))
+
+    async def close(self) -> None:
+        """Write what is pending and close the pool; idempotent."""
+        if self._closed:
+            return
+        await self._write_pending()
+        self._closed = True
+        await self.pool.close()
+
+    async def _execute(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description is not None else []
+
+    # Writing ------------------------------------------------------------------------------
+
+    async def insert(self, row: RunRow) -> None:
+        """Write a new run now (creation must be durable before we answer 202)."""
+        await self._execute(_UPSERT, _params(row))
+
+    def schedule(self, row: RunRow) -> None:
+        """Queue a row for the writer task; later rows for the same run replace earlier ones."""
+        self._pending[row.body.id] = row
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once everything scheduled so far is committed."""
+        while self._pending:
+            flushed = self._flushed
+            self._urgent.set()
+            self._wake.set()
+            await flushed.wait()
+        async with self._writing:
+            pass
+
+    async def run_writer(self) -> None:
+        """The writer task: commit scheduled rows in batches until cancelled."""
+        try:
+            while True:
+                await self._wake.wait()
+                with anyio.move_on_after(FLUSH_INTERVAL):
+                    await self._urgent.wait()
+                self._wake = anyio.Event()
+                self._urgent = anyio.Event()
+                await self._write_pending()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        async with self._writing:
+            if self._closed:
+                return
+            rows, self._pending = list(self._pending.values()), {}
+            if rows:
+                async with self.pool.connection() as conn, conn.transaction():
+                    # executemany pipelines the statements: one round trip for the batch.
+                    await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
+        flushed, self._flushed = self._flushed, anyio.Event()
+        flushed.set()
+
+    # Reading ------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> RunRow | None:
+        """The stored row of a run, or None."""
+        records = await self._execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
+        return _row(records[0]) if records else None
+
+    async def delete(self, run_id: str) -> bool:
+        """Remove a finished run's row (and any update still queued for it); False if none."""
+        self._pending.pop(run_id, None)
+        records = await self._execute("DELETE FROM runs WHERE id = %s RETURNING id", (run_id,))
+        return bool(records)
+
+    async def by_request_id(self, client_request_id: str) -> RunRow | None:
+        """The run created with this clientRequestId, or None."""
+        records = await self._execute(
+            f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = %s", (client_request_id,)
+        )
+        return _row(records[0]) if records else None
+
+    async def list(
+        self,
+        *,
+        project_id: str | None = None,
+        conversation_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> builtins.list[RunStatus]:
+        """Status bodies, newest first, filtered."""
+        clauses: builtins.list[str] = []
+        params: builtins.list[object] = []
+        if project_id is not None:
+            clauses.append("project_id = %s")
+            params.append(project_id)
+        if conversation_id is not None:
+            clauses.append("conversation_id = %s")
+            params.append(conversation_id)
+        if statuses is not None:
+            clauses.append("status = ANY(%s)")
+            params.append(list(statuses))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        records = await self._execute(
+            f"SELECT body::text FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [RunStatus.model_validate_json(r[0]) for r in records]
+
+    async def unfinished(self) -> builtins.list[RunRow]:
+        """Rows a crash left queued or running."""
+        records = await self._execute(
+            f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
+        )
+        return [_row(r) for r in records]
+
+    # Sessions -----------------------------------------------------------------------------
+
+    async def save_session(self, detail: SessionDetail, pid_start_time: int | None) -> None:
+        """Insert or update a session row."""
+        if self._closed:
+            return
+        await self._execute(
+            _SESSION_UPSERT,
+            (
+                detail.id,
+                detail.conversationId,
+                detail.agentId,
+                detail.status,
+                detail.pid,
+                pid_start_time,
+                detail.createdAt,
+                detail.updatedAt,
+                detail.model_dump_json(),
+            ),
+        )
+
+    async def get_session(self, session_id: str) -> SessionDetail | None:
+        """A session with its recent events, or None."""
+        records = await self._execute(
+            "SELECT body::text FROM sessions WHERE id = %s", (session_id,)
+        )
+        return SessionDetail.model_validate_json(records[0][0]) if records else None
+
+    async def session_of(self, conversation_id: str, agent_id: str) -> SessionDetail | None:
+        """The session of a conversation (one per conversation and agent), or None."""
+        records = await self._execute(
+            "SELECT body::text FROM sessions WHERE conversation_id = %s AND agent_id = %s",
+            (conversation_id, agent_id),
+        )
+        return SessionDetail.model_validate_json(records[0][0]) if records else None
+
+    async def list_sessions(
+        self,
+        *,
+        conversation_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> builtins.list[SessionStatus]:
+        """Sessions without their events, most recently updated first."""
+        clauses: builtins.list[str] = []
+        params: builtins.list[object] = []
+        if conversation_id is not None:
+            clauses.append("conversation_id = %s")
+            params.append(conversation_id)
+        if status is not None:
+            clauses.append("status = %s")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        records = await self._execute(
+            f"SELECT body::text FROM sessions {where} ORDER BY updated_at DESC, id DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [_session_status(r[0]) for r in records]
+
+    async def live_sessions(self) -> builtins.list[tuple[SessionDetail, int | None]]:
+        """Sessions a crash left with a process (active or idle), with the pid's start time."""
+        records = await self._execute(
+            "SELECT body::text, pid_start_time FROM sessions WHERE status IN ('active', 'idle')"
+        )
+        return [(SessionDetail.model_validate_json(r[0]), r[1]) for r in records]
+
+
+__all__ = ["MIGRATIONS", "DatabaseUnavailable", "PgRunStore", "migrate", "redact_url"]
