@@ -6,7 +6,7 @@ DATA_DIR ?= ./runs_log
 HOST ?= 127.0.0.1
 PORT ?= 7780
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test test-slow lint typecheck bench clean
 
 # The real agent CLIs and MCP tools the tests drive, pinned in package-lock.json.
 node_modules/.installed: package.json package-lock.json
@@ -60,7 +60,12 @@ $(PG_INITDB):
 test:
 	$(MAKE) --no-print-directory -j3 --output-sync=target lint node_modules/.installed /usr/bin/chromium \
 		$(PG_INITDB)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+# The slow end-to-end tests (pytest -m slow): CI runs them right after `make test` (.ci/run),
+# so `make test` stays a few minutes on 2 cores and nothing goes untested.
+test-slow: $(VENV)/.installed-test node_modules/.installed /usr/bin/chromium $(PG_INITDB)
+	$(BIN)/python -m pytest -q -n 2 -m slow
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run_all.py

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from .mcp_budget import McpEvent
+from .mcp_cut import McpEvent
 from .mcp_watch import OnChange
 from .models import DiffPage, Event, RunCreate, RunStatus, SessionDetail, SessionStatus
 

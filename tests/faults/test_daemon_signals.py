@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from ..conftest import (
     Daemon,
     assert_dense,
@@ -68,6 +70,7 @@ def printed_pids(daemon: Daemon, run_id: str) -> list[int]:
     return poll(f"run {run_id} to print its pids", probe)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_sigterm_with_twenty_active_runs_leaves_no_process_and_cancels_all(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -165,6 +168,7 @@ class Follower(threading.Thread):
         return [json.loads(f["data"]) for f in parse_frames(complete)]
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_of_twenty_runs(data_dir: Path) -> None:
     """Invariants 1, 2, 3, 9, seeded: after each crash and restart, every run is terminal with
     a whole, dense log ending in `end`, no child is left, and every event a client saw is in

@@ -123,6 +123,7 @@ def test_a_405_lists_every_method_the_path_takes(
     assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(ST_TIMEOUT + 30)
 def test_every_schemathesis_check_passes(daemon: Daemon, tmp_path: Path) -> None:
     """Every answer to every generated request, valid or not, is what the document says."""

@@ -50,6 +50,7 @@ async def follow(
                 return [{"start": start}, *got]
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_reconnect_storm_ends_with_exactly_the_log_for_everyone(
     shared: Daemon,
