@@ -413,3 +413,33 @@ def test_deleting_a_run_removes_its_worktree_but_not_uncommitted_work_unless_for
         assert client.delete(f"/api/runs/{dirty['id']}?force=true").status_code == 200
         assert not Path(dirty["workspace"]["path"]).exists()
         assert client.get(f"/api/runs/{dirty['id']}").status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_restart_removes_clean_worktrees_whose_runs_are_gone_and_keeps_changed_ones(
+    tmp_path: Path, repo: Path
+) -> None:
+    """Start-up reconciliation: a worktree none of whose runs exist any more (its row was lost
+    to a crash, or removed behind od-runs' back) is removed if clean, and kept, with its
+    uncommitted work, if not (invariant 13: od-runs never throws away work on its own)."""
+    data = tmp_path / "data"
+    bodies = {
+        "clean": RunCreate.model_validate(command_run(repo, "true", keep="always")),
+        "dirty": RunCreate.model_validate(command_run(repo, "echo wip > w.txt", keep="always")),
+    }
+    paths: dict[str, Path] = {}
+    async with open_service(data) as service:
+        for name, body in bodies.items():
+            run = await service.start(body)
+            status = await service.wait(run.id, timeout=30)
+            assert status.status == "succeeded" and status.workspace is not None
+            paths[name] = Path(status.workspace.path)
+            # The row goes as a crash mid-delete would leave it: the worktree stays behind.
+            assert await service.store.delete(run.id)
+    assert paths["clean"].exists() and paths["dirty"].exists()
+    async with open_service(data):
+        pass
+    assert not paths["clean"].exists()
+    assert (paths["dirty"] / "w.txt").read_text() == "wip\n"
+    listed = git("worktree", "list", "--porcelain", cwd=repo)
+    assert str(paths["clean"]) not in listed and str(paths["dirty"]) in listed

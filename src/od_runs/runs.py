@@ -315,7 +315,12 @@ async def open_service(
         elif data_dir is not None:
             await recovery.recover(store, RUN_ID_ENV)
         if data_dir is not None:
-            await workspaces.reconcile()  # stale `git worktree` entries a crash left
+
+            async def run_exists(run_id: str) -> bool:
+                return await store.get(run_id) is not None
+
+            # Stale `git worktree` entries, and worktrees whose runs are gone, a crash left.
+            await workspaces.reconcile(run_exists)
         async with anyio.create_task_group() as tg:
             service = RunService(
                 store,

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +66,10 @@ def workspace_id(conversation_id: str | None, run_id: str) -> str:
         # Two ids that differ only in characters `_safe` replaces must not share a worktree.
         safe += "-" + hashlib.sha256(conversation_id.encode()).hexdigest()[:8]
     return f"conv-{safe}"
+
+
+# Whether a run still exists in the run store (start-up reconciliation).
+RunExists = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -379,19 +383,39 @@ class Workspaces:
         await self.reconcile()
         return removed
 
-    async def reconcile(self) -> None:
-        """Start-up: `git worktree prune` in every known repo, forget worktrees that are gone."""
+    async def reconcile(self, run_exists: RunExists | None = None) -> list[str]:
+        """Start-up: forget worktrees whose directory is gone; remove those none of whose
+        runs exist any more (a crash mid-delete, say) unless they hold changes (those stay,
+        for `od-runs worktrees rm ID --force`); `git worktree prune` in every known repo.
+        Returns the ids removed."""
         repos: set[str] = set()
+        removed: list[str] = []
         for plan in await self._all_meta():
             repos.add(plan.repo)
             if not await anyio.Path(plan.path, ".git").exists():
                 await self._forget(plan.id)
+                continue
+            if run_exists is None or not plan.run_ids:
+                continue
+            if any([await run_exists(run_id) for run_id in plan.run_ids]):
+                continue
+            _, status, _ = await git("status", "--porcelain", cwd=plan.path, check=False)
+            _, head, _ = await git("rev-parse", "HEAD", cwd=plan.path, check=False)
+            if status.strip() or head.strip() != plan.base_commit:
+                log.warning(
+                    "worktree %s outlived its runs but holds changes; kept (remove it by name)",
+                    plan.id,
+                )
+                continue
+            await self._remove(plan, drop_branch=True)
+            removed.append(plan.id)
         for repo in repos:
             if await anyio.Path(repo).is_dir():
                 try:
                     await git("worktree", "prune", cwd=repo, check=False)
                 except WorkspaceError as exc:
                     log.warning("cannot prune worktrees of %s: %s", repo, exc)
+        return removed
 
     # Internals ----------------------------------------------------------------------------
 

@@ -61,19 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=40)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--fast", action="store_true", help="emit as fast as possible")
+    # od-runs passes a per-run mark to put before every JSON line: it trusts marked lines
+    # into the log as they are, and parses any other line first (agents/demo.py).
+    parser.add_argument("--mark", default="")
     args = parser.parse_args(argv)
+    mark = args.mark
     prompt = sys.stdin.read() if not sys.stdin.isatty() else ""
     out = sys.stdout
     if args.fast:
         # Big events counts: serialise the fixed part once and stream the deltas in bulk.
         items = session(prompt, min(args.events, 64))
-        filler = [json.dumps(e, separators=(",", ":")) + "\n" for e in items[:-1]]
+        filler = [mark + json.dumps(e, separators=(",", ":")) + "\n" for e in items[:-1]]
         missing = args.events - len(items)
-        delta = '{"type":"text_delta","delta":"more "}\n'
+        delta = mark + '{"type":"text_delta","delta":"more "}\n'
         out.write("".join(filler))
         for start in range(0, missing, 4096):
             out.write(delta * min(4096, missing - start))
-        out.write(json.dumps(items[-1], separators=(",", ":")) + "\n")
+        out.write(mark + json.dumps(items[-1], separators=(",", ":")) + "\n")
         out.flush()
         return 0
     events = session(prompt, args.events)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         delay = started + index * pause - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        out.write(json.dumps(event, separators=(",", ":")) + "\n")
+        out.write(mark + json.dumps(event, separators=(",", ":")) + "\n")
         out.flush()
     return 0
 
