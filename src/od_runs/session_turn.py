@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -32,6 +32,42 @@ STDERR_TAIL_LINES = 50
 EXIT_WAIT = 2.0
 
 Sink = Callable[[list[EventItem]], None]
+_T = TypeVar("_T")
+
+
+class TurnCanceled(Exception):
+    """The run was canceled while its session's process was still being readied."""
+
+
+async def unless_canceled(
+    canceled: anyio.Event | None, work: Callable[[], Awaitable[_T]], session_id: str
+) -> _T:
+    """work(), given up (TurnCanceled) as soon as canceled is set; its own errors as they are."""
+    if canceled is None:
+        return await work()
+    done: list[_T] = []
+    failed: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+
+        async def give_up() -> None:
+            await canceled.wait()
+            tg.cancel_scope.cancel()
+
+        async def do() -> None:
+            try:
+                done.append(await work())
+            except Exception as exc:
+                # Raised below, as itself: a task group would wrap it in a group.
+                failed.append(exc)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(give_up)
+        tg.start_soon(do)
+    if failed:
+        raise failed[0]
+    if not done:
+        raise TurnCanceled(session_id)
+    return done[0]
 
 
 @dataclass(eq=False)

@@ -47,10 +47,12 @@ from .session_turn import (
     Live,
     Session,
     Turn,
+    TurnCanceled,
     death_reason,
     note,
     startup_error,
     stop_process,
+    unless_canceled,
 )
 
 if TYPE_CHECKING:
@@ -65,10 +67,6 @@ SESSION_ID_RE = re.compile(r"^ses-[0-9a-f]{16}$")
 MAX_LIVE_SESSIONS = 16
 # An idle process unused this long is retired (its thread resumes on the next run).
 IDLE_TTL = 30 * 60.0
-
-
-class TurnCanceled(Exception):
-    """The run was canceled while its session's process was still being readied."""
 
 
 class SessionManager:
@@ -101,7 +99,9 @@ class SessionManager:
         async with session.lock:
             turn: Turn | None = None
             try:
-                live = await self._ready_unless(canceled, session, request, adapter)
+                live = await unless_canceled(
+                    canceled, lambda: self._ready(session, request, adapter), session.id
+                )
                 turn = Turn(session, live, adapter, run_id)
                 session.turn = turn
                 session.body.status = "active"
@@ -113,40 +113,6 @@ class SessionManager:
                 with anyio.CancelScope(shield=True):
                     await self._after_turn(session, turn, request)
         self._forget_if_retired(session)
-
-    async def _ready_unless(
-        self,
-        canceled: anyio.Event | None,
-        session: Session,
-        request: RunCreate,
-        adapter: SessionAdapter,
-    ) -> Live:
-        """_ready(), given up (TurnCanceled) as soon as canceled is set."""
-        if canceled is None:
-            return await self._ready(session, request, adapter)
-        ready: list[Live] = []
-        failed: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def give_up() -> None:
-                await canceled.wait()
-                tg.cancel_scope.cancel()
-
-            async def get_ready() -> None:
-                try:
-                    ready.append(await self._ready(session, request, adapter))
-                except Exception as exc:
-                    # Raised below, as itself: a task group would wrap it in a group.
-                    failed.append(exc)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(give_up)
-            tg.start_soon(get_ready)
-        if failed:
-            raise failed[0]
-        if not ready:
-            raise TurnCanceled(session.id)
-        return ready[0]
 
     async def _session_for(self, request: RunCreate, adapter: SessionAdapter) -> Session:
         if request.conversationId is None:
