@@ -4,15 +4,19 @@ Three runs a model cannot swallow whole: one printing a 3 MB line, one printing 
 lines, one whose final answer is 100 KB. Every tool result and resource read stays within the
 budget (measured as the serialised JSON-RPC result), the final answer and the cut markers are
 there, paging through get_run_events in parts gives the 3 MB line back byte for byte, and the
-JSONL log and SSE still carry everything.
+JSONL log and SSE still carry everything. One more test has the real pinned Codex CLI as the
+client, and checks both what od-runs sent it and what Codex showed the model.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,8 +26,11 @@ from mcp.types import CallToolResult, TextContent
 
 from od_runs.agents.codex import BINARY_ENV as CODEX_BIN
 from od_runs.mcp_budget import DEFAULT_RESULT_BYTES
+from od_runs.mcp_cut import dumps_compact, json_size
 
 from .conftest import Daemon, connect, parse_frames, read_log, wait_terminal, write_script
+from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer, write_codex_home
+from .test_mcp_resources import CODEX, CODEX_NAMESPACE, CODEX_TIMEOUT, codex_config
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +270,129 @@ def test_budget_variable_is_read_from_the_environment(monkeypatch: pytest.Monkey
     assert result_budget() == 4_096
     monkeypatch.delenv("OD_RUNS_MCP_RESULT_BYTES")
     assert result_budget() == BUDGET
+
+
+# How Codex tells the model it left the middle of a tool output out.
+CODEX_ELISION = re.compile(r"…\d+ tokens truncated…")
+
+
+def codex_tool_results(jsonl: str) -> list[dict[str, Any]]:
+    """The MCP results as `codex exec --json` reports them: od-runs's own, before Codex
+    formats them for the model."""
+    results = []
+    for line in jsonl.splitlines():
+        event = json.loads(line)
+        item = event.get("item") or {}
+        if event["type"] == "item.completed" and item.get("type") == "mcp_tool_call":
+            assert item["status"] == "completed", item
+            results.append(item["result"])
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.needs_cli("codex")
+def test_codex_hands_the_model_budgeted_parts_of_a_3_mb_line(
+    shared: Daemon, tmp_path: Path
+) -> None:
+    """Issue 14 through the real Codex CLI as MCP client of `od-runs mcp`: the scripted
+    model's wait_run on a run that printed a 3 MB line, then get_run_events from the offset
+    the cut marker it was shown names. Each result od-runs sent is within the budget with
+    its cut marker (and wait_run the final status), and the two parts join to the line's
+    bytes exactly.
+
+    Codex does not pass a result on whole: the model gets "Wall time: ...\nOutput:\n" and
+    the compact JSON of structuredContent (the text block is dropped), of which Codex keeps
+    about 6 KB of head and 6 KB of tail around a "…N tokens truncated…" marker. The cut
+    marker and the status sit in what it keeps, so the model can page on; the whole result
+    is checked in what `codex exec --json` reports of each MCP call."""
+    run = start_command(shared, f"import sys; sys.stdout.write({BIG_LINE_CODE} + '\\n')")
+    run_id = run["id"]
+    assert wait_terminal(shared, run_id)["status"] == "succeeded"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    stdout_path = tmp_path / "codex.jsonl"
+    with ResponsesServer() as server, stdout_path.open("w") as stdout:
+        hold = Hold()
+        wait = FunctionCall("wait_run", {"runId": run_id}, namespace=CODEX_NAMESPACE)
+        server.script([wait], hold, [Message("I have read the line in two parts.")])
+        home = write_codex_home(
+            tmp_path / "codex-home", server, model="scripted-model", extra_toml=codex_config(shared)
+        )
+        env = {**os.environ, "CODEX_HOME": str(home), **server.env()}
+        argv = [str(CODEX), "exec", "--json", "--skip-git-repo-check", "Read the run's output."]
+        # stdout to a file: each MCP call's event line is ~60 KB, more than a pipe holds.
+        with subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as codex:
+            try:
+                assert hold.reached.wait(CODEX_TIMEOUT), "Codex never sent wait_run's output"
+                # The next call is read off the marker, as the model would.
+                (seen,) = server.function_outputs()
+                rest = re.search(
+                    rf"get_run_events runId={run_id} after=(\d+) limit=1 offset=(\d+)", seen
+                )
+                assert rest, seen
+                after, offset = int(rest.group(1)), int(rest.group(2))
+                args = {"runId": run_id, "after": after, "limit": 1, "offset": offset}
+                hold.after.append(FunctionCall("get_run_events", args, namespace=CODEX_NAMESPACE))
+                hold.released.set()
+                _, err = codex.communicate(timeout=CODEX_TIMEOUT)
+            except BaseException:
+                hold.released.set()
+                codex.kill()
+                raise
+    assert codex.returncode == 0, err
+    assert len(server.requests) == 3
+
+    results = codex_tool_results(stdout_path.read_text())
+    assert len(results) == 2
+    for result in results:
+        wire = {"content": result["content"], "structuredContent": result["structured_content"]}
+        assert json_size(wire) + ENVELOPE <= BUDGET
+    waited, page = (r["structured_content"] for r in results)
+    assert waited["run"]["status"] == "succeeded" and waited["done"]
+    assert waited["events"][-1]["data"]["status"] == "succeeded"
+    (first,) = [e for e in waited["events"] if "cut" in e]
+    (second,) = page["items"]
+    assert first["id"] == second["id"] == after + 1
+    assert first["cut"]["offset"] == 0 and first["cut"]["nextOffset"] == offset
+    assert second["cut"]["offset"] == offset == len(first["data"]["text"].encode())
+    assert second["cut"]["totalBytes"] == first["cut"]["totalBytes"]
+    assert second["cut"]["omittedBytes"] > 0, "the second part is cut too"
+
+    # The parts join to the event's text exactly; that text is the line from where the
+    # log's earlier stdout events leave off.
+    joined = (first["data"]["text"] + second["data"]["text"]).encode()
+    log = read_log(run["eventsLogPath"])
+    before = "".join(
+        e["data"]["text"] for e in log if e["event"] == "stdout" and e["id"] < after + 1
+    )
+    start = len(before.encode())
+    assert start > 0
+    assert joined == BIG_LINE.encode()[start : start + len(joined)]
+    assert len(joined) == first["cut"]["partBytes"] + second["cut"]["partBytes"]
+
+    # What the model was shown: within the budget, od-runs's JSON with its middle elided,
+    # the marker and the status in what is left.
+    # The last request holds the whole conversation: both outputs, as the model saw them.
+    shown_all = [
+        item["output"]
+        for item in server.requests[-1]["input"]
+        if item.get("type") == "function_call_output"
+    ]
+    assert shown_all[0] == seen
+    for shown, result in zip(shown_all, results, strict=True):
+        assert len(shown.encode()) <= BUDGET
+        body = shown.split("Output:\n", 1)[1]
+        head, tail = CODEX_ELISION.split(body)
+        produced = dumps_compact(result["structured_content"])
+        assert produced.startswith(head) and produced.endswith(tail)
+        assert '"cut":{"field":"data.text"' in tail
+    assert f"Run {run_id} succeeded." in seen
+    assert '"data":{"status":"succeeded"' in seen
