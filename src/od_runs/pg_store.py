@@ -15,12 +15,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .models import RunStatus, SessionDetail, SessionStatus
-from .store import FLUSH_INTERVAL, RunRow
+from .row_writer import CoalescingWriter
+from .store import RunRow
 
 # pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
 MIGRATION_LOCK = 0x6F642D72756E73
@@ -215,17 +215,12 @@ def _session_status(body: str) -> SessionStatus:
     return SessionStatus.model_validate(detail.model_dump(exclude={"recentEvents"}))
 
 
-class PgRunStore:
+class PgRunStore(CoalescingWriter):
     """storage.RunStore on PostgreSQL: the runs and sessions tables."""
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        super().__init__()
         self.pool = pool
-        self._pending: dict[str, RunRow] = {}
-        self._wake = anyio.Event()
-        self._flushed = anyio.Event()
-        self._urgent = anyio.Event()
-        self._writing = anyio.Lock()
-        self._closed = False
 
     @classmethod
     async def open(cls, url: str) -> PgRunStore:
@@ -252,46 +247,10 @@ class PgRunStore:
         """Write a new run now (creation must be durable before we answer 202)."""
         await self._execute(_UPSERT, _params(row))
 
-    def schedule(self, row: RunRow) -> None:
-        """Queue a row for the writer task; later rows for the same run replace earlier ones."""
-        self._pending[row.body.id] = row
-        self._wake.set()
-
-    async def flush(self) -> None:
-        """Return once everything scheduled so far is committed."""
-        while self._pending:
-            flushed = self._flushed
-            self._urgent.set()
-            self._wake.set()
-            await flushed.wait()
-        async with self._writing:
-            pass
-
-    async def run_writer(self) -> None:
-        """The writer task: commit scheduled rows in batches until cancelled."""
-        try:
-            while True:
-                await self._wake.wait()
-                with anyio.move_on_after(FLUSH_INTERVAL):
-                    await self._urgent.wait()
-                self._wake = anyio.Event()
-                self._urgent = anyio.Event()
-                await self._write_pending()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._write_pending()
-
-    async def _write_pending(self) -> None:
-        async with self._writing:
-            if self._closed:
-                return
-            rows, self._pending = list(self._pending.values()), {}
-            if rows:
-                async with self.pool.connection() as conn, conn.transaction():
-                    # executemany pipelines the statements: one round trip for the batch.
-                    await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
-        flushed, self._flushed = self._flushed, anyio.Event()
-        flushed.set()
+    async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            # executemany pipelines the statements: one round trip for the batch.
+            await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
 
     # Reading ------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """SQLite run store: schema, numbered migrations, and a single coalescing writer.
 
 Status bodies are written when a run changes state and, while it streams, at most every
-FLUSH_INTERVAL seconds; never once per event.
+row_writer.FLUSH_INTERVAL seconds; never once per event.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import aiosqlite
 import anyio
 
 from .models import RunStatus, SessionDetail, SessionStatus
+from .row_writer import CoalescingWriter
 
 DB_NAME = "od-runs.sqlite3"
-# How stale lastEventId in SQLite may get while a run streams; the log is the truth anyway.
-FLUSH_INTERVAL = 0.5
 
 MIGRATIONS: Sequence[str] = (
     # 1: runs, with the status body as JSON and the columns we filter or recover by.
@@ -102,18 +101,12 @@ def _row(record: tuple[str, str | None, str | None, int | None]) -> RunRow:
     return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
 
 
-class SqliteRunStore:
+class SqliteRunStore(CoalescingWriter):
     """The runs table behind one aiosqlite connection (its own thread, one writer)."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
+        super().__init__()
         self._db = db
-        self._pending: dict[str, RunRow] = {}
-        self._wake = anyio.Event()
-        self._flushed = anyio.Event()
-        self._urgent = anyio.Event()
-        self._closed = False
-        # One connection, one transaction at a time: insert() and the writer task interleave.
-        self._tx_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteRunStore:
@@ -167,52 +160,14 @@ class SqliteRunStore:
                 await self._db.execute("ROLLBACK")
                 raise
 
-    def schedule(self, row: RunRow) -> None:
-        """Queue a row for the writer task; later rows for the same run replace earlier ones."""
-        self._pending[row.body.id] = row
-        self._wake.set()
-
-    async def flush(self) -> None:
-        """Return once everything scheduled so far is committed."""
-        while self._pending:
-            flushed = self._flushed
-            self._urgent.set()
-            self._wake.set()
-            await flushed.wait()
-        # Nothing pending may still mean rows taken by a write that has not committed yet.
-        async with self._tx_lock:
-            pass
-
-    async def run_writer(self) -> None:
-        """The writer task: commit scheduled rows in batches until cancelled."""
+    async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
+        await self._db.execute("BEGIN IMMEDIATE")
         try:
-            while True:
-                await self._wake.wait()
-                # Coalesce a burst of updates unless somebody is waiting in flush().
-                with anyio.move_on_after(FLUSH_INTERVAL):
-                    await self._urgent.wait()
-                self._wake = anyio.Event()
-                self._urgent = anyio.Event()
-                await self._write_pending()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._write_pending()
-
-    async def _write_pending(self) -> None:
-        async with self._tx_lock:
-            if self._closed:
-                return
-            rows, self._pending = list(self._pending.values()), {}
-            if rows:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    await self._db.executemany(_UPSERT, [_params(r) for r in rows])
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-        flushed, self._flushed = self._flushed, anyio.Event()
-        flushed.set()
+            await self._db.executemany(_UPSERT, [_params(r) for r in rows])
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
 
     async def delete(self, run_id: str) -> bool:
         """Remove a run's row and any update still queued for it; False if there was none."""

@@ -1,0 +1,81 @@
+"""Status rows, coalesced: the lifecycle schedules a run's row, one task commits them in batches.
+
+A run changes status a handful of times but its lastEventId with every batch: writing each
+change would cost a transaction per batch. So rows wait in a dict (a later row of the same run
+replaces an earlier one) and the writer commits whatever is pending every FLUSH_INTERVAL, or at
+once when somebody waits in flush(). Both run stores (SQLite, PostgreSQL) share this; each says
+only how to commit a batch (_commit_rows).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from .store import RunRow
+
+# How stale a stored lastEventId may get while a run streams; the log is the truth anyway.
+FLUSH_INTERVAL = 0.5
+
+
+class CoalescingWriter:
+    """Scheduled rows, the writer task that commits them, and flush() that waits for it."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, RunRow] = {}
+        self._wake = anyio.Event()
+        self._flushed = anyio.Event()
+        self._urgent = anyio.Event()
+        self._closed = False
+        # One transaction at a time: direct writes (insert, delete) and the writer interleave.
+        self._tx_lock = anyio.Lock()
+
+    async def _commit_rows(self, rows: list[RunRow]) -> None:
+        """Commit these rows in one transaction (under _tx_lock)."""
+        raise NotImplementedError
+
+    def schedule(self, row: RunRow) -> None:
+        """Queue a row for the writer task; later rows for the same run replace earlier ones."""
+        self._pending[row.body.id] = row
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once everything scheduled so far is committed."""
+        while self._pending:
+            flushed = self._flushed
+            self._urgent.set()
+            self._wake.set()
+            await flushed.wait()
+        # Nothing pending may still mean rows taken by a write that has not committed yet.
+        async with self._tx_lock:
+            pass
+
+    async def run_writer(self) -> None:
+        """The writer task: commit scheduled rows in batches until cancelled."""
+        try:
+            while True:
+                await self._wake.wait()
+                # Coalesce a burst of updates unless somebody is waiting in flush().
+                with anyio.move_on_after(FLUSH_INTERVAL):
+                    await self._urgent.wait()
+                self._wake = anyio.Event()
+                self._urgent = anyio.Event()
+                await self._write_pending()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        async with self._tx_lock:
+            if self._closed:
+                return
+            rows, self._pending = list(self._pending.values()), {}
+            if rows:
+                await self._commit_rows(rows)
+        flushed, self._flushed = self._flushed, anyio.Event()
+        flushed.set()
+
+
+__all__ = ["FLUSH_INTERVAL", "CoalescingWriter"]
