@@ -101,3 +101,28 @@ def _status(daemon: Daemon, run_id: str) -> str:
 def _body(daemon: Daemon, run_id: str) -> dict:
     with daemon.client() as http:
         return http.get(f"/api/runs/{run_id}").json()  # type: ignore[no-any-return]
+
+
+def test_a_deleted_run_is_announced_to_the_list_stream(shared: Daemon) -> None:
+    """Issue 15: a list that follows a project hears `event: deleted` with the run's id when
+    one of its runs is deleted, so the web monitor drops the row without a reload."""
+    run = shared.create({"projectId": "evs-del", "demo": {"events": 4, "fast": True}})
+    poll("the run to finish", lambda: _status(shared, run["id"]) == "succeeded")
+    seen: list[tuple[str, dict]] = []
+    buffer = ""
+    with (
+        shared.client() as http,
+        http.stream("GET", "/api/events", params={"projectId": "evs-del"}) as response,
+    ):
+        for chunk in response.iter_text():
+            buffer += chunk
+            complete, _, buffer = buffer.rpartition("\n\n")
+            seen += frames_of(complete)
+            if len(seen) == 1:
+                assert seen[0][0] == "snapshot"
+                with shared.client() as other:
+                    assert other.delete(f"/api/runs/{run['id']}").status_code == 200
+            if any(name == "deleted" for name, _ in seen):
+                break
+    assert [run["id"]] == [r["id"] for r in seen[0][1]["runs"]]
+    assert ("deleted", {"id": run["id"]}) in seen[1:]

@@ -275,3 +275,16 @@ def test_the_cancel_button_cancels_a_running_run(shared: Daemon, page: Page) -> 
     expect(page.locator(".end")).to_contain_text("Run canceled")
     expect(page.locator("#cancel")).to_be_disabled()
     assert rendered_ids(page) == log_ids(run)
+
+
+def test_a_deleted_run_leaves_the_list_without_a_reload(shared: Daemon, page: Page) -> None:
+    """Issue 15: deleting a run (REST, CLI, prune) removes its row from an open list, live."""
+    page.goto(f"{shared.url}/?projectId=web-delete")
+    expect(page.locator("#conn")).to_have_text("live")
+    run = shared.create({"projectId": "web-delete", "demo": {"events": 4, "fast": True}})
+    row = page.locator(f'#runs tr[data-run-id="{run["id"]}"]')
+    expect(row).to_have_attribute("data-status", "succeeded")
+    with shared.client() as http:
+        assert http.delete(f"/api/runs/{run['id']}").status_code == 200
+    expect(row).to_have_count(0)
+    expect(page.locator("#conn")).to_have_text("live")

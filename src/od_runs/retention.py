@@ -188,6 +188,7 @@ class Retention:
             self.lifecycle.events.delete, run_id, body.eventsLogPath
         )
         await anyio.to_thread.run_sync(self.journal.drop, run_id)
+        self.lifecycle.status_hub.publish_deleted(body)
         self._usage = None
         log.info("deleted run %s (%s)", run_id, format_bytes(freed))
         return freed

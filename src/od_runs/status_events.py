@@ -24,6 +24,11 @@ def status_frame(body: RunStatus) -> bytes:
     return b"event: run\ndata: %s\n\n" % body.model_dump_json().encode()
 
 
+def deleted_frame(run_id: str) -> bytes:
+    """`event: deleted` with `{"id": run_id}`: the run is gone, drop it from the list."""
+    return b'event: deleted\ndata: {"id":"%s"}\n\n' % run_id.encode()
+
+
 def snapshot_frame(bodies: list[RunStatus]) -> bytes:
     """`event: snapshot` with `{"runs": [status...]}`, the state a client starts from."""
     runs = ",".join(body.model_dump_json() for body in bodies)
@@ -104,6 +109,13 @@ class StatusHub:
         if not self._subscribers:
             return
         frame = status_frame(body)
+        for subscriber in list(self._subscribers):
+            if subscriber.wants(body):
+                subscriber.push(frame)
+
+    def publish_deleted(self, body: RunStatus) -> None:
+        """Tell everyone who followed a run (its last status body) that it was deleted."""
+        frame = deleted_frame(body.id)
         for subscriber in list(self._subscribers):
             if subscriber.wants(body):
                 subscriber.push(frame)

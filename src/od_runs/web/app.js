@@ -222,6 +222,13 @@
       $("#runs-empty").hidden = tbody.children.length > 0;
     }
 
+    function forget(runId) {
+      runs.delete(runId);
+      const row = tbody.querySelector(`tr[data-run-id="${CSS.escape(runId)}"]`);
+      if (row) row.remove();
+      $("#runs-empty").hidden = tbody.children.length > 0;
+    }
+
     function snapshot(list) {
       runs.clear();
       tbody.replaceChildren();
@@ -243,6 +250,7 @@
         setConn("live");
       });
       source.addEventListener("run", (event) => upsert(JSON.parse(event.data)));
+      source.addEventListener("deleted", (event) => forget(JSON.parse(event.data).id));
       source.onerror = () => {
         if (current !== source) return;
         setConn("reconnecting", "reconnecting…");
