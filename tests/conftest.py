@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 import os
 import signal
@@ -11,11 +12,12 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
@@ -58,6 +60,11 @@ def assert_dense(events: list[dict]) -> None:
     assert events[-1]["event"] == "end"
 
 
+# How often poll() and apoll() look again: the one place the tests wait on a clock, always
+# under a deadline, for things that send no event (a file, a process list, another daemon).
+POLL_STEP = 0.02
+
+
 def poll(what: str, probe: Callable[[], Any], deadline: float = RUN_DEADLINE) -> Any:
     """Call probe until it returns something truthy; fail after deadline seconds."""
     until = time.monotonic() + deadline
@@ -65,7 +72,22 @@ def poll(what: str, probe: Callable[[], Any], deadline: float = RUN_DEADLINE) ->
         value = probe()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(POLL_STEP)
+    raise AssertionError(f"timed out after {deadline} s waiting for {what}")
+
+
+async def apoll(
+    what: str, probe: Callable[[], Awaitable[Any] | Any], deadline: float = RUN_DEADLINE
+) -> Any:
+    """poll() for async tests: probe may be a coroutine function; fail after deadline."""
+    with anyio.move_on_after(deadline):
+        while True:
+            value = probe()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            await anyio.sleep(POLL_STEP)
     raise AssertionError(f"timed out after {deadline} s waiting for {what}")
 
 
@@ -168,19 +190,22 @@ class Daemon:
                 stderr=log,
                 preexec_fn=stop_with_parent,
             )
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
         with self.client(timeout=1) as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
+
+            def healthy() -> bool:
+                if self.proc is not None and self.proc.poll() is not None:
                     raise RuntimeError(f"daemon exited with {self.proc.returncode}")
                 try:
-                    if http.get("/api/health").status_code == 200:
-                        return self
+                    return http.get("/api/health").status_code == 200
                 except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError("daemon did not become healthy")
+                    return False
+
+            try:
+                poll("the daemon to answer /api/health", healthy, DAEMON_START_TIMEOUT)
+            except AssertionError:
+                self.proc.kill()
+                raise RuntimeError("daemon did not become healthy") from None
+        return self
 
     def stop(self) -> int:
         """SIGTERM and wait: the daemon's graceful shutdown."""

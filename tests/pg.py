@@ -7,6 +7,7 @@ what these tests check, so fsync is off.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -14,7 +15,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -104,16 +104,22 @@ class PgServer:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+        from tests.conftest import poll
+
+        def accepting() -> bool:
+            if self.process.poll() is not None:
+                return True  # it died: say so below, with its log
             try:
                 psycopg.connect(self.url("postgres"), connect_timeout=2).close()
-                return
             except psycopg.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log_text = (self.root / "server.log").read_text(errors="replace")
-                    raise RuntimeError(f"postgres did not start:\n{log_text}") from None
-                time.sleep(0.05)
+                return False
+            return True
+
+        with contextlib.suppress(AssertionError):
+            poll("postgres to accept connections", accepting, START_TIMEOUT)
+        if self.process.poll() is not None or not accepting():
+            log_text = (self.root / "server.log").read_text(errors="replace")
+            raise RuntimeError(f"postgres did not start:\n{log_text}")
 
     def url(self, database: str) -> str:
         """A connection URL for a database on this server."""

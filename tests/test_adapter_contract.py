@@ -48,7 +48,7 @@ from od_runs.runs import RunService, open_service
 
 from .agent_runs import all_events, final_answer, process_tree, run_to_end
 from .codex_helpers import APP_SERVER, CODEX, make_codex
-from .conftest import RUN_DEADLINE, process_alive, read_log
+from .conftest import RUN_DEADLINE, apoll, process_alive, read_log
 from .fakes.anthropic_server import AnthropicServer, Block, Text
 from .fakes.anthropic_server import Fail as AnthropicFail
 from .fakes.responses_server import Fail, Item, Message, ResponsesServer
@@ -237,7 +237,7 @@ class CommandCase(Case):
         return self.request(command=[sys.executable, "-c", f"print({ANSWER!r})"]), None
 
     def busy(self) -> tuple[RunCreate, Waiter]:
-        code = "import time; print('working', flush=True); time.sleep(120)"
+        code = "import signal; print('working', flush=True); signal.pause()"
         request = self.request(command=[sys.executable, "-c", code])
         return request, event_logged(lambda e: e.event == "stdout")
 
@@ -430,12 +430,14 @@ def check_run(body: RunStatus, events: list[Event], *, spawned: bool = True) -> 
 
 async def wait_ready(ready: Path) -> list[int]:
     """The rogue agent's pids, once it says its turn is under way."""
-    with anyio.fail_after(RUN_DEADLINE):
-        while True:
-            try:
-                return [int(pid) for pid in json.loads(ready.read_text())]
-            except (OSError, ValueError):
-                await anyio.sleep(0.02)
+
+    def pids() -> list[int] | None:
+        try:
+            return [int(pid) for pid in json.loads(ready.read_text())]
+        except (OSError, ValueError):
+            return None
+
+    return await apoll("the rogue agent to be ready", pids)  # type: ignore[no-any-return]
 
 
 def texts(events: list[Event]) -> list[str]:

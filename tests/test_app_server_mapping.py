@@ -28,7 +28,7 @@ from od_runs.models import RunCreate, SessionRef, ToolBundle
 from od_runs.runs import open_service
 
 from .agent_runs import after_tool, ended, error_of
-from .conftest import RUN_DEADLINE, process_alive
+from .conftest import RUN_DEADLINE, apoll, process_alive
 
 pytestmark = pytest.mark.anyio
 THREAD, TURN = "thread-1", "turn-1"
@@ -450,7 +450,7 @@ def fake_app_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) 
 
 
 FAKE_APP_SERVER = r"""#!{python}
-import json, sys, time
+import json, signal, sys, time
 def send(obj):
     sys.stdout.write(json.dumps(obj) + "\n"); sys.stdout.flush()
 thread = {{"id": "0199a213-81c0-7800-8aa1-bbab2a035a53"}}
@@ -477,7 +477,7 @@ for line in sys.stdin:
         send({{"id": rid, "result": {{"data": []}}}})
 if {mode!r} == "deaf":
     print("still here", file=sys.stderr, flush=True)
-    time.sleep(60)  # even a closed stdin does not stop it: only a signal will
+    signal.pause()  # even a closed stdin does not stop it: only a signal will
 """
 
 
@@ -522,11 +522,10 @@ async def test_idle_sessions_beyond_the_limit_are_retired_least_recently_used_fi
             return {s.conversationId: s.status for s in await service.sessions.list()}
 
         # The trim runs after the second run's turn, beside it: poll until it is done.
-        with anyio.fail_after(RUN_DEADLINE):
-            while True:
-                if await settled() == {"old": "retired", "new": "idle"}:
-                    break
-                await anyio.sleep(0.02)
+        async def trimmed() -> bool:
+            return await settled() == {"old": "retired", "new": "idle"}
+
+        await apoll("the trim", trimmed)
         (old,) = await service.sessions.list(conversation_id="old")
     assert old.retiredReason == "more than 1 sessions were live"
 
@@ -545,11 +544,12 @@ async def test_a_session_idle_past_its_ttl_is_retired_and_its_process_stopped(
             body = await service.wait(started.id)
         assert body.status == "succeeded"
         assert process_alive(body.childPid or 0)  # idle, not yet past its TTL
-        with anyio.fail_after(RUN_DEADLINE):  # the janitor wakes every IDLE_TTL: poll
-            while True:
-                if (summary := (await service.sessions.list())[0]).status == "retired":
-                    break
-                await anyio.sleep(0.05)
+
+        async def retired() -> Any:  # the janitor wakes every IDLE_TTL: poll
+            first = (await service.sessions.list())[0]
+            return first if first.status == "retired" else None
+
+        summary = await apoll("the idle session to be retired", retired)
     assert summary.retiredReason == "it was idle for 0.005 minutes"
     assert summary.threadId is not None
     assert not process_alive(body.childPid or 0)

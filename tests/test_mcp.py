@@ -16,6 +16,7 @@ from od_runs.models import MAX_TIMEOUT_MS
 
 from .conftest import (
     Daemon,
+    apoll,
     assert_dense,
     call,
     connect,
@@ -133,11 +134,12 @@ async def demo_flow(client: Client, data_dir: Path) -> None:
 
 async def wait_for_status(client: Client, run_id: str, status: str) -> dict[str, Any]:
     """Poll get_run until the run has this status; the get_run result."""
-    while True:
+
+    async def reached() -> dict[str, Any] | None:
         got = await call(client, "get_run", {"runId": run_id})
-        if got["run"]["status"] == status:
-            return got
-        await anyio.sleep(0.05)
+        return got if got["run"]["status"] == status else None
+
+    return await apoll(f"run {run_id} to be {status}", reached)  # type: ignore[no-any-return]
 
 
 @pytest.mark.anyio

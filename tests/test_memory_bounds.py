@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .conftest import (
     LOOPBACK_TLS,
     RUN_DEADLINE,
     Daemon,
+    apoll,
     assert_dense,
     call,
     free_port,
@@ -161,16 +162,6 @@ def test_a_million_event_run_does_not_grow_the_daemon(daemon: Daemon) -> None:
     assert at_end - baseline < RSS_GROWTH_LIMIT, report
 
 
-async def until(what: str, probe: Callable[[], bool], deadline: float) -> None:
-    """Check probe every 20 ms until it is true; fail after deadline seconds."""
-    with anyio.move_on_after(deadline):
-        while True:
-            if probe():
-                return
-            await anyio.sleep(0.02)
-    raise AssertionError(f"timed out after {deadline} s waiting for {what}")
-
-
 @asynccontextmanager
 async def serving(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -190,7 +181,7 @@ async def serving(
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
-        await until("the app to serve", lambda: server.started, DAEMON_START_TIMEOUT)
+        await apoll("the app to serve", lambda: server.started, DAEMON_START_TIMEOUT)
         try:
             yield f"http://127.0.0.1:{port}", app.state.service
         finally:
@@ -260,7 +251,7 @@ async def test_a_finished_run_leaves_memory_after_its_ttl_and_stays_readable(
         before = (await http.get(f"/api/runs/{run_id}")).json()
         assert before["status"] == "succeeded"
 
-        await until(
+        await apoll(
             "the run to leave memory", lambda: service.find(run_id) is None, EVICTION_DEADLINE
         )
         assert anyio.current_time() - done_at >= FINISHED_TTL - TTL_SLACK

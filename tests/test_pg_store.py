@@ -20,6 +20,9 @@ from od_runs.pg_store import MIGRATIONS, DatabaseUnavailable, migrate
 from od_runs.runs import open_service
 from tests.conftest import Daemon, poll, read_log, wait_terminal
 
+# A child that waits until it is stopped.
+PAUSE = "import signal; signal.pause()"
+
 pytestmark = pytest.mark.anyio
 # A page of events as JSON, big enough for the runs here.
 AS_JSON = {"limit": 1000, "format": "json"}
@@ -98,7 +101,10 @@ def test_a_daemon_on_postgres_serves_runs_and_recovers_a_crash(data_dir: Path, p
                 f"/api/runs/{done['id']}/events", params={"limit": 1000, "format": "json"}
             ).json()
         stuck = first.create(
-            {"agentId": "command", "command": [sys.executable, "-c", "import time; time.sleep(60)"]}
+            {
+                "agentId": "command",
+                "command": [sys.executable, "-c", "import signal; signal.pause()"],
+            }
         )
         with first.client() as http:
             poll(

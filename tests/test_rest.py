@@ -52,7 +52,7 @@ STATUS_FIELDS = {
 }
 FAST_DEMO: dict[str, Any] = {"prompt": "tour", "demo": {"events": 8, "fast": True}}
 # A command child that sleeps until it is stopped.
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+SLEEPER = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
 @pytest.fixture
@@ -337,10 +337,10 @@ import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 grandchild = subprocess.Popen(
     [sys.executable, "-c",
-     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"]
+     "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.pause()"]
 )
 print(f"pids {os.getpid()} {grandchild.pid}", flush=True)
-time.sleep(60)
+signal.pause()
 """
 
 

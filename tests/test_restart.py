@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from .conftest import (
     Daemon,
     assert_dense,
     parse_frames,
+    poll,
     process_alive,
     read_log,
     wait_terminal,
@@ -40,44 +40,43 @@ from .conftest import (
 # Deadlines: generous, because each is a bound on a poll, not a wait.
 RUN_DEADLINE = 20.0
 REAP_DEADLINE = 10.0
-POLL = 0.02
 
 # A command child: one grandchild in its own process group, one in a new session (so only the
 # env marker can find it); prints every pid, then "ready", then waits to be killed.
 TREE_CHILD = """
-import os, subprocess, sys, time
-sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+import os, signal, subprocess, sys
+sleeper = [sys.executable, "-c", "import signal; signal.pause()"]
 same_group = subprocess.Popen(sleeper)
 own_session = subprocess.Popen(sleeper, start_new_session=True)
 print(f"pids {os.getpid()} {same_group.pid} {own_session.pid}", flush=True)
 print("ready", flush=True)
-time.sleep(60)
+signal.pause()
 """
 
 # A command child that prints "ready" and waits to be stopped.
 WAITING_CHILD = """
-import time
+import signal
 print("ready", flush=True)
-time.sleep(60)
+signal.pause()
 """
 
 # Outside any daemon: writes its pid and its same-group child's pid to a file, then waits
 # (argv[2] == "wait") or exits at once, leaving the child alone in the group.
 GROUP_LEADER = """
-import os, subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
 tmp = sys.argv[1] + ".tmp"
 with open(tmp, "w") as fh:
     fh.write(f"{os.getpid()} {child.pid}")
 os.replace(tmp, sys.argv[1])
 if sys.argv[2] == "wait":
-    time.sleep(60)
+    signal.pause()
 """
 
 # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done.
 GRACEFUL_EXIT = (0, -signal.SIGTERM)
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+SLEEPER = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
 # Helpers ----------------------------------------------------------------------------------
@@ -85,13 +84,7 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 def poll_until(check: Callable[[], object], deadline: float, what: str) -> object:
     """Call check until it returns something truthy; fail with `what` after deadline seconds."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        result = check()
-        if result:
-            return result
-        time.sleep(POLL)
-    raise AssertionError(f"timed out waiting for {what}")
+    return poll(what, check, deadline)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from .test_cli import od
 
 TEST_DEADLINE = 30.0
 # A child that never prints: the idle watchdog must stop it.
-SILENT = [sys.executable, "-c", "import time; time.sleep(60)"]
+SILENT = [sys.executable, "-c", "import signal; signal.pause()"]
 # A child that prints steadily forever: only the wall-clock limit stops it.
 CHATTY = [
     sys.executable,

@@ -19,7 +19,7 @@ from od_runs.models import RunCreate, RunError
 from od_runs.runs import RunService, open_service
 from od_runs.sse import run_frames
 
-from .conftest import assert_dense, read_log, write_script
+from .conftest import apoll, assert_dense, read_log, write_script
 
 pytestmark = pytest.mark.anyio
 
@@ -209,11 +209,10 @@ async def test_shutdown_escalates_to_sigkill_when_the_group_ignores_sigterm(
         await wait_ready(service, status.id)
         pgid = (await service.get(status.id)).childPid
         assert pgid is not None
-        members = group_members(pgid)
-        with anyio.fail_after(5):
-            while len(members) < 2:  # the grandchild has started
-                await anyio.sleep(0.01)
-                members = group_members(pgid)
+        # The grandchild has started once the group has two members.
+        members = await apoll(
+            "the grandchild", lambda: len(group_members(pgid)) >= 2 and group_members(pgid), 5
+        )
         await service.shutdown_active(grace=0.3)
         body = await service.get(status.id)
         assert (body.status, body.signal, body.cancelRequested) == ("canceled", "SIGKILL", True)

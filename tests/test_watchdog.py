@@ -33,7 +33,7 @@ while time.monotonic() - start < total:
     n += 1
     time.sleep(interval)
 """
-SILENT = [sys.executable, "-c", "import time; print('hello', flush=True); time.sleep(60)"]
+SILENT = [sys.executable, "-c", "import signal; print('hello', flush=True); signal.pause()"]
 
 
 def steady(interval: float, total: float) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,13 +92,18 @@ def od(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
 
 # Two runs at once ------------------------------------------------------------------------
 
-# Each run writes its own edits, then waits (bounded) until the other has written too, so
-# they really overlap; then it lists what it sees.
+# Each run writes its own edits, says so, then blocks on its own FIFO until the test has
+# seen both runs write (so they really overlap); then it lists what it sees.
 RACER = (
     "echo {name} >> a.txt; echo {name} > {name}.txt; touch {sync}/{name}.ready; "
-    "i=0; while [ ! -e {sync}/{other}.ready ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
-    "ls; cat a.txt; while [ ! -e {sync}/go ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"
+    "read _ < {sync}/{name}.go; ls; cat a.txt"
 )
+
+
+def release(fifo: Path) -> None:
+    """Let a child blocked on `read _ < fifo` go on (opening blocks until it reads)."""
+    with fifo.open("w") as gate:
+        gate.write("go\n")
 
 
 def test_two_concurrent_runs_on_one_repo_see_only_their_own_edits(
@@ -110,6 +116,8 @@ def test_two_concurrent_runs_on_one_repo_see_only_their_own_edits(
     base = git("rev-parse", "HEAD", cwd=repo).strip()
     sync = tmp_path / "sync"
     sync.mkdir()
+    for name in ("left", "right"):
+        os.mkfifo(sync / f"{name}.go")
     runs = {
         name: shared.create(
             command_run(repo, RACER.format(name=name, other=other, sync=sync), keep="always")
@@ -122,7 +130,8 @@ def test_two_concurrent_runs_on_one_repo_see_only_their_own_edits(
         workspace = run["workspace"]
         assert workspace["path"] in listed and f"refs/heads/od-runs/{run['id']}" in listed
         assert Path(workspace["path"]).is_relative_to(shared.data_dir / "worktrees")
-    (sync / "go").touch()
+    for name in runs:
+        release(sync / f"{name}.go")
 
     for name, run in runs.items():
         other = "right" if name == "left" else "left"
@@ -320,10 +329,10 @@ def test_a_conversation_keeps_its_worktree_while_a_run_is_queued(
 ) -> None:
     """keep=changed acts when the conversation's last run ends, not between its runs."""
     gate = tmp_path / "gate"
-    waiter = f"i=0; while [ ! -e {gate} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"
-    first = shared.create(command_run(repo, waiter, conversationId="conv-wt-q"))
+    os.mkfifo(gate)
+    first = shared.create(command_run(repo, f"read _ < {gate}", conversationId="conv-wt-q"))
     second = shared.create(command_run(repo, "true", conversationId="conv-wt-q"))
-    gate.touch()
+    release(gate)
     one = wait_terminal(shared, first["id"])
     two = wait_terminal(shared, second["id"])
     assert one["workspace"]["removed"] is False

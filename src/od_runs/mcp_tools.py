@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
@@ -73,6 +74,15 @@ def prose(docstring: str) -> str:
     """A docstring as a model should read it: paragraphs, no source line breaks or indent."""
     paragraphs = inspect.cleandoc(docstring).split("\n\n")
     return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    """Turn an od-runs error raised inside into the tool error a client shows (CODE: message)."""
+    try:
+        yield
+    except OdRunsError as exc:
+        raise _tool_error(exc) from None
 
 
 def _tool_error(exc: OdRunsError) -> ToolError:
@@ -241,14 +251,12 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             )
             raise _tool_error(Invalid(problems)) from None
         backend = get_backend()
-        try:
+        with _tool_errors():
             status = await backend.start(request)
             if waitSeconds > 0 and status.status not in TERMINAL_STATES:
                 status = await with_progress(
                     ctx, get_backend, status.id, backend.wait(status.id, waitSeconds)
                 )
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         return await run_result(backend, status)
 
     @tool(title="Get a run", annotations=read_only)
@@ -257,10 +265,8 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         how to follow it, led by one sentence (with the final answer once it is done).
         NOT_FOUND: no run has that id."""
         backend = get_backend()
-        try:
+        with _tool_errors():
             status = await backend.get(runId)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         return await run_result(backend, status)
 
     @tool(title="List runs", annotations=read_only)
@@ -274,10 +280,8 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> Annotated[CallToolResult, RunListView]:
         """Runs, newest first, filtered by project, conversation and status."""
-        try:
+        with _tool_errors():
             runs = await get_backend().list(projectId, conversationId, status, limit)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         return budgeting.fit_list(
             [r.model_dump(mode="json") for r in runs],
             _run_list,
@@ -296,10 +300,8 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         gone. Only when the user asks: a slow or quiet run is still working. NOT_FOUND: no
         run has that id."""
         backend = get_backend()
-        try:
+        with _tool_errors():
             status = await backend.cancel(runId)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         return await run_result(backend, status)
 
     @tool(title="Wait for a run", annotations=read_only)
@@ -328,7 +330,7 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         not cancel a run because it is slow. NOT_FOUND: no run has that id.
         """
         backend = get_backend()
-        try:
+        with _tool_errors():
             waiting = (
                 backend.wait_for_events(runId, after, timeoutSeconds)
                 if returnOnEvent
@@ -337,8 +339,6 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
             status = await with_progress(ctx, get_backend, runId, waiting)
             start = max(after, status.lastEventId - limit)
             items, _ = await backend.events(runId, start, limit)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         latest = None
         if status.status not in TERMINAL_STATES:
             latest = assistant_text(items[-PROGRESS_LOOKBACK:])
@@ -379,11 +379,9 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         if maxBytes is not None:
             budget = min(budget, maxBytes)
         backend = get_backend()
-        try:
+        with _tool_errors():
             status = await backend.get(runId)
             items, more = await backend.events(runId, after, 1 if offset else limit)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         return budgeting.events_page(_ref(status), items, after, more, budget, offset)
 
     @tool(title="Get a run's diff", annotations=read_only)
@@ -400,10 +398,8 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
         # starts at under half the budget and halves until the whole result fits.
         size = min(maxBytes, budget * 2 // 5)
         while True:
-            try:
+            with _tool_errors():
                 page = await get_backend().diff(runId, path, offset, size)
-            except OdRunsError as exc:
-                raise _tool_error(exc) from None
             text = page.diff
             if page.hasMore:
                 text += f"\n[diff goes on: get_run_diff with offset={page.nextOffset}]"
@@ -423,10 +419,8 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
     ) -> Annotated[CallToolResult, SessionList]:
         """Live agent sessions (codex-app-server keeps one process per conversation and
         runs each of its runs as a turn), most recently used first."""
-        try:
+        with _tool_errors():
             sessions = await get_backend().list_sessions(conversationId, status, limit)
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         return budgeting.fit_list(
             [s.model_dump(mode="json") for s in sessions],
             lambda kept, _: {"sessions": kept},
@@ -440,10 +434,8 @@ def register_tools(server: MCPServer, get_backend: GetBackend) -> None:
     ) -> Annotated[CallToolResult, SessionDetail]:
         """A session: its thread, process, status, last run and turn, and recent events
         (spawned, resumed, turns, retirements). NOT_FOUND: no session has that id."""
-        try:
+        with _tool_errors():
             detail = (await get_backend().get_session(sessionId)).model_dump(mode="json")
-        except OdRunsError as exc:
-            raise _tool_error(exc) from None
         recent = detail.pop("recentEvents")
         # Newest first into the fit, so the oldest session events give way.
         return budgeting.fit_list(

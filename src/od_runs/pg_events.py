@@ -11,7 +11,6 @@ Reads (replay, the head) come from the database, in worker threads, through a sy
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ import anyio
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .eventlog import EventLog, LogLine, encode_lines, now_iso, recover_tail
+from .eventlog import EventLog, LogLine, now_iso, recover_tail
 from .models import RunStatus
 from .pg_store import CONNECT_TIMEOUT, connect
-from .recovery import RESTART_CODE, RESTART_MESSAGE, _kill_leftovers
+from .recovery import _kill_leftovers, as_logged, failed_by_restart, restart_lines
 from .storage import Commit, FileEventStore, RunLog, RunStore, tree_size
 
 log = logging.getLogger("od_runs.pg_events")
@@ -310,38 +309,13 @@ class PgEventStore:
 
     def close_log(self, body: RunStatus, now: str) -> RunStatus:
         """Finish a run a crash left open: an error and an end unless it had one (blocking)."""
-        update: dict[str, object] = {"updatedAt": now}
         run_log = PgRunLog(self, body.id, None)
         last = run_log.last()
-        if last is not None and last.event == "end":
-            line = json.loads(last.line)
-            end = line["data"]
-            update.update(
-                status=end.get("status", "failed"),
-                exitCode=end.get("code"),
-                signal=end.get("signal"),
-                errorCode=end.get("errorCode"),
-                error=end.get("error"),
-                lastEventId=last.id,
-                finishedAt=line["ts"],
-            )
-            return body.model_copy(update=update)
+        logged = as_logged(body, last, now)
+        if logged is not None:
+            return logged
         first = (last.id if last is not None else 0) + 1
-        error = {"code": RESTART_CODE, "message": RESTART_MESSAGE, "retryable": True}
-        items = [
-            ("error", {"message": RESTART_MESSAGE, "error": error}),
-            (
-                "end",
-                {
-                    "status": "failed",
-                    "code": None,
-                    "signal": None,
-                    "errorCode": RESTART_CODE,
-                    "error": RESTART_MESSAGE,
-                },
-            ),
-        ]
-        raw, lines, lengths = encode_lines(first, items, now, lambda s: s)
+        raw, lines, lengths = restart_lines(first, now)
         rows = [
             (
                 body.id,
@@ -365,15 +339,7 @@ class PgEventStore:
                     file.append(first, raw, lengths)
                 finally:
                     file.close()
-        update.update(
-            status="failed",
-            errorCode=RESTART_CODE,
-            error=RESTART_MESSAGE,
-            retryable=True,
-            finishedAt=now,
-            lastEventId=first + 1,
-        )
-        return body.model_copy(update=update)
+        return failed_by_restart(body, now, first + 1)
 
 
 async def recover(store: RunStore, events: PgEventStore, env_name: str) -> int:

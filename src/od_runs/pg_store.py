@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .models import RunStatus, SessionDetail, SessionStatus
 from .row_writer import CoalescingWriter
-from .store import RunRow
+from .store import RunRow, row_from_record, row_params, upsert_sql
 
 # pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
 MIGRATION_LOCK = 0x6F642D72756E73
@@ -165,32 +165,7 @@ async def open_pool(url: str, max_size: int = 4) -> AsyncConnectionPool[Any]:
     return pool
 
 
-def _params(row: RunRow) -> tuple[object, ...]:
-    body = row.body
-    return (
-        body.id,
-        body.projectId,
-        body.conversationId,
-        body.status,
-        body.createdAt,
-        row.client_request_id,
-        row.request_hash,
-        body.childPid,
-        row.child_start_time,
-        body.model_dump_json(),
-    )
-
-
-_UPSERT = """
-INSERT INTO runs (id, project_id, conversation_id, status, created_at, client_request_id,
-                  request_hash, child_pid, child_start_time, body)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    status = excluded.status,
-    child_pid = excluded.child_pid,
-    child_start_time = excluded.child_start_time,
-    body = excluded.body
-"""
+_UPSERT = upsert_sql("%s")
 _COLUMNS = "body::text, client_request_id, request_hash, child_start_time"
 
 _SESSION_UPSERT = """
@@ -204,10 +179,6 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = excluded.updated_at,
     body = excluded.body
 """
-
-
-def _row(record: tuple[Any, ...]) -> RunRow:
-    return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
 
 
 def _session_status(body: str) -> SessionStatus:
@@ -245,19 +216,19 @@ class PgRunStore(CoalescingWriter):
 
     async def insert(self, row: RunRow) -> None:
         """Write a new run now (creation must be durable before we answer 202)."""
-        await self._execute(_UPSERT, _params(row))
+        await self._execute(_UPSERT, row_params(row))
 
     async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             # executemany pipelines the statements: one round trip for the batch.
-            await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
+            await conn.cursor().executemany(_UPSERT, [row_params(r) for r in rows])
 
     # Reading ------------------------------------------------------------------------------
 
     async def get(self, run_id: str) -> RunRow | None:
         """The stored row of a run, or None."""
         records = await self._execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
-        return _row(records[0]) if records else None
+        return row_from_record(records[0]) if records else None
 
     async def delete(self, run_id: str) -> bool:
         """Remove a finished run's row (and any update still queued for it); False if none."""
@@ -270,7 +241,7 @@ class PgRunStore(CoalescingWriter):
         records = await self._execute(
             f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = %s", (client_request_id,)
         )
-        return _row(records[0]) if records else None
+        return row_from_record(records[0]) if records else None
 
     async def list(
         self,
@@ -304,7 +275,7 @@ class PgRunStore(CoalescingWriter):
         records = await self._execute(
             f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
         )
-        return [_row(r) for r in records]
+        return [row_from_record(r) for r in records]
 
     # Sessions -----------------------------------------------------------------------------
 

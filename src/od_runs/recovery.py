@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 
 from .agents.process import kill_recorded_group, processes_marked
-from .eventlog import EventLog, encode_lines, ensure_private_dir, now_iso, recover_tail
+from .eventlog import EventLog, LogLine, encode_lines, ensure_private_dir, now_iso, recover_tail
 from .models import RunStatus
 from .retention import DeleteJournal, sweep_leftovers
 from .storage import EventStore, RunStore
@@ -65,52 +65,69 @@ def _kill_leftovers(row: RunRow, env_name: str) -> None:
             pass
 
 
-def _close_log(body: RunStatus, now: str) -> RunStatus:
-    """Finish the log with an end line unless the run had written one; return the new body."""
-    update: dict[str, object] = {"updatedAt": now}
-    if body.eventsLogPath is None:
-        update.update(
-            status="failed", errorCode=RESTART_CODE, error=RESTART_MESSAGE, retryable=True
-        )
-        update["finishedAt"] = now
-        return body.model_copy(update=update)
-    path = Path(body.eventsLogPath)
-    last = recover_tail(path)
-    if last is not None and last.event == "end":
-        line = json.loads(last.line)
-        end = line["data"]
-        update.update(
-            status=end.get("status", "failed"),
-            exitCode=end.get("code"),
-            signal=end.get("signal"),
-            errorCode=end.get("errorCode"),
-            error=end.get("error"),
-            lastEventId=last.id,
-            finishedAt=line["ts"],
-        )
-        return body.model_copy(update=update)
-    first = (last.id if last is not None else 0) + 1
+def as_logged(body: RunStatus, last: LogLine | None, now: str) -> RunStatus | None:
+    """The body a run's logged `end` says it finished with, or None if it has no end."""
+    if last is None or last.event != "end":
+        return None
+    line = json.loads(last.line)
+    end = line["data"]
+    return body.model_copy(
+        update={
+            "updatedAt": now,
+            "status": end.get("status", "failed"),
+            "exitCode": end.get("code"),
+            "signal": end.get("signal"),
+            "errorCode": end.get("errorCode"),
+            "error": end.get("error"),
+            "lastEventId": last.id,
+            "finishedAt": line["ts"],
+        }
+    )
+
+
+def restart_lines(first: int, now: str) -> tuple[bytes, list[LogLine], list[int]]:
+    """The `error` and `end` lines that close a run the daemon stopped during, from id first."""
     error = {"code": RESTART_CODE, "message": RESTART_MESSAGE, "retryable": True}
     end = {"status": "failed", "code": None, "signal": None}
     items = [
         ("error", {"message": RESTART_MESSAGE, "error": error}),
         ("end", {**end, "errorCode": RESTART_CODE, "error": RESTART_MESSAGE}),
     ]
-    raw, _, lengths = encode_lines(first, items, now, lambda s: s)
+    return encode_lines(first, items, now, lambda s: s)
+
+
+def failed_by_restart(body: RunStatus, now: str, last_id: int | None) -> RunStatus:
+    """The body of a run closed as DAEMON_RESTARTED (its log ends at last_id, if it has one)."""
+    update: dict[str, object] = {
+        "updatedAt": now,
+        "status": "failed",
+        "errorCode": RESTART_CODE,
+        "error": RESTART_MESSAGE,
+        "retryable": True,
+        "finishedAt": now,
+    }
+    if last_id is not None:
+        update["lastEventId"] = last_id
+    return body.model_copy(update=update)
+
+
+def _close_log(body: RunStatus, now: str) -> RunStatus:
+    """Finish the log with an end line unless the run had written one; return the new body."""
+    if body.eventsLogPath is None:
+        return failed_by_restart(body, now, None)
+    path = Path(body.eventsLogPath)
+    last = recover_tail(path)
+    logged = as_logged(body, last, now)
+    if logged is not None:
+        return logged
+    first = (last.id if last is not None else 0) + 1
+    raw, _, lengths = restart_lines(first, now)
     writer = EventLog.create(path.parent)
     try:
         writer.append(first, raw, lengths)
     finally:
         writer.close()
-    update.update(
-        status="failed",
-        errorCode=RESTART_CODE,
-        error=RESTART_MESSAGE,
-        retryable=True,
-        finishedAt=now,
-        lastEventId=first + 1,
-    )
-    return body.model_copy(update=update)
+    return failed_by_restart(body, now, first + 1)
 
 
 async def recover(store: RunStore, env_name: str) -> int:

@@ -68,7 +68,8 @@ class RunRow:
     child_start_time: int | None = None
 
 
-def _params(row: RunRow) -> tuple[object, ...]:
+def row_params(row: RunRow) -> tuple[object, ...]:
+    """The runs table's columns of a row, in the order upsert_sql() names them."""
     body = row.body
     return (
         body.id,
@@ -84,20 +85,27 @@ def _params(row: RunRow) -> tuple[object, ...]:
     )
 
 
-_UPSERT = """
+def upsert_sql(placeholder: str) -> str:
+    """INSERT … ON CONFLICT of one runs row, with the driver's placeholder (? or %s)."""
+    marks = ", ".join([placeholder] * 10)
+    return f"""
 INSERT INTO runs (id, project_id, conversation_id, status, created_at, client_request_id,
                   request_hash, child_pid, child_start_time, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES ({marks})
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
     child_pid = excluded.child_pid,
     child_start_time = excluded.child_start_time,
     body = excluded.body
 """
+
+
+_UPSERT = upsert_sql("?")
 _COLUMNS = "body, client_request_id, request_hash, child_start_time"
 
 
-def _row(record: tuple[str, str | None, str | None, int | None]) -> RunRow:
+def row_from_record(record: tuple[str, str | None, str | None, int | None]) -> RunRow:
+    """A RunRow from the columns of a SELECT of body, request id, hash and start time."""
     return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
 
 
@@ -154,7 +162,7 @@ class SqliteRunStore(CoalescingWriter):
         async with self._tx_lock:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                await self._db.execute(_UPSERT, _params(row))
+                await self._db.execute(_UPSERT, row_params(row))
                 await self._db.execute("COMMIT")
             except BaseException:
                 await self._db.execute("ROLLBACK")
@@ -163,7 +171,7 @@ class SqliteRunStore(CoalescingWriter):
     async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
-            await self._db.executemany(_UPSERT, [_params(r) for r in rows])
+            await self._db.executemany(_UPSERT, [row_params(r) for r in rows])
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
@@ -186,7 +194,7 @@ class SqliteRunStore(CoalescingWriter):
         cursor = await self._db.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         record = await cursor.fetchone()
         # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
-        return _row(record) if record else None  # type: ignore[arg-type]
+        return row_from_record(record) if record else None  # type: ignore[arg-type]
 
     async def by_request_id(self, client_request_id: str) -> RunRow | None:
         """The run created with this clientRequestId, or None."""
@@ -195,7 +203,7 @@ class SqliteRunStore(CoalescingWriter):
         )
         record = await cursor.fetchone()
         # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
-        return _row(record) if record else None  # type: ignore[arg-type]
+        return row_from_record(record) if record else None  # type: ignore[arg-type]
 
     async def list(
         self,
@@ -230,7 +238,7 @@ class SqliteRunStore(CoalescingWriter):
             f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
         )
         # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
-        return [_row(r) for r in await cursor.fetchall()]  # type: ignore[arg-type]
+        return [row_from_record(r) for r in await cursor.fetchall()]  # type: ignore[arg-type]
 
     # Sessions -----------------------------------------------------------------------------
     # A handful of writes per turn (spawn, turn start and end, retirement): written at once.

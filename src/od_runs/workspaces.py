@@ -18,9 +18,7 @@ import logging
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,8 +26,8 @@ import anyio
 
 from .errors import Conflict, Invalid, NotFound
 from .eventlog import now_iso
+from .git_cli import WorkspaceError, git, git_bounded, parse_numstat, snapshot_index
 from .models import (
-    FileChange,
     RunCreate,
     WorkspaceInfo,
     WorkspaceKeep,
@@ -44,12 +42,6 @@ MAX_FILES = 200
 MAX_DIFF_BYTES = 1 << 20
 BRANCH_PREFIX = "od-runs/"
 DIR_NAME = "worktrees"
-# git must never wait for a terminal (credentials, an editor) nor read the user's pager.
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": "true"}
-
-
-class WorkspaceError(Exception):
-    """A git step of preparing or reading a worktree failed; the message says which."""
 
 
 def _safe(name: str) -> str:
@@ -106,50 +98,6 @@ class Plan:
             baseCommit=self.base_commit,
             keep=self.keep,
         )
-
-
-async def git(
-    *args: str, cwd: str | Path, env: dict[str, str] | None = None, check: bool = True
-) -> tuple[int, str, str]:
-    """Run git off the event loop; (returncode, stdout, stderr), WorkspaceError on failure."""
-    full_env = {**os.environ, **_GIT_ENV, **(env or {})}
-    try:
-        done = await anyio.run_process(
-            ["git", *args], cwd=str(cwd), env=full_env, check=False, stdin=None
-        )
-    except FileNotFoundError as exc:
-        raise WorkspaceError("git is not installed (no `git` on PATH)") from exc
-    out = done.stdout.decode("utf-8", "replace")
-    err = done.stderr.decode("utf-8", "replace").strip()
-    if check and done.returncode != 0:
-        raise WorkspaceError(f"git {args[0]} failed: {err or f'exit {done.returncode}'}")
-    return done.returncode, out, err
-
-
-async def _git_bounded(
-    *args: str, cwd: str | Path, env: dict[str, str], limit: int
-) -> tuple[bytes, bool]:
-    """At most `limit` bytes of git's stdout, and whether there was more (git is stopped)."""
-    full_env = {**os.environ, **_GIT_ENV, **env}
-    chunks: list[bytes] = []
-    size = 0
-    more = False
-    async with await anyio.open_process(
-        ["git", *args], cwd=str(cwd), env=full_env, stdin=None, stderr=None
-    ) as process:
-        assert process.stdout is not None
-        try:
-            async for chunk in process.stdout:
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    more = True
-                    break
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-    return b"".join(chunks)[:limit], more
 
 
 class Workspaces:
@@ -261,12 +209,12 @@ class Workspaces:
         info.headCommit = head.strip()
         _, status, _ = await git("status", "--porcelain", "--untracked-files=all", cwd=path)
         info.dirty = bool(status.strip())
-        async with _snapshot_index(path) as env:
+        async with snapshot_index(path) as env:
             _, numstat, _ = await git(
                 "diff", "--cached", "--numstat", "-z", "--no-renames", plan.base_commit,
                 cwd=path, env=env,
             )  # fmt: skip
-        files = _parse_numstat(numstat)
+        files = parse_numstat(numstat)
         info.files = files[:MAX_FILES]
         info.truncated = max(0, len(files) - MAX_FILES)
         return info
@@ -293,8 +241,8 @@ class Workspaces:
         pathspec = ["--", path] if path else []
         where = Path(info.path)
         if await anyio.Path(where, ".git").exists():
-            async with _snapshot_index(where) as env:
-                raw, more = await _git_bounded(
+            async with snapshot_index(where) as env:
+                raw, more = await git_bounded(
                     "diff", "--cached", "--no-color", "--no-ext-diff", "--binary",
                     info.baseCommit, *pathspec, cwd=where, env=env, limit=limit,
                 )  # fmt: skip
@@ -305,7 +253,7 @@ class Workspaces:
             )  # fmt: skip
             if code != 0:
                 return "", offset, False
-            raw, more = await _git_bounded(
+            raw, more = await git_bounded(
                 "diff", "--no-color", "--no-ext-diff", "--binary",
                 info.baseCommit, f"refs/heads/{info.branch}", *pathspec,
                 cwd=info.repo, env={}, limit=limit,
@@ -472,46 +420,6 @@ class Workspaces:
                 if plan is not None:
                     plans.append(plan)
         return sorted(plans, key=lambda p: p.created_at)
-
-
-@asynccontextmanager
-async def _snapshot_index(worktree: Path) -> AsyncIterator[dict[str, str]]:
-    """A throw-away copy of a worktree's index with every file added: the diff's source.
-
-    Untracked files count as changes, yet `git add` on the real index would change what the
-    agent staged. The copy lives and dies here; only git's object store gains blobs.
-    """
-    _, real, _ = await git(
-        "rev-parse", "--path-format=absolute", "--git-path", "index", cwd=worktree
-    )  # fmt: skip
-    tmp = await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "od-runs-index-")
-    try:
-        copy = str(Path(tmp) / "index")
-        if await anyio.Path(real.strip()).exists():
-            await anyio.to_thread.run_sync(shutil.copyfile, real.strip(), copy)
-        env = {"GIT_INDEX_FILE": copy}
-        await git("add", "-A", "--", ".", cwd=worktree, env=env)
-        yield env
-    finally:
-        await anyio.to_thread.run_sync(shutil.rmtree, tmp, True)
-
-
-def _parse_numstat(text: str) -> list[FileChange]:
-    """`git diff --numstat -z` records: "ins\\tdel\\tpath\\0"; binary files show "-"."""
-    files: list[FileChange] = []
-    for record in text.split("\0"):
-        if not record:
-            continue
-        ins, _, rest = record.partition("\t")
-        dels, _, path = rest.partition("\t")
-        files.append(
-            FileChange(
-                path=path,
-                insertions=int(ins) if ins.isdigit() else None,
-                deletions=int(dels) if dels.isdigit() else None,
-            )
-        )
-    return files
 
 
 __all__ = [

@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ GARBAGE = [b"this is not json\n", b"{not json either}\n", b"[1, 2, 3]\n", b"\xff
 THREAD = "00000000-0000-4000-8000-00000000000a"
 SESSION = "rogue-session"
 # The grandchild: ignores SIGTERM and outlives its parent unless the group is killed.
-STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+STUBBORN = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.pause()"
 
 
 def send(message: dict[str, Any]) -> None:
@@ -63,7 +62,7 @@ def under_way(mode: str, ready: Path) -> None:
     # hang: keep stdin drained (an unread pipe must not be what stops us), never exit.
     threading.Thread(target=sys.stdin.read, daemon=True).start()
     while True:
-        time.sleep(60)
+        signal.pause()
 
 
 def lines(mode: str, ready: Path) -> None:
@@ -109,7 +108,7 @@ def mute(protocol: str, ready: Path) -> None:
     ready.write_text(json.dumps([os.getpid()]))
     sys.stdin.buffer.read()
     while protocol == "lines":
-        time.sleep(60)
+        signal.pause()
 
 
 def main() -> None:

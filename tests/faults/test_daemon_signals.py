@@ -28,14 +28,14 @@ STUBBORN = """
 import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 grandchild = subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+    "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.pause()"])
 print(f"pids {os.getpid()} {grandchild.pid}", flush=True)
-time.sleep(300)
+signal.pause()
 """
 POLITE = """
-import os, time
+import os, signal
 print(f"pids {os.getpid()}", flush=True)
-time.sleep(300)
+signal.pause()
 """
 GRACE = 1.0
 

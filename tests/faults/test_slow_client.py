@@ -194,7 +194,7 @@ def test_a_quiet_stream_gets_keep_alive_comments(impatient: Daemon, tmp_path: Pa
     """A run that prints nothing for a while still sends `: ping` comments, so proxies and
     idle timeouts do not close the stream; readers skip them (parse_frames does)."""
     script = tmp_path / "quiet.py"
-    script.write_text("import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    script.write_text("import signal\nprint('ready', flush=True)\nsignal.pause()\n")
     run = impatient.create({"agentId": "command", "command": ["python3", str(script)]})
     text = ""
     with (
