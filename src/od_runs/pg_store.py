@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .models import RunStatus, SessionDetail, SessionStatus
 from .row_writer import CoalescingWriter
-from .store import RunRow, row_from_record, row_params, upsert_sql
+from .store import RunRow, row_from_record, row_params, upsert_sql, where_sql
 
 # pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
 MIGRATION_LOCK = 0x6F642D72756E73
@@ -252,18 +252,11 @@ class PgRunStore(CoalescingWriter):
         limit: int = 200,
     ) -> builtins.list[RunStatus]:
         """Status bodies, newest first, filtered."""
-        clauses: builtins.list[str] = []
-        params: builtins.list[object] = []
-        if project_id is not None:
-            clauses.append("project_id = %s")
-            params.append(project_id)
-        if conversation_id is not None:
-            clauses.append("conversation_id = %s")
-            params.append(conversation_id)
-        if statuses is not None:
-            clauses.append("status = ANY(%s)")
-            params.append(list(statuses))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_sql(
+            "%s",
+            {"project_id": project_id, "conversation_id": conversation_id},
+            ("status", statuses),
+        )
         records = await self._execute(
             f"SELECT body::text FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT %s",
             (*params, limit),
@@ -321,15 +314,9 @@ class PgRunStore(CoalescingWriter):
         limit: int = 200,
     ) -> builtins.list[SessionStatus]:
         """Sessions without their events, most recently updated first."""
-        clauses: builtins.list[str] = []
-        params: builtins.list[object] = []
-        if conversation_id is not None:
-            clauses.append("conversation_id = %s")
-            params.append(conversation_id)
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(status)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_sql(
+            "%s", {"conversation_id": conversation_id, "status": status}, ("status", None)
+        )
         records = await self._execute(
             f"SELECT body::text FROM sessions {where} ORDER BY updated_at DESC, id DESC LIMIT %s",
             (*params, limit),

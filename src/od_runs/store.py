@@ -85,6 +85,24 @@ def row_params(row: RunRow) -> tuple[object, ...]:
     )
 
 
+def where_sql(
+    placeholder: str, filters: dict[str, object | None], any_of: tuple[str, Sequence[str] | None]
+) -> tuple[str, builtins.list[object]]:
+    """`WHERE column = ? AND …` for each filter that is set, plus `column IN (…)` for any_of
+    (skipped when None), with the driver's placeholder; the clause and its parameters."""
+    clauses: builtins.list[str] = []
+    params: builtins.list[object] = []
+    for column, value in filters.items():
+        if value is not None:
+            clauses.append(f"{column} = {placeholder}")
+            params.append(value)
+    column, values = any_of
+    if values is not None:
+        clauses.append(f"{column} IN ({', '.join([placeholder] * len(values))})")
+        params.extend(values)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
 def upsert_sql(placeholder: str) -> str:
     """INSERT … ON CONFLICT of one runs row, with the driver's placeholder (? or %s)."""
     marks = ", ".join([placeholder] * 10)
@@ -214,18 +232,11 @@ class SqliteRunStore(CoalescingWriter):
         limit: int = 200,
     ) -> builtins.list[RunStatus]:
         """Status bodies, newest first, filtered."""
-        clauses: builtins.list[str] = []
-        params: builtins.list[object] = []
-        if project_id is not None:
-            clauses.append("project_id = ?")
-            params.append(project_id)
-        if conversation_id is not None:
-            clauses.append("conversation_id = ?")
-            params.append(conversation_id)
-        if statuses is not None:
-            clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(statuses)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_sql(
+            "?",
+            {"project_id": project_id, "conversation_id": conversation_id},
+            ("status", statuses),
+        )
         cursor = await self._db.execute(
             f"SELECT body FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?",
             (*params, limit),
@@ -290,15 +301,9 @@ class SqliteRunStore(CoalescingWriter):
         limit: int = 200,
     ) -> builtins.list[SessionStatus]:
         """Sessions without their events, most recently updated first."""
-        clauses: builtins.list[str] = []
-        params: builtins.list[object] = []
-        if conversation_id is not None:
-            clauses.append("conversation_id = ?")
-            params.append(conversation_id)
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(status)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = where_sql(
+            "?", {"conversation_id": conversation_id, "status": status}, ("status", None)
+        )
         cursor = await self._db.execute(
             f"SELECT body FROM sessions {where} ORDER BY updated_at DESC, id DESC LIMIT ?",
             (*params, limit),
