@@ -16,6 +16,7 @@ from .config import (
     CONVERSATION_LIMIT,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    LEASE_SECONDS,
     MCP_DAEMON_IDLE_EXIT,
     Settings,
     user_data_dir,
@@ -46,6 +47,31 @@ from .config import (
     metavar="URL",
     help="postgresql://... : keep runs, sessions and events in PostgreSQL (the postgres "
     "extra) instead of od-runs.sqlite3; the data dir keeps the local events.jsonl files.",
+)
+@click.option(
+    "--worker-id",
+    envvar="OD_RUNS_WORKER_ID",
+    default=None,
+    metavar="ID",
+    help="With --database-url: this daemon's stable name among the others (default: from "
+    "the host name and the data dir).",
+)
+@click.option(
+    "--lease-seconds",
+    envvar="OD_RUNS_LEASE_SECONDS",
+    default=LEASE_SECONDS,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="With --database-url: a daemon that has not heartbeaten for this long is lost; "
+    "another daemon ends its runs as failed (WORKER_LOST).",
+)
+@click.option(
+    "--max-runs",
+    envvar="OD_RUNS_MAX_RUNS",
+    default=None,
+    type=click.IntRange(1, 100_000),
+    help="With --database-url: runs this daemon executes at once; it leaves the rest queued "
+    "for the other daemons (default: no cap).",
 )
 @click.option(
     "--grace",
@@ -110,6 +136,9 @@ def serve(
     port: int,
     data_dir: Path,
     database_url: str | None,
+    worker_id: str | None,
+    lease_seconds: float,
+    max_runs: int | None,
     grace: float,
     max_conversations: int,
     retain: str | None,
@@ -132,6 +161,9 @@ def serve(
         port=port,
         data_dir=data_dir,
         database_url=database_url or None,
+        worker_id=worker_id or None,
+        lease_seconds=lease_seconds,
+        max_runs=max_runs,
         token=ctx.obj["token"],
         grace=grace,
         max_conversations=max_conversations,

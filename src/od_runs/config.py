@@ -16,6 +16,9 @@ DEFAULT_DATA_DIR = "./runs_log"
 MCP_DAEMON_IDLE_EXIT = 15 * 60.0
 # Conversations whose runs may execute at once (conversations.DEFAULT_LIMIT).
 CONVERSATION_LIMIT = 8
+# Several daemons on PostgreSQL: a daemon's claim on its runs lapses this long after its last
+# heartbeat (it beats three times per lease), and another daemon concludes them (invariant 12).
+LEASE_SECONDS = 15.0
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -54,6 +57,11 @@ class Settings(BaseModel):
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     # postgresql://...: runs, sessions and events in PostgreSQL instead of od-runs.sqlite3.
     database_url: str | None = None
+    # With a database: this daemon's name among the others (None: from host name and data dir),
+    # the lease on the runs it executes, and how many runs it executes at once (None: no cap).
+    worker_id: str | None = Field(default=None, min_length=1, max_length=128)
+    lease_seconds: float = Field(default=LEASE_SECONDS, ge=1, le=3600)
+    max_runs: int | None = Field(default=None, ge=1, le=100_000)
     token: str | None = None
     grace: float = Field(default=5.0, ge=0, le=600)
     max_conversations: int = Field(default=CONVERSATION_LIMIT, ge=1, le=10_000)

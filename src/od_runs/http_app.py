@@ -19,6 +19,7 @@ from . import (
     __version__,
     http_ids,  # noqa: F401  (registers the run and worktree id path convertors)
 )
+from .cluster import ClusterSettings
 from .config import Settings
 from .errors import OdRunsError
 from .http_responses import errors
@@ -107,6 +108,11 @@ def create_app(settings: Settings) -> FastAPI:
                 min_free=settings.min_free,
                 retain=settings.retain,
                 database_url=settings.database_url,
+                cluster=ClusterSettings(
+                    worker_id=settings.worker_id,
+                    lease_seconds=settings.lease_seconds,
+                    max_runs=settings.max_runs,
+                ),
             ) as service,
             mcp.serving(service),
             idle_exit(settings.idle_exit, requests, service.active_count, app.state),

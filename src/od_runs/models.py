@@ -345,6 +345,12 @@ class RunStatus(_Model):
     errorCode: str | None = None
     retryable: bool | None = None
     eventsLogPath: str | None = None
+    workerId: str | None = Field(
+        default=None, description="The daemon executing the run (several daemons); None alone"
+    )
+    eventsLogHost: str | None = Field(
+        default=None, description="The host whose disk holds eventsLogPath (several daemons)"
+    )
     lastEventId: int = 0
     mediaExecution: MediaExecution = Field(default_factory=MediaExecution)
     toolBundle: ToolBundleSummary | None = None
@@ -426,6 +432,17 @@ class DataDirUsage(_Model):
     freeBytes: int = Field(description="Bytes free on the data dir's filesystem")
 
 
+class WorkerInfo(_Model):
+    """One daemon of a cluster on PostgreSQL, as its heartbeats show it."""
+
+    id: str
+    host: str
+    started: str
+    heartbeat: str
+    alive: bool = Field(description="Heartbeat within the lease (OD_RUNS_LEASE_SECONDS)")
+    activeRuns: int = Field(description="Runs it has claimed that are queued or running")
+
+
 class Health(_Model):
     """Body of GET /api/health."""
 
@@ -434,6 +451,10 @@ class Health(_Model):
     activeRuns: int
     openStreams: int = Field(description="SSE streams being served (runs and /api/events)")
     dataDir: DataDirUsage | None = Field(default=None, description="None without a data dir")
+    workerId: str | None = Field(default=None, description="This daemon (several daemons)")
+    workers: list[WorkerInfo] | None = Field(
+        default=None, description="Every daemon on the database; None without one"
+    )
 
 
 class ErrorBody(_Model):

@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup
 
 from . import recovery
 from .agents import Adapter
+from .cluster import ClusterSettings
 from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
 from .conversations import Conversations
 from .errors import BadRequest, NotFound
@@ -274,6 +275,7 @@ async def open_service(
     min_free: int = 0,
     retain: float | None = None,
     database_url: str | None = None,
+    cluster: ClusterSettings | None = None,
 ) -> AsyncIterator[RunService]:
     """Open the stores, recover from a crash, run the service, and shut it down cleanly.
 
