@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from .agents import Adapter
 from .config import LEASE_SECONDS
-from .errors import Conflict, NotFound, OdRunsError
+from .errors import Conflict, NotFound, OdRunsError, Unavailable
 from .eventlog import now_iso
 from .lifecycle import Lifecycle, new_run_id
 from .live_run import Run, request_hash
@@ -117,7 +117,7 @@ class Cluster:
             for run_id in unstarted:
                 self.lifecycle.runs.pop(run_id, None)
             await self.db.leave()
-        except (psycopg.Error, DatabaseUnavailable) as exc:
+        except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
             log.warning("cannot tell the database this daemon stops: %s", exc)
 
     # Placement ----------------------------------------------------------------------------
@@ -177,7 +177,7 @@ class Cluster:
                 continue
             try:
                 claims = await self.db.claim(plain, in_turn)
-            except (psycopg.Error, DatabaseUnavailable) as exc:
+            except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
                 log.warning("cannot claim queued runs: %s", exc)
                 continue
             for claim in claims:
@@ -209,11 +209,17 @@ class Cluster:
     # Heartbeat, leases, worker loss -------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        interval = self.settings.lease_seconds / 3
+        lease = self.settings.lease_seconds
+        interval = lease / 3
+        # Judging others needs a full lease of our own contact: after an outage of the
+        # database every heartbeat is old, and those daemons are not lost, only unheard.
+        connected_since: float | None = anyio.current_time()
         while True:
             await anyio.sleep(interval)
             try:
                 await self.db.beat()
+                if connected_since is None:
+                    connected_since = anyio.current_time()
                 held = {
                     r.id: r.lease_epoch
                     for r in self.lifecycle.runs.values()
@@ -224,6 +230,8 @@ class Cluster:
                     self._lost_here(run_id)
                 for run_id in canceled:
                     self._cancel_here(run_id)
+                if anyio.current_time() - connected_since < lease:
+                    continue
                 for worker in await self.db.lost_workers():
                     ended, requeued = await self.db.conclude_lost(worker)
                     if ended or requeued:
@@ -233,7 +241,8 @@ class Cluster:
                             ended,
                             requeued,
                         )
-            except (psycopg.Error, DatabaseUnavailable) as exc:
+            except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
+                connected_since = None
                 log.warning("heartbeat failed: %s", exc)
 
     def _lost_here(self, run_id: str) -> None:

@@ -12,20 +12,22 @@ executor either commits before it (and the end follows its events) or is refused
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .eventlog import EventLog, LogLine, encode_lines, now_iso, recover_tail
 from .models import RunStatus, WorkerInfo
 from .pg_events import _LAST, _TS_TAIL
-from .pg_store import _COLUMNS, _row
+from .pg_store import _COLUMNS, _row, unavailable
 from .recovery import as_logged, failed_by_restart, restart_lines
 from .store import RunRow
 
@@ -113,8 +115,17 @@ class ClusterDb:
         self.host = host
         self.lease = lease
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection; the database being away is a 503 (errors.Unavailable)."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise unavailable(exc) from None
+
     async def _all(self, query: str, params: Sequence[object] | dict[str, object] = ()) -> Any:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if cur.description is not None else []
 
@@ -235,7 +246,7 @@ class ClusterDb:
 
     async def cancel_queued(self, run_id: str) -> RunStatus | None:
         """End a queued run nobody claimed as canceled; None if it is claimed (or gone)."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_COLUMNS} FROM runs WHERE id = %s AND status = 'queued'"
                 " AND worker_id IS NULL FOR UPDATE SKIP LOCKED",
@@ -279,7 +290,7 @@ class ClusterDb:
             "process is stopped when that daemon returns. Start the run again."
         )
         ended = requeued = 0
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_COLUMNS}, request FROM runs WHERE worker_id = %s"
                 " AND status IN ('queued', 'running') FOR UPDATE SKIP LOCKED",
@@ -310,7 +321,7 @@ class ClusterDb:
     async def recover_own(self, kill: Callable[[RunRow], None], data_dir: Path | None) -> int:
         """At start: reap the processes of this worker's runs, end or requeue the runs."""
         count = 0
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_COLUMNS}, request, lost FROM runs WHERE worker_id = %s"
                 " AND (status IN ('queued', 'running') OR lost) FOR UPDATE",
