@@ -273,10 +273,14 @@ class ClusterDb:
     # Worker loss (invariant 12) -----------------------------------------------------------
 
     async def lost_workers(self) -> builtins.list[str]:
-        """Other daemons whose lease ran out while they still hold runs."""
+        """Other daemons whose lease ran out while they still hold runs or live sessions."""
+        # An idle session counts too: else a daemon that died between turns leaves its
+        # session `idle` on a dead pid until the conversation's next run.
         records = await self._all(
-            "SELECT DISTINCT r.worker_id FROM runs r JOIN workers w ON w.id = r.worker_id"
-            " WHERE r.status IN ('queued', 'running') AND w.id <> %s"
+            "SELECT DISTINCT h.worker_id FROM ("
+            " SELECT worker_id FROM runs WHERE status IN ('queued', 'running')"
+            " UNION SELECT worker_id FROM sessions WHERE status IN ('active', 'idle')"
+            ") h JOIN workers w ON w.id = h.worker_id WHERE w.id <> %s"
             " AND (w.stopped IS NOT NULL OR w.heartbeat < now() - make_interval(secs => %s))",
             (self.worker_id, self.lease),
         )
@@ -310,10 +314,12 @@ class ClusterDb:
                 await self._close(conn, row.body, WORKER_LOST, message, lost=True)
                 ended += 1
             # Its live sessions are gone with it: the conversation resumes its thread elsewhere.
+            # The body says no process, as every retired session does; the pid columns keep
+            # what the lost daemon recorded.
             await conn.execute(
-                "UPDATE sessions SET status = 'retired', body = jsonb_set(jsonb_set("
-                "body::jsonb, '{status}', '\"retired\"'), '{retiredReason}', '\"worker lost\"')"
-                "::json WHERE worker_id = %s AND status IN ('active', 'idle')",
+                "UPDATE sessions SET status = 'retired', body = (body::jsonb || jsonb_build_object("
+                "'status', 'retired', 'pid', null, 'retiredReason', 'worker lost'))::json"
+                " WHERE worker_id = %s AND status IN ('active', 'idle')",
                 (worker,),
             )
         return ended, requeued
