@@ -340,7 +340,8 @@ class Cluster:
         elif kind == "c":
             self._cancel_here(run_id)
         elif kind == "d":
-            self._tg.start_soon(self._deleted, run_id)
+            project, _, conversation = extra.partition(" ")
+            self._tg.start_soon(self._deleted, run_id, project or None, conversation or None)
 
     async def _publish_status(self, run_id: str) -> None:
         """The list stream (GET /api/events) shows runs of other daemons too."""
@@ -352,7 +353,9 @@ class Cluster:
         """This daemon deleted the run itself: its own notification needs no action."""
         self._deleted_here.add(run_id)
 
-    async def _deleted(self, run_id: str) -> None:
+    async def _deleted(
+        self, run_id: str, project_id: str | None, conversation_id: str | None
+    ) -> None:
         """Another daemon deleted a run: drop it here, and its local files if this host has
         them (the run executed here)."""
         if run_id in self._deleted_here:
@@ -367,17 +370,27 @@ class Cluster:
             run.fanout.close()
             self.lifecycle.status_hub.publish_deleted(run.status_body())
         else:
-            self.lifecycle.status_hub.publish_deleted(_unknown(run_id))
+            self.lifecycle.status_hub.publish_deleted(
+                _unknown(run_id, project_id, conversation_id)
+            )
         if self.data_dir is not None and (self.data_dir / run_id).exists():
             from .storage import FileEventStore
 
             await anyio.to_thread.run_sync(FileEventStore(self.data_dir).delete, run_id, None)
 
 
-def _unknown(run_id: str) -> RunStatus:
-    """A placeholder body of a deleted run nobody here knew (list streams match it by id)."""
+def _unknown(run_id: str, project_id: str | None, conversation_id: str | None) -> RunStatus:
+    """What a list stream needs of a deleted run this daemon never held: whom it concerns."""
     now = now_iso()
-    return RunStatus(id=run_id, agentId="demo", status="canceled", createdAt=now, updatedAt=now)
+    return RunStatus(
+        id=run_id,
+        projectId=project_id,
+        conversationId=conversation_id,
+        agentId="demo",
+        status="canceled",
+        createdAt=now,
+        updatedAt=now,
+    )
 
 
 __all__ = ["Cluster", "ClusterSettings", "default_worker_id"]

@@ -314,8 +314,10 @@ class PgRunStore(CoalescingWriter):
         # Every daemon hears of it: the web monitors drop the row, the host of the run's local
         # events.jsonl removes it (cluster.py).
         records = await self._execute(
-            "WITH gone AS (DELETE FROM runs WHERE id = %s RETURNING id)"
-            " SELECT id, pg_notify('od_runs', 'd ' || id) FROM gone",
+            "WITH gone AS (DELETE FROM runs WHERE id = %s"
+            " RETURNING id, project_id, conversation_id)"
+            " SELECT id, pg_notify('od_runs', 'd ' || id || ' ' || coalesce(project_id, '')"
+            " || ' ' || coalesce(conversation_id, '')) FROM gone",
             (run_id,),
         )
         return bool(records)
