@@ -370,9 +370,7 @@ class Cluster:
             run.fanout.close()
             self.lifecycle.status_hub.publish_deleted(run.status_body())
         else:
-            self.lifecycle.status_hub.publish_deleted(
-                _unknown(run_id, project_id, conversation_id)
-            )
+            self.lifecycle.status_hub.publish_deleted(_unknown(run_id, project_id, conversation_id))
         if self.data_dir is not None and (self.data_dir / run_id).exists():
             from .storage import FileEventStore
 

@@ -233,23 +233,28 @@ class PgEventStore:
 
     def usage(self, run_id: str, location: str | None) -> int:
         """Bytes of the run's event rows (their text), plus its local log directory."""
+        local = tree_size(self.files / run_id) if self.files is not None else 0
+        return self._rows_usage(run_id) + local
+
+    def _rows_usage(self, run_id: str) -> int:
         with self.read_pool.connection() as conn:
             row = conn.execute(
                 "SELECT COALESCE(SUM(octet_length(event) + octet_length(data::text)), 0) "
                 "FROM events WHERE run_id = %s",
                 (run_id,),
             ).fetchone()
-        local = tree_size(self.files / run_id) if self.files is not None else 0
-        return int(row[0] if row else 0) + local
+        return int(row[0] if row else 0)
 
     def delete(self, run_id: str, location: str | None) -> int:
-        """Delete the run's event rows (one statement), then its local directory."""
-        freed = self.usage(run_id, location)
+        """Delete the run's local directory (if this host has it), then its event rows."""
+        freed = self.usage(run_id, location) if self.files is None else 0
+        if self.files is not None:
+            # Local first: a run whose row never got written (the database away) is all here.
+            freed = FileEventStore(self.files).delete(run_id, location)
+            freed += self._rows_usage(run_id)
         with self.read_pool.connection() as conn:
             conn.execute("DELETE FROM events WHERE run_id = %s", (run_id,))
             conn.commit()
-        if self.files is not None:
-            FileEventStore(self.files).delete(run_id, location)
         return freed
 
     # The writer ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from .errors import Unavailable
 from .models import RunStatus, SessionDetail, SessionStatus
 from .row_writer import CoalescingWriter
+from .storage import DuplicateRequest
 from .store import RunRow, row_from_record, row_params, where_sql
 
 log = logging.getLogger("od_runs.pg_store")
@@ -290,7 +291,11 @@ class PgRunStore(CoalescingWriter):
 
     async def insert(self, row: RunRow) -> None:
         """Write a run's row now, fenced by its lease like every status write."""
-        await self._execute(_UPSERT, _params(row))
+        try:
+            await self._execute(_UPSERT, _params(row))
+        except psycopg.errors.UniqueViolation:
+            # Another daemon created a run with this clientRequestId a moment before.
+            raise DuplicateRequest(row.client_request_id) from None
 
     async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
