@@ -36,6 +36,7 @@ from .models import TERMINAL_STATES, RunCreate, RunError, RunStatus, WorkerInfo
 from .pg_cluster import Claim, ClusterDb
 from .pg_store import CHANNEL, DatabaseUnavailable, connect
 from .redact import summarize_bundle
+from .storage import FileEventStore
 from .store import RunRow
 
 if TYPE_CHECKING:
@@ -113,9 +114,12 @@ class Cluster:
             if r.status == "queued" and not r.terminal and r.child_pid is None
         ]
         try:
-            await self.db.release(unstarted)
-            for run_id in unstarted:
-                self.lifecycle.runs.pop(run_id, None)
+            for run_id in await self.db.release(unstarted):
+                run = self.lifecycle.runs.pop(run_id, None)
+                if run is not None:
+                    # Another daemon executes it now: nothing of it stays here.
+                    run.log.close()
+                    await anyio.to_thread.run_sync(_remove_local, self.data_dir, run_id)
             await self.db.leave()
         except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
             log.warning("cannot tell the database this daemon stops: %s", exc)
@@ -372,9 +376,13 @@ class Cluster:
         else:
             self.lifecycle.status_hub.publish_deleted(_unknown(run_id, project_id, conversation_id))
         if self.data_dir is not None and (self.data_dir / run_id).exists():
-            from .storage import FileEventStore
+            await anyio.to_thread.run_sync(_remove_local, self.data_dir, run_id)
 
-            await anyio.to_thread.run_sync(FileEventStore(self.data_dir).delete, run_id, None)
+
+def _remove_local(data_dir: Path | None, run_id: str) -> None:
+    """The local directory a run claimed here made, now that it runs elsewhere."""
+    if data_dir is not None:
+        FileEventStore(data_dir).delete(run_id, None)
 
 
 def _unknown(run_id: str, project_id: str | None, conversation_id: str | None) -> RunStatus:

@@ -208,15 +208,19 @@ class ClusterDb:
         claims.sort(key=lambda c: c[0])
         return [c for _, c in claims]
 
-    async def release(self, run_ids: Sequence[str]) -> None:
-        """Give claimed runs that never started back to the queue (a clean stop)."""
-        if run_ids:
-            await self._all(
-                "WITH back AS (UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1"
-                " WHERE id = ANY(%s) AND worker_id = %s AND status = 'queued' RETURNING id)"
-                " SELECT pg_notify('od_runs', 'q ' || id) FROM back",
-                (list(run_ids), self.worker_id),
-            )
+    async def release(self, run_ids: Sequence[str]) -> builtins.list[str]:
+        """Give claimed runs that never started back to the queue (a clean stop); the ids
+        given back (a run made here has no stored request, and cannot go elsewhere)."""
+        if not run_ids:
+            return []
+        records = await self._all(
+            "WITH back AS (UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1"
+            " WHERE id = ANY(%s) AND worker_id = %s AND status = 'queued'"
+            " AND request IS NOT NULL RETURNING id)"
+            " SELECT id, pg_notify('od_runs', 'q ' || id) FROM back",
+            (list(run_ids), self.worker_id),
+        )
+        return [r[0] for r in records]
 
     # Leases and cancels -------------------------------------------------------------------
 
