@@ -111,7 +111,9 @@ def cpu_seconds(pids: list[int]) -> float:
             for one in [proc, *proc.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     times = one.cpu_times()
+                    # children_*: children it has reaped, such as a finished agent.
                     total += times.user + times.system
+                    total += times.children_user + times.children_system
     return total
 
 
@@ -367,6 +369,16 @@ def placement_once(daemons: list[Daemon], count: int, project: str) -> tuple[flo
     waits = [(epoch(r["startedAt"]) - epoch(r["createdAt"])) * 1000 for r in runs]
     span = max(epoch(r["finishedAt"]) for r in runs) - min(epoch(r["createdAt"]) for r in runs)
     spread = Counter(r.get("workerId") or "-" for r in runs)
+    if os.environ.get("BENCH_VERBOSE"):
+        by_worker: dict[str, list[float]] = {}
+        for r, wait in zip(runs, waits, strict=True):
+            by_worker.setdefault(r.get("workerId") or "-", []).append(wait)
+        for worker, some in sorted(by_worker.items()):
+            print(
+                f"{project} {worker}: queue->start p50 {percentile(some, 50):.0f} ms, "
+                f"p99 {percentile(some, 99):.0f} ms, max {max(some):.0f} ms",
+                file=sys.stderr,
+            )
     where = ", ".join(f"{w} {n}" for w, n in sorted(spread.items()))
     return count / span, percentile(waits, 99), where
 
