@@ -86,8 +86,9 @@ def ts_epoch(ts: bytes, cache: dict[bytes, float] = {}) -> float:  # noqa: B006 
 class Daemon:
     """`od-runs serve` in a subprocess with a scratch data dir."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
+        self.extra = extra
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,6 +105,7 @@ class Daemon:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                *self.extra,
             ],
             env={**os.environ, "OD_RUNS_LOG_LEVEL": "warning"},
             stdin=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import ROOT, machine
 
-SCRIPTS = ["ingest.py", "fanout.py", "replay.py", "memory.py", "latency.py"]
+SCRIPTS = ["ingest.py", "fanout.py", "replay.py", "memory.py", "latency.py", "cluster.py"]
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 
@@ -37,19 +37,49 @@ def run(script: str) -> list[list[str]]:
     return rows
 
 
-def table(rows: list[list[str]]) -> str:
-    """The Markdown table for the README."""
+def row_line(row: list[str]) -> str:
+    """One figure as a row of the Markdown table."""
+    name, value, unit, target, baseline, met, note = row
+    extra = f" ({note})" if note else ""
+    return f"| {name} | {value} {unit}{extra} | {target} | {baseline} | {met} |"
+
+
+def current_rows() -> list[str]:
+    """The figure rows of the README's table as they stand (header and rule left out)."""
+    text = (ROOT / "README.md").read_text()
+    if BEGIN not in text or END not in text:
+        return []
+    inside = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    rows = [line for line in inside.splitlines() if line.startswith("| ")]
+    return rows[1:]
+
+
+def table(rows: list[list[str]], chosen: list[str]) -> str:
+    """The Markdown table for the README.
+
+    With only some scripts chosen, the other rows stay as they were (a row of a re-run
+    figure is replaced where it stood), so `run_all.py cluster.py` updates its rows only.
+    """
     today = datetime.date.today().isoformat()
-    lines = [
-        f"Measured by `make bench` on {today}, {machine()}, Python {sys.version.split()[0]}.",
+    lines = [row_line(row) for row in rows]
+    when = f"on {today}"
+    if set(chosen) != set(SCRIPTS):
+        fresh = {row[0]: line for row, line in zip(rows, lines, strict=True)}
+        kept = [fresh.pop(cell(line), line) for line in current_rows()]
+        lines = kept + list(fresh.values())
+        when += f" ({', '.join(chosen)}; the other rows from the last full run)"
+    head = [
+        f"Measured by `make bench` {when}, {machine()}, Python {sys.version.split()[0]}.",
         "",
         "| figure | measured | target | baseline in the same run | met |",
         "|---|---|---|---|---|",
     ]
-    for name, value, unit, target, baseline, met, note in rows:
-        extra = f" ({note})" if note else ""
-        lines.append(f"| {name} | {value} {unit}{extra} | {target} | {baseline} | {met} |")
-    return "\n".join(lines)
+    return "\n".join(head + lines)
+
+
+def cell(line: str) -> str:
+    """The figure name of a table row."""
+    return line[2:].split(" | ", 1)[0]
 
 
 def rewrite_readme(text: str) -> None:
@@ -67,7 +97,7 @@ def main() -> None:
     """Run the chosen scripts (all by default) and, unless --no-readme, update README.md."""
     chosen = [a for a in sys.argv[1:] if a.endswith(".py")] or SCRIPTS
     rows = [row for script in chosen for row in run(script)]
-    text = table(rows)
+    text = table(rows, chosen)
     print(text)
     if "--no-readme" not in sys.argv:
         rewrite_readme(text)

@@ -42,6 +42,7 @@ COMMANDS = (
     "rm",
     "prune",
     "sessions",
+    "workers",
     "mcp-config",
 )
 
@@ -321,6 +322,7 @@ AFTER_COMMAND: dict[tuple[str, ...], tuple[str, ...]] = {
     ("worktrees", "ls"): ("--url", "--token"),
     ("worktrees", "rm"): ("--url", "--token"),
     ("worktrees", "prune"): ("--url", "--token"),
+    ("workers",): ("--url", "--token"),
     ("mcp-config",): ("--url", "--token"),
 }
 

@@ -114,6 +114,8 @@ def test_a_run_started_from_the_form_shows_its_events_and_final_status(
     expect(meta.locator('[data-field="conversationId"]')).to_have_text("conv-1")
     expect(meta.locator('[data-field="exitCode"]')).to_have_text("0")
     expect(meta.locator('[data-field="eventsLogPath"]')).to_have_text(run["eventsLogPath"])
+    # No database, no worker: the field is left out rather than shown empty.
+    expect(meta.locator('div:has(> [data-field="workerId"])')).to_be_hidden()
     expect(page.locator("#cancel")).to_be_disabled()
     # Deltas are joined into one readable message; the tool call is a collapsible block.
     expect(page.locator(".msg.assistant").first).to_contain_text(
@@ -284,7 +286,34 @@ def test_a_deleted_run_leaves_the_list_without_a_reload(shared: Daemon, page: Pa
     run = shared.create({"projectId": "web-delete", "demo": {"events": 4, "fast": True}})
     row = page.locator(f'#runs tr[data-run-id="{run["id"]}"]')
     expect(row).to_have_attribute("data-status", "succeeded")
+    expect(page.locator(".runs-table th.worker-col")).to_be_hidden()  # no database, no workers
     with shared.client() as http:
         assert http.delete(f"/api/runs/{run['id']}").status_code == 200
     expect(row).to_have_count(0)
     expect(page.locator("#conn")).to_have_text("live")
+
+
+def test_on_a_database_the_list_and_the_run_view_name_the_worker(
+    data_dir: Path, pg_url: str, page: Page
+) -> None:
+    """Issue 11: a run on a daemon with a database shows its workerId in its row (the Worker
+    column appears) and in the run view, with the host its log is on."""
+    daemon = Daemon(data_dir, None, "--database-url", pg_url, "--worker-id", "w-web").start()
+    try:
+        page.goto(f"{daemon.url}/?projectId=web-worker")
+        expect(page.locator("#conn")).to_have_text("live")
+        run = daemon.create({"projectId": "web-worker", "demo": {"events": 4, "fast": True}})
+        row = page.locator(f'#runs tr[data-run-id="{run["id"]}"]')
+        expect(row).to_have_attribute("data-status", "succeeded")
+        expect(page.locator(".runs-table th.worker-col")).to_be_visible()
+        expect(row.locator("td.worker-col")).to_have_text("w-web")
+
+        row.locator("a").click()
+        expect(page.locator("#run-status")).to_have_text("succeeded")
+        with daemon.client() as http:
+            host = http.get(f"/api/runs/{run['id']}").json()["eventsLogHost"]
+        worker = page.locator('#run-meta [data-field="workerId"]')
+        expect(worker).to_be_visible()
+        expect(worker).to_have_text(f"w-web · log on {host}" if host else "w-web")
+    finally:
+        daemon.stop()

@@ -1,5 +1,5 @@
 """The od-runs command line: serve, mcp, start, ls, get, cancel, tail, rm, prune, sessions,
-worktrees, mcp-config.
+worktrees, workers, mcp-config.
 
 The group lives in cli_group; each cli_* module registers its commands on it when imported,
 so importing them here is what makes `od-runs` (the console script `od_runs.cli:main`) whole.
@@ -13,6 +13,7 @@ from . import (  # noqa: F401 (registers commands)
     cli_runs,
     cli_serve,
     cli_sessions,
+    cli_workers,
     cli_worktrees,
 )
 from .cli_group import main

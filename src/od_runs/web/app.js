@@ -146,6 +146,7 @@
     }
     const runs = new Map();
     const tbody = $("#runs");
+    const table = tbody.closest("table");
     let source = null;
     let retryTimer = null;
     let retryDelay = 1000;
@@ -174,12 +175,16 @@
       const cells = row.children;
       badge(cells[1].firstChild, run.status);
       cells[2].textContent = run.agentId;
-      cells[3].textContent = run.projectId || "";
-      cells[4].textContent = run.conversationId || "";
-      cells[5].textContent = formatTime(run.createdAt);
-      cells[5].title = run.createdAt;
-      cells[6].textContent = runDuration(run);
-      cells[7].textContent = run.exitCode ?? (run.signal || "");
+      cells[3].textContent = run.workerId || "";
+      cells[3].title = run.eventsLogHost ? `log on ${run.eventsLogHost}` : "";
+      // Once one run has a worker the daemon is on a database: show the column from then on.
+      if (run.workerId) table.dataset.workers = "";
+      cells[4].textContent = run.projectId || "";
+      cells[5].textContent = run.conversationId || "";
+      cells[6].textContent = formatTime(run.createdAt);
+      cells[6].title = run.createdAt;
+      cells[7].textContent = runDuration(run);
+      cells[8].textContent = run.exitCode ?? (run.signal || "");
     }
 
     function newRow(run) {
@@ -188,7 +193,8 @@
         { "data-run-id": run.id },
         el("td", {}, el("a", { href: `/runs/${encodeURIComponent(run.id)}`, text: run.id, class: "run-link" })),
         el("td", {}, el("span", { class: "badge" })),
-        el("td"), el("td"), el("td"), el("td"), el("td"), el("td", { class: "num" }),
+        el("td"), el("td", { class: "worker-col" }), el("td"), el("td"), el("td"), el("td"),
+        el("td", { class: "num" }),
       );
       fillRow(row, run);
       return row;
@@ -285,7 +291,7 @@
     setInterval(() => {
       for (const row of tbody.querySelectorAll('tr[data-status="running"], tr[data-status="queued"]')) {
         const run = runs.get(row.dataset.runId);
-        if (run) row.children[6].textContent = runDuration(run);
+        if (run) row.children[7].textContent = runDuration(run);
       }
     }, 1000);
 
@@ -620,7 +626,11 @@
         dd.replaceChildren();
         if (field === "duration") dd.textContent = runDuration(run);
         else if (field === "toolBundle") dd.append(bundleList(run.toolBundle));
-        else if (field.endsWith("At")) {
+        else if (field === "workerId") {
+          // The log path above is a path on the executing daemon's host, not on this one's.
+          dd.textContent = run.workerId ?? "";
+          if (run.workerId && run.eventsLogHost) dd.append(el("span", { class: "muted", text: ` · log on ${run.eventsLogHost}` }));
+        } else if (field.endsWith("At")) {
           dd.textContent = formatTime(run[field]);
           dd.title = run[field] || "";
         } else dd.textContent = run[field] ?? "";
