@@ -85,9 +85,15 @@ def test_a_database_outage_loses_nothing_and_refuses_new_runs_clearly(
             gates[1].write_text("go")
             status = wait_terminal(daemon, run["id"])
             assert status["status"] == "succeeded", status
-            page = http.get(
-                f"/api/runs/{run['id']}/events", params={"format": "json", "limit": 1000}
-            ).json()
+
+            def page_read() -> dict | None:  # a reader retries a 503 until the pool is back
+                response = http.get(
+                    f"/api/runs/{run['id']}/events", params={"format": "json", "limit": 1000}
+                )
+                assert response.status_code in (200, 503), response.text
+                return response.json() if response.status_code == 200 else None
+
+            page = poll("the events page", page_read)
         events = page["items"]
         assert [e["id"] for e in events] == list(range(1, len(events) + 1))
         printed = [e["data"]["text"] for e in events if e["event"] == "stdout"]

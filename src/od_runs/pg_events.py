@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 
 from .eventlog import EventLog, LogLine
 from .models import RunError
-from .pg_store import CONNECT_TIMEOUT, DatabaseUnavailable, connect
+from .pg_store import CONNECT_TIMEOUT, RECONNECT_TIMEOUT, DatabaseUnavailable, connect, unavailable
 from .storage import Commit, FileEventStore, RunLog, tree_size
 
 log = logging.getLogger("od_runs.pg_events")
@@ -64,6 +64,29 @@ WITH fence AS (
 SELECT f.id, pg_notify('od_runs', 'e ' || f.id || ' ' || h.head)
 FROM fence f JOIN unnest(%s::text[], %s::int8[]) AS h(id, head) ON h.id = f.id
 """
+# The fast path's three statements, in one transaction (PgEventStore._copy).
+_FENCE = """
+SELECT r.id FROM runs r
+JOIN unnest(%s::text[], %s::int8[]) AS f(id, epoch) ON r.id = f.id
+WHERE r.lease_epoch = f.epoch AND r.worker_id = %s
+FOR SHARE OF r
+"""
+_COPY = "COPY events (run_id, id, event, data, ts) FROM STDIN"
+_NOTIFY = """
+SELECT pg_notify('od_runs', 'e ' || r || ' ' || h) FROM unnest(%s::text[], %s::int8[]) AS u(r, h)
+"""
+
+
+def _copy_row(run_id: bytes, line: LogLine) -> bytes:
+    """A line as a row of COPY's text format: JSON has no raw tab or newline, only
+    backslashes to double."""
+    raw = line.line
+    data = raw[raw.index(b'"data":', 6) + 7 : -_TS_TAIL]
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    return b"%s\t%d\t%s\t%s\t%s\n" % (run_id, line.id, line.event.encode(), data, raw[-26:-2])
+
+
 # The line as eventlog.encode_lines wrote it, rebuilt by the server (json keeps data's text).
 _LINE = """'{"id":' || id || ',"event":"' || event || '","data":' || data::text
     || ',"ts":"' || to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') || '"}'"""
@@ -127,8 +150,11 @@ class PgRunLog:
         """Batches of the events with cursor < id <= upto, a page per query (blocking)."""
         end = _NO_LIMIT if upto is None else upto
         while cursor < end:
-            with self.store.read_pool.connection() as conn:
-                rows = conn.execute(_SELECT, (self.run_id, cursor, end, PAGE)).fetchall()
+            try:
+                with self.store.read_pool.connection() as conn:
+                    rows = conn.execute(_SELECT, (self.run_id, cursor, end, PAGE)).fetchall()
+            except psycopg.OperationalError as exc:
+                raise unavailable(exc) from None
             if not rows:
                 return
             yield [LogLine(r[0], r[1], r[2].encode()) for r in rows]
@@ -145,13 +171,16 @@ class PgRunLog:
 
     def last(self) -> LogLine | None:
         """The newest event in the database, or None."""
-        with self.store.read_pool.connection() as conn:
-            row = conn.execute(_LAST, (self.run_id,)).fetchone()
+        try:
+            with self.store.read_pool.connection() as conn:
+                row = conn.execute(_LAST, (self.run_id,)).fetchone()
+        except psycopg.OperationalError as exc:
+            raise unavailable(exc) from None
         return LogLine(row[0], row[1], row[2].encode()) if row else None
 
 
 class _Queued:
-    __slots__ = ("commit", "first_id", "lengths", "lines", "log", "raw")
+    __slots__ = ("commit", "first_id", "lengths", "lines", "log", "raw", "tried")
 
     def __init__(
         self,
@@ -167,6 +196,7 @@ class _Queued:
         self.lines = lines
         self.lengths = lengths
         self.commit = Commit()
+        self.tried = False
 
 
 class PgEventStore:
@@ -201,6 +231,7 @@ class PgEventStore:
             open=False,
             timeout=CONNECT_TIMEOUT,
             check=ConnectionPool.check_connection,
+            reconnect_timeout=RECONNECT_TIMEOUT,
         )
         try:
             await anyio.to_thread.run_sync(lambda: pool.open(wait=True, timeout=10))
@@ -322,11 +353,6 @@ class PgEventStore:
 
     async def _insert(self, items: builtins.list[_Queued]) -> builtins.list[_Queued]:
         """Write the batches; those still to write (all of them) while the database is away."""
-        runs: builtins.list[str] = []
-        ids: builtins.list[int] = []
-        names: builtins.list[str] = []
-        datas: builtins.list[str] = []
-        stamps: builtins.list[str] = []
         live: builtins.list[_Queued] = []
         heads: dict[str, tuple[int, int]] = {}  # run -> (epoch, head id)
         for item in items:
@@ -335,27 +361,18 @@ class PgEventStore:
                 continue
             live.append(item)
             heads[item.log.run_id] = (item.log.epoch, item.lines[-1].id)
-            for line in item.lines:
-                text = line.line.decode()
-                runs.append(item.log.run_id)
-                ids.append(line.id)
-                names.append(line.event)
-                datas.append(text[text.index('"data":', 6) + 7 : -_TS_TAIL])
-                stamps.append(text[-_TS_TAIL + 7 : -2])
         if not live:
             return []
         try:
             if self._conn.closed:
                 self._conn = await connect(self.url)
-            fenced = list(heads)
-            epochs = [heads[r][0] for r in fenced]
-            tops = [heads[r][1] for r in fenced]
-            cur = await self._conn.execute(
-                _FENCED_INSERT,
-                (fenced, epochs, self.worker_id, runs, ids, names, datas, stamps, fenced, tops),
-            )
-            written = {record[0] for record in await cur.fetchall()}
+            if any(item.tried for item in live):
+                written = await self._insert_again(live, heads)
+            else:
+                written = await self._copy(live, heads)
         except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+            for item in live:
+                item.tried = True  # it may have committed before the connection broke
             if self._buffered > BUFFER_LIMIT:
                 return self._give_up(live, exc)
             if not self._away:
@@ -387,6 +404,61 @@ class PgEventStore:
                     item.log.broken = error = exc
             self._done(item, error)
         return []
+
+    async def _copy(
+        self, live: builtins.list[_Queued], heads: dict[str, tuple[int, int]]
+    ) -> set[str]:
+        """The fast path: fence, COPY the rows of the runs still held, notify; one transaction.
+
+        COPY takes the lines' bytes nearly as they are (no per-value adaptation), several
+        times cheaper for the client than arrays. The FOR SHARE fence holds to the commit,
+        as in the single statement of _insert_again (invariant 11).
+        """
+        runs = list(heads)
+        conn = self._conn
+        async with conn.transaction():
+            cur = await conn.execute(_FENCE, (runs, [heads[r][0] for r in runs], self.worker_id))
+            written = {record[0] for record in await cur.fetchall()}
+            rows = b"".join(
+                [
+                    _copy_row(item.log.run_id.encode(), line)
+                    for item in live
+                    if item.log.run_id in written
+                    for line in item.lines
+                ]
+            )
+            if rows:
+                async with conn.cursor().copy(_COPY) as copy:
+                    await copy.write(rows)
+                notified = [r for r in runs if r in written]
+                await conn.execute(_NOTIFY, (notified, [heads[r][1] for r in notified]))
+        return written
+
+    async def _insert_again(
+        self, live: builtins.list[_Queued], heads: dict[str, tuple[int, int]]
+    ) -> set[str]:
+        """The retry after a broken connection: rows already there are skipped."""
+        runs: builtins.list[str] = []
+        ids: builtins.list[int] = []
+        names: builtins.list[str] = []
+        datas: builtins.list[str] = []
+        stamps: builtins.list[str] = []
+        for item in live:
+            for line in item.lines:
+                text = line.line.decode()
+                runs.append(item.log.run_id)
+                ids.append(line.id)
+                names.append(line.event)
+                datas.append(text[text.index('"data":', 6) + 7 : -_TS_TAIL])
+                stamps.append(text[-_TS_TAIL + 7 : -2])
+        fenced = list(heads)
+        epochs = [heads[r][0] for r in fenced]
+        tops = [heads[r][1] for r in fenced]
+        cur = await self._conn.execute(
+            _FENCED_INSERT,
+            (fenced, epochs, self.worker_id, runs, ids, names, datas, stamps, fenced, tops),
+        )
+        return {record[0] for record in await cur.fetchall()}
 
     def _done(self, item: _Queued, error: OSError | None) -> None:
         run_log = item.log

@@ -31,6 +31,11 @@ log = logging.getLogger("od_runs.pg_store")
 # pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
 MIGRATION_LOCK = 0x6F642D72756E73
 CONNECT_TIMEOUT = 5
+# A pool retries a lost connection with a doubling delay for this long, then tries afresh on
+# the next request: so a database back from an outage is used again within seconds.
+RECONNECT_TIMEOUT = 3.0
+# The pool's own line per failed attempt says what our one warning says.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 MIGRATIONS: Sequence[str] = (
     # 1: runs (status body + the columns we filter or recover by), events, sessions, workers.
@@ -191,6 +196,7 @@ async def open_pool(url: str, max_size: int = 4) -> AsyncConnectionPool[Any]:
         timeout=CONNECT_TIMEOUT,
         # A connection the server dropped is found and replaced when it is taken.
         check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_TIMEOUT,
     )
     try:
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
