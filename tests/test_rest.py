@@ -159,14 +159,17 @@ def test_events_json_page_has_items_next_cursor_and_has_more(http: httpx.Client)
 
 def test_list_and_health_and_cancel_bodies(http: httpx.Client) -> None:
     """GET /api/runs is {"runs": [...]}; /api/health {ok, version, activeRuns, openStreams,
-    dataDir}; cancel {ok, run}."""
+    dataDir, workerId, workers} (the last two null without a database); cancel {ok, run}."""
     run = create(http, {"agentId": "command", "command": SLEEPER, "projectId": "p-bodies"})
     listed = http.get("/api/runs", params={"projectId": "p-bodies"}).json()
     assert set(listed) == {"runs"}
     assert [r["id"] for r in listed["runs"]] == [run["id"]]
     assert set(listed["runs"][0]) >= STATUS_FIELDS
     health = http.get("/api/health").json()
-    assert set(health) == {"ok", "version", "activeRuns", "openStreams", "dataDir"}
+    assert set(health) == {
+        "ok", "version", "activeRuns", "openStreams", "dataDir", "workerId", "workers"
+    }  # fmt: skip
+    assert health["workerId"] is None and health["workers"] is None
     assert health["ok"] is True and isinstance(health["version"], str)
     assert health["activeRuns"] >= 1
     canceled = http.post(f"/api/runs/{run['id']}/cancel")

@@ -171,12 +171,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/health", response_model=Health, tags=["daemon"], responses=errors())
     async def health(request: Request) -> Health:
-        """Liveness and the number of active runs."""
+        """Liveness, the number of active runs, and (on a database) every daemon."""
+        service = service_of(request)
         return Health(
             version=__version__,
-            activeRuns=service_of(request).active_count(),
+            activeRuns=service.active_count(),
             openStreams=open_stream_count(),
-            dataDir=await service_of(request).retention.usage(),
+            dataDir=await service.retention.usage(),
+            workerId=service.worker_id,
+            workers=await service.workers(),
         )
 
     # Left out of /openapi.json: it never ends, and schema-driven fuzzers wait for a body end.

@@ -26,12 +26,17 @@ from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values
 from .status_events import StatusHub
 from .storage import Commit, EventStore, RunStore
 from .store import RunRow
-from .workspaces import Workspaces
+from .workspaces import Plan, Workspaces
 
 log = logging.getLogger("od_runs.lifecycle")
 
 # How long a finished run stays in memory before only the stores hold it (invariant 7).
 FINISHED_TTL = 300.0
+
+
+def new_run_id() -> str:
+    """A fresh run id."""
+    return f"run-{secrets.token_hex(8)}"
 
 
 class ExistingRun(Exception):
@@ -66,22 +71,17 @@ class Lifecycle:
         self.status_hub = StatusHub()
         # Worktree runs (workspaces.py); RunService gives the data dir's, none by default.
         self.workspaces = Workspaces(None)
+        # Several daemons (cluster.py): this daemon's worker id and host. A run made here is
+        # claimed by it at once (lease epoch 1); a run claimed from the queue comes by adopt().
+        self.worker: tuple[str, str] | None = None
 
     # Creating -----------------------------------------------------------------------------
 
     async def create(self, request: RunCreate, *, adapter: Adapter | None = None) -> Run:
         """Create a queued run (or return the one an idempotent retry refers to)."""
-        run_id = f"run-{secrets.token_hex(8)}"
-        plan = None
+        run_id = new_run_id()
         digest = request_hash(request)  # of the request as sent, for idempotent retries
-        if request.workspace is not None:
-            # 422s for a bad repo or base; the agent's cwd becomes a path in the worktree.
-            plan = await self.workspaces.plan(request, run_id)
-            request = request.model_copy(update={"cwd": plan.cwd(request.cwd)})
-        adapter = adapter or make_adapter(request)
-        await adapter.load_credentials()  # credentials.py: provider variables, their values
-        if plan is None and request.cwd is not None and not await anyio.Path(request.cwd).is_dir():
-            raise BadRequest(f"cwd is not a directory: {request.cwd}")
+        request, adapter, plan = await self.admit(request, run_id, adapter)
         async with self._create_lock:
             if request.clientRequestId:
                 existing = await self.store.by_request_id(request.clientRequestId)
@@ -95,10 +95,8 @@ class Lifecycle:
                     if known is not None:
                         return known
                     raise ExistingRun(existing.body)
-            run = self._new_run(request, digest, adapter.secret_values(), run_id)
-            run.adapter = adapter
-            if plan is not None:
-                run.workspace, run.workspace_info = plan, plan.info()
+            epoch = 1 if self.worker is not None else 0
+            run = self._new_run(request, digest, adapter, plan, run_id, epoch)
             await self.store.insert(self.row(run))
             self.runs[run.id] = run
             # Under the lock: a conversation's runs take their places in creation order.
@@ -106,16 +104,63 @@ class Lifecycle:
         self.status_changed(run)
         return run
 
-    def _new_run(self, request: RunCreate, digest: str, credentials: list[str], run_id: str) -> Run:
+    async def admit(
+        self, request: RunCreate, run_id: str, adapter: Adapter | None = None
+    ) -> tuple[RunCreate, Adapter, Plan | None]:
+        """Check a request (422s) and prepare it: its worktree plan, adapter, credentials."""
+        plan = None
+        if request.workspace is not None:
+            # 422s for a bad repo or base; the agent's cwd becomes a path in the worktree.
+            plan = await self.workspaces.plan(request, run_id)
+            request = request.model_copy(update={"cwd": plan.cwd(request.cwd)})
+        adapter = adapter or make_adapter(request)
+        await adapter.load_credentials()  # credentials.py: provider variables, their values
+        if plan is None and request.cwd is not None and not await anyio.Path(request.cwd).is_dir():
+            raise BadRequest(f"cwd is not a directory: {request.cwd}")
+        return request, adapter, plan
+
+    def adopt(
+        self,
+        row: RunRow,
+        request: RunCreate,
+        admitted: tuple[RunCreate, Adapter, Plan | None] | None,
+        epoch: int,
+    ) -> Run:
+        """Hold a run this daemon claimed from the cluster's queue (admitted None: it could
+        not be prepared here, and the caller fails it)."""
+        body = row.body
+        if admitted is None:
+            run = self._new_run(request, row.request_hash, None, None, body.id, epoch)
+        else:
+            run = self._new_run(
+                admitted[0], row.request_hash, admitted[1], admitted[2], body.id, epoch
+            )
+        run.created_at = body.createdAt
+        self.runs[run.id] = run
+        run.ticket = self.conversations.enqueue(run.id, run.request, run.created_at)
+        self.store.schedule(self.row(run))
+        self.status_changed(run)
+        return run
+
+    def _new_run(
+        self,
+        request: RunCreate,
+        digest: str | None,
+        adapter: Adapter | None,
+        plan: Plan | None,
+        run_id: str,
+        epoch: int,
+    ) -> Run:
+        credentials = adapter.secret_values() if adapter is not None else []
         secrets_ = [
             *self._daemon_secrets,
             *credentials,
             *secret_env_values(request.env),
             *bundle_secrets(request.toolBundle),
         ]
-        run_log = self.events.create(run_id)
+        run_log = self.events.create(run_id, epoch)
         now = now_iso()
-        return Run(
+        run = Run(
             id=run_id,
             request=request,
             created_at=now,
@@ -124,7 +169,14 @@ class Lifecycle:
             scrubber=Scrubber(secrets_),
             events_log_path=self.events.location(run_log),
             request_digest=digest,
+            adapter=adapter,
+            lease_epoch=epoch,
         )
+        if plan is not None:
+            run.workspace, run.workspace_info = plan, plan.info()
+        if self.worker is not None:
+            run.worker_id, run.host = self.worker
+        return run
 
     # Emitting -----------------------------------------------------------------------------
 
@@ -148,7 +200,7 @@ class Lifecycle:
             try:
                 commit = run.log.append_batch(first, raw, lines, lengths)
             except OSError as exc:
-                self._log_broken(run, exc)
+                self.log_broken(run, exc)
                 return None
             run.assigned_id = lines[-1].id
             if commit is not None:
@@ -162,7 +214,7 @@ class Lifecycle:
         if error is None:
             self._published(run, lines)
         elif run.log_error is None:
-            self._log_broken(run, error)
+            self.log_broken(run, error)
 
     def _published(self, run: Run, lines: list[LogLine]) -> None:
         run.last_event_id = lines[-1].id
@@ -174,8 +226,17 @@ class Lifecycle:
         run.error = error.model_copy(update={"message": run.scrubber.scrub(error.message)})
         self.emit(run, "error", {"message": error.message, "error": error.model_dump()})
 
-    def _log_broken(self, run: Run, exc: OSError) -> None:
+    def log_broken(self, run: Run, exc: OSError) -> None:
         """The disk refused a write: stop the run, it cannot be recorded any more."""
+        # A database write may say why itself (pg_events.LeaseLost: invariant 11).
+        known: RunError | None = getattr(exc, "run_error", None)
+        if known is not None:
+            log.warning("run %s: %s", run.id, exc)
+            run.log_error = known
+            run.log.close()
+            run.fanout.close()
+            run.cancel_event.set()
+            return
         log.error("run %s: cannot write %s: %s", run.id, run.events_log_path, exc)
         where = Path(run.events_log_path).parent if run.events_log_path else "the data dir"
         run.log_error = RunError(
@@ -193,10 +254,11 @@ class Lifecycle:
     def _publish(self, run: Run, lines: list[LogLine]) -> None:
         run.tail.extend(lines)
         run.fanout.offer(lines)
-        self._wake(run)
+        self.wake(run)
 
     @staticmethod
-    def _wake(run: Run) -> None:
+    def wake(run: Run) -> None:
+        """Wake everyone waiting on a change of the run."""
         run.changed.set()
         run.changed = anyio.Event()
 
@@ -241,7 +303,7 @@ class Lifecycle:
             self.conversations.abandon(run.ticket)
         run.finished_mono = anyio.current_time()
         run.done.set()
-        self._wake(run)
+        self.wake(run)
         self.store.schedule(self.row(run))
         self.status_changed(run)
 
@@ -305,6 +367,8 @@ class Lifecycle:
             client_request_id=run.request.clientRequestId,
             request_hash=run.request_digest,
             child_start_time=run.child_start_time,
+            worker_id=run.worker_id,
+            lease_epoch=run.lease_epoch,
         )
 
     def active_count(self) -> int:
@@ -331,4 +395,4 @@ class Lifecycle:
         return len(stale)
 
 
-__all__ = ["FINISHED_TTL", "ExistingRun", "Lifecycle"]
+__all__ = ["FINISHED_TTL", "ExistingRun", "Lifecycle", "new_run_id"]

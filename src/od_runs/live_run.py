@@ -78,6 +78,12 @@ class Run:
     has_child: bool = False
     # A worktree run: its plan (workspaces.py) and what the status body shows of it.
     workspace: Plan | None = None
+    # Several daemons (cluster.py): the executor, its lease epoch, the host of the log file.
+    worker_id: str | None = None
+    lease_epoch: int = 0
+    host: str | None = None
+    # A run another daemon executes, followed here (mirrors.py): its stored status body.
+    remote_body: RunStatus | None = None
     workspace_info: WorkspaceInfo | None = None
     workspace_prepared: bool = False
 
@@ -88,6 +94,8 @@ class Run:
 
     def status_body(self) -> RunStatus:
         """The status body: redacted, safe to show anyone."""
+        if self.remote_body is not None:
+            return self.remote_body.model_copy(update={"lastEventId": self.last_event_id})
         req = self.request
         return RunStatus(
             id=self.id,
@@ -107,6 +115,8 @@ class Run:
             errorCode=self.error.code if self.error else None,
             retryable=self.error.retryable if self.error else None,
             eventsLogPath=self.events_log_path,
+            workerId=self.worker_id,
+            eventsLogHost=self.host if self.events_log_path is not None else None,
             lastEventId=self.last_event_id,
             mediaExecution=req.mediaExecution,
             toolBundle=summarize_bundle(req.toolBundle),

@@ -20,11 +20,10 @@ import anyio
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .eventlog import EventLog, LogLine, now_iso, recover_tail
-from .models import RunStatus
+from .eventlog import EventLog, LogLine
+from .models import RunError
 from .pg_store import CONNECT_TIMEOUT, connect
-from .recovery import _kill_leftovers, as_logged, failed_by_restart, restart_lines
-from .storage import Commit, FileEventStore, RunLog, RunStore, tree_size
+from .storage import Commit, FileEventStore, RunLog, tree_size
 
 log = logging.getLogger("od_runs.pg_events")
 
@@ -38,6 +37,25 @@ _INSERT = """
 INSERT INTO events (run_id, id, event, data, ts)
 SELECT r, i, e, d::json, t::timestamptz
 FROM unnest(%s::text[], %s::int8[], %s::text[], %s::text[], %s::text[]) AS u(r, i, e, d, t)
+"""
+# The writer's insert, fenced (invariant 11): rows go in only for runs whose lease this
+# worker still holds at that epoch. FOR SHARE makes a concurrent takeover (pg_cluster.py,
+# FOR UPDATE) wait for this statement, or this one see the epoch it moved to. The result
+# names the runs written, and each gets a notification of its new head (ids only).
+_FENCED_INSERT = """
+WITH fence AS (
+    SELECT r.id FROM runs r
+    JOIN unnest(%s::text[], %s::int8[]) AS f(id, epoch) ON r.id = f.id
+    WHERE r.lease_epoch = f.epoch AND r.worker_id = %s
+    FOR SHARE OF r
+), written AS (
+    INSERT INTO events (run_id, id, event, data, ts)
+    SELECT u.r, u.i, u.e, u.d::json, u.t::timestamptz
+    FROM unnest(%s::text[], %s::int8[], %s::text[], %s::text[], %s::text[]) AS u(r, i, e, d, t)
+    WHERE u.r IN (SELECT id FROM fence)
+)
+SELECT f.id, pg_notify('od_runs', 'e ' || f.id || ' ' || h.head)
+FROM fence f JOIN unnest(%s::text[], %s::int8[]) AS h(id, head) ON h.id = f.id
 """
 # The line as eventlog.encode_lines wrote it, rebuilt by the server (json keeps data's text).
 _LINE = """'{"id":' || id || ',"event":"' || event || '","data":' || data::text
@@ -53,6 +71,17 @@ class DatabaseWriteError(OSError):
     """The database refused or lost a batch of events."""
 
 
+class LeaseLost(DatabaseWriteError):
+    """This daemon no longer holds the run's lease: another one concluded it (invariant 11)."""
+
+    run_error = RunError(
+        code="WORKER_LOST",
+        message="This daemon lost its lease on the run (it was unreachable for longer than "
+        "the lease) and another daemon concluded it; the agent was stopped here.",
+        retryable=True,
+    )
+
+
 class PgRunLog:
     """One run's events in the database, plus the executing daemon's events.jsonl."""
 
@@ -63,6 +92,8 @@ class PgRunLog:
         self.writable = file is not None or store.files is None
         self.pending = 0
         self.broken: OSError | None = None
+        # The lease epoch this daemon's writes carry (cluster.py sets it when it claims).
+        self.epoch = 0
 
     @property
     def path(self) -> Path | None:
@@ -145,6 +176,8 @@ class PgEventStore:
         self._wake = anyio.Event()
         self._drained = anyio.Event()
         self._writing = anyio.Lock()
+        # This daemon's worker id: the fence of every insert (cluster.py sets it).
+        self.worker_id = ""
 
     @classmethod
     async def connect(cls, url: str, files: Path | None) -> PgEventStore:
@@ -168,10 +201,12 @@ class PgEventStore:
 
     # storage.EventStore ------------------------------------------------------------------
 
-    def create(self, run_id: str) -> RunLog:
+    def create(self, run_id: str, lease_epoch: int = 0) -> RunLog:
         """A new run's log: rows in the database, and its events.jsonl under files."""
         file = EventLog.create(self.files / run_id) if self.files is not None else None
-        return PgRunLog(self, run_id, file)
+        run_log = PgRunLog(self, run_id, file)
+        run_log.epoch = lease_epoch
+        return run_log
 
     def open(self, run_id: str, location: str | None) -> RunLog:
         """A run's log for reading; the database has it whoever wrote it."""
@@ -257,11 +292,13 @@ class PgEventStore:
         datas: builtins.list[str] = []
         stamps: builtins.list[str] = []
         live: builtins.list[_Queued] = []
+        heads: dict[str, tuple[int, int]] = {}  # run -> (epoch, head id)
         for item in items:
             if item.log.broken is not None:
                 self._done(item, item.log.broken)
                 continue
             live.append(item)
+            heads[item.log.run_id] = (item.log.epoch, item.lines[-1].id)
             for line in item.lines:
                 text = line.line.decode()
                 runs.append(item.log.run_id)
@@ -274,7 +311,14 @@ class PgEventStore:
         try:
             if self._conn.closed:
                 self._conn = await connect(self.url)
-            await self._conn.execute(_INSERT, (runs, ids, names, datas, stamps))
+            fenced = list(heads)
+            epochs = [heads[r][0] for r in fenced]
+            tops = [heads[r][1] for r in fenced]
+            cur = await self._conn.execute(
+                _FENCED_INSERT,
+                (fenced, epochs, self.worker_id, runs, ids, names, datas, stamps, fenced, tops),
+            )
+            written = {record[0] for record in await cur.fetchall()}
         except Exception as exc:
             log.error("cannot write events to the database: %s", exc)
             refused = DatabaseWriteError(f"the database refused the events: {exc}")
@@ -284,6 +328,10 @@ class PgEventStore:
             return
         for item in live:
             error: OSError | None = None
+            if item.log.run_id not in written:
+                item.log.broken = error = LeaseLost(f"the lease on {item.log.run_id} moved on")
+                self._done(item, error)
+                continue
             if item.log.file is not None:
                 try:
                     item.log.file.append(item.first_id, item.raw, item.lengths)
@@ -305,51 +353,5 @@ class PgEventStore:
             await self._conn.close()
             await anyio.to_thread.run_sync(self.read_pool.close)
 
-    # Start-up recovery ---------------------------------------------------------------------
 
-    def close_log(self, body: RunStatus, now: str) -> RunStatus:
-        """Finish a run a crash left open: an error and an end unless it had one (blocking)."""
-        run_log = PgRunLog(self, body.id, None)
-        last = run_log.last()
-        logged = as_logged(body, last, now)
-        if logged is not None:
-            return logged
-        first = (last.id if last is not None else 0) + 1
-        raw, lines, lengths = restart_lines(first, now)
-        rows = [
-            (
-                body.id,
-                ln.id,
-                ln.event,
-                t[t.index('"data":', 6) + 7 : -_TS_TAIL],
-                t[-_TS_TAIL + 7 : -2],
-            )
-            for ln in lines
-            for t in [ln.line.decode()]
-        ]
-        with self.read_pool.connection() as conn:
-            conn.execute(_INSERT, [list(column) for column in zip(*rows, strict=True)])
-        # The local copy follows when it holds what the database holds (it is written second).
-        if body.eventsLogPath is not None:
-            path = Path(body.eventsLogPath)
-            tail = recover_tail(path)
-            if (tail.id if tail is not None else 0) == first - 1:
-                file = EventLog.create(path.parent)
-                try:
-                    file.append(first, raw, lengths)
-                finally:
-                    file.close()
-        return failed_by_restart(body, now, first + 1)
-
-
-async def recover(store: RunStore, events: PgEventStore, env_name: str) -> int:
-    """Mark runs left queued/running as failed, end their logs, reap their processes."""
-    rows = await store.unfinished()
-    for row in rows:
-        await anyio.to_thread.run_sync(_kill_leftovers, row, env_name)
-        row.body = await anyio.to_thread.run_sync(events.close_log, row.body, now_iso())
-        await store.insert(row)
-    return len(rows)
-
-
-__all__ = ["DatabaseWriteError", "PgEventStore", "PgRunLog", "recover"]
+__all__ = ["DatabaseWriteError", "LeaseLost", "PgEventStore", "PgRunLog"]

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from .models import RunStatus, SessionDetail, SessionStatus
 from .row_writer import CoalescingWriter
-from .store import RunRow, row_from_record, row_params, upsert_sql, where_sql
+from .store import RunRow, row_from_record, row_params, where_sql
 
 # pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
 MIGRATION_LOCK = 0x6F642D72756E73
@@ -74,6 +74,24 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE UNIQUE INDEX sessions_by_conversation ON sessions (conversation_id, agent_id);
     CREATE INDEX sessions_by_status ON sessions (status, updated_at);
+    """,
+    # 2: several daemons. A queued run keeps its request for whichever daemon claims it; seq
+    # orders the queue (and a conversation's runs); lease_epoch fences writes (invariant 11);
+    # lost marks runs concluded for a dead worker whose processes it must reap on return.
+    """
+    ALTER TABLE runs ADD COLUMN seq bigserial;
+    ALTER TABLE runs ADD COLUMN agent_id text;
+    ALTER TABLE runs ADD COLUMN request text;
+    ALTER TABLE runs ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false;
+    ALTER TABLE runs ADD COLUMN lost boolean NOT NULL DEFAULT false;
+    UPDATE runs SET agent_id = body->>'agentId';
+    CREATE INDEX runs_queue ON runs (seq) WHERE status = 'queued' AND worker_id IS NULL;
+    CREATE INDEX runs_by_worker ON runs (worker_id) WHERE status IN ('queued', 'running') OR lost;
+    CREATE INDEX runs_by_lane ON runs (conversation_id, agent_id, seq)
+        WHERE status IN ('queued', 'running');
+    ALTER TABLE workers ADD COLUMN stopped timestamptz;
+    ALTER TABLE sessions ADD COLUMN worker_id text;
     """,
 )
 
@@ -165,20 +183,49 @@ async def open_pool(url: str, max_size: int = 4) -> AsyncConnectionPool[Any]:
     return pool
 
 
-_UPSERT = upsert_sql("%s")
-_COLUMNS = "body::text, client_request_id, request_hash, child_start_time"
+# A status write lands only while the writer still holds the run's lease (invariant 11): a
+# daemon whose lease moved on (another concluded the run) changes nothing.
+_UPSERT = """
+INSERT INTO runs (id, project_id, conversation_id, status, created_at, client_request_id,
+                  request_hash, child_pid, child_start_time, body, worker_id, lease_epoch)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    status = excluded.status,
+    child_pid = excluded.child_pid,
+    child_start_time = excluded.child_start_time,
+    body = excluded.body
+WHERE runs.lease_epoch = excluded.lease_epoch
+    AND runs.worker_id IS NOT DISTINCT FROM excluded.worker_id
+"""
+_COLUMNS = "body::text, client_request_id, request_hash, child_start_time, worker_id, lease_epoch"
+# Every daemon LISTENs here; payloads carry ids only (cluster.py says which).
+CHANNEL = "od_runs"
+_NOTIFY_STATUS = """
+SELECT pg_notify('od_runs', 's ' || r || ' ' || s) FROM unnest(%s::text[], %s::text[]) AS u(r, s)
+"""
 
 _SESSION_UPSERT = """
 INSERT INTO sessions (id, conversation_id, agent_id, status, pid, pid_start_time, created_at,
-                      updated_at, body)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                      updated_at, body, worker_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status,
+    worker_id = excluded.worker_id,
     pid = excluded.pid,
     pid_start_time = excluded.pid_start_time,
     updated_at = excluded.updated_at,
     body = excluded.body
 """
+
+
+def _params(row: RunRow) -> tuple[object, ...]:
+    return (*row_params(row), row.worker_id, row.lease_epoch)
+
+
+def _row(record: Sequence[Any]) -> RunRow:
+    row = row_from_record((record[0], record[1], record[2], record[3]))
+    row.worker_id, row.lease_epoch = record[4], int(record[5])
+    return row
 
 
 def _session_status(body: str) -> SessionStatus:
@@ -192,6 +239,8 @@ class PgRunStore(CoalescingWriter):
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         super().__init__()
         self.pool = pool
+        # The daemon's worker id (cluster.py sets it): sessions record where they live.
+        self.worker_id: str | None = None
 
     @classmethod
     async def open(cls, url: str) -> PgRunStore:
@@ -215,25 +264,35 @@ class PgRunStore(CoalescingWriter):
     # Writing ------------------------------------------------------------------------------
 
     async def insert(self, row: RunRow) -> None:
-        """Write a new run now (creation must be durable before we answer 202)."""
-        await self._execute(_UPSERT, row_params(row))
+        """Write a run's row now, fenced by its lease like every status write."""
+        await self._execute(_UPSERT, _params(row))
 
     async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             # executemany pipelines the statements: one round trip for the batch.
-            await conn.cursor().executemany(_UPSERT, [row_params(r) for r in rows])
+            await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
+            # Other daemons following these runs refresh their status (committed with it).
+            await conn.execute(
+                _NOTIFY_STATUS, ([r.body.id for r in rows], [r.body.status for r in rows])
+            )
 
     # Reading ------------------------------------------------------------------------------
 
     async def get(self, run_id: str) -> RunRow | None:
         """The stored row of a run, or None."""
         records = await self._execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
-        return row_from_record(records[0]) if records else None
+        return _row(records[0]) if records else None
 
     async def delete(self, run_id: str) -> bool:
         """Remove a finished run's row (and any update still queued for it); False if none."""
         self._pending.pop(run_id, None)
-        records = await self._execute("DELETE FROM runs WHERE id = %s RETURNING id", (run_id,))
+        # Every daemon hears of it: the web monitors drop the row, the host of the run's local
+        # events.jsonl removes it (cluster.py).
+        records = await self._execute(
+            "WITH gone AS (DELETE FROM runs WHERE id = %s RETURNING id)"
+            " SELECT id, pg_notify('od_runs', 'd ' || id) FROM gone",
+            (run_id,),
+        )
         return bool(records)
 
     async def by_request_id(self, client_request_id: str) -> RunRow | None:
@@ -241,7 +300,7 @@ class PgRunStore(CoalescingWriter):
         records = await self._execute(
             f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = %s", (client_request_id,)
         )
-        return row_from_record(records[0]) if records else None
+        return _row(records[0]) if records else None
 
     async def list(
         self,
@@ -264,11 +323,13 @@ class PgRunStore(CoalescingWriter):
         return [RunStatus.model_validate_json(r[0]) for r in records]
 
     async def unfinished(self) -> builtins.list[RunRow]:
-        """Rows a crash left queued or running."""
+        """Rows this worker left queued or running, or that others concluded as lost."""
         records = await self._execute(
-            f"SELECT {_COLUMNS} FROM runs WHERE status IN ('queued', 'running')"
+            f"SELECT {_COLUMNS} FROM runs WHERE worker_id = %s"
+            " AND (status IN ('queued', 'running') OR lost)",
+            (self.worker_id,),
         )
-        return [row_from_record(r) for r in records]
+        return [_row(r) for r in records]
 
     # Sessions -----------------------------------------------------------------------------
 
@@ -288,6 +349,7 @@ class PgRunStore(CoalescingWriter):
                 detail.createdAt,
                 detail.updatedAt,
                 detail.model_dump_json(),
+                self.worker_id,
             ),
         )
 
@@ -324,9 +386,11 @@ class PgRunStore(CoalescingWriter):
         return [_session_status(r[0]) for r in records]
 
     async def live_sessions(self) -> builtins.list[tuple[SessionDetail, int | None]]:
-        """Sessions a crash left with a process (active or idle), with the pid's start time."""
+        """Sessions this worker left with a process (active or idle), with its start time."""
         records = await self._execute(
             "SELECT body::text, pid_start_time FROM sessions WHERE status IN ('active', 'idle')"
+            " AND worker_id IS NOT DISTINCT FROM %s",
+            (self.worker_id,),
         )
         return [(SessionDetail.model_validate_json(r[0]), r[1]) for r in records]
 

@@ -18,7 +18,7 @@ import anyio
 from .errors import BadRequest, NotFound
 from .eventlog import LogLine
 from .lifecycle import Lifecycle
-from .live_run import Attachment
+from .live_run import Attachment, Run
 from .models import RUN_ID_PATTERN, TERMINAL_STATES, Event, RunStatus
 from .storage import RunLog
 from .store import RunRow
@@ -44,6 +44,15 @@ class RunReads:
 
     def __init__(self, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
+        # Several daemons (cluster.py): the mirror of an active run another daemon executes.
+        self.remote: Callable[[str], Awaitable[Run | None]] | None = None
+
+    async def _held(self, run_id: str) -> Run | None:
+        """The run in memory: executed here, or followed here for another daemon."""
+        run = self.lifecycle.runs.get(run_id)
+        if run is None and self.remote is not None and _RUN_ID_RE.match(run_id):
+            run = await self.remote(run_id)
+        return run
 
     async def get(self, run_id: str) -> RunStatus:
         """The status body of a run, from memory or the run store; 404 if unknown."""
@@ -87,7 +96,7 @@ class RunReads:
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunStatus:
         """The status body once the run is terminal (or as it is when timeout passes)."""
-        run = self.lifecycle.runs.get(run_id)
+        run = await self._held(run_id)
         if run is None:
             return await self.get(run_id)
         with anyio.move_on_after(timeout):
@@ -96,7 +105,7 @@ class RunReads:
 
     async def wait_for_events(self, run_id: str, after: int, timeout: float) -> RunStatus:
         """Return when the run has events after `after`, is terminal, or timeout passes."""
-        run = self.lifecycle.runs.get(run_id)
+        run = await self._held(run_id)
         if run is None:
             return await self.get(run_id)
         with anyio.move_on_after(timeout):
@@ -109,7 +118,7 @@ class RunReads:
 
         Changes that happen while on_change runs are folded into the next call.
         """
-        run = self.lifecycle.runs.get(run_id)
+        run = await self._held(run_id)
         if run is None:
             await on_change(await self.get(run_id))
             return
@@ -123,7 +132,7 @@ class RunReads:
 
     async def attach(self, run_id: str) -> Attachment:
         """Register a live subscriber and note the head id in one step (invariant 5)."""
-        run = self.lifecycle.runs.get(run_id)
+        run = await self._held(run_id)
         if run is not None:
             if run.terminal or run.log_error is not None:
                 return Attachment(run.log, run.last_event_id, None, run)

@@ -52,7 +52,8 @@ def lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def _kill_leftovers(row: RunRow, env_name: str) -> None:
+def kill_leftovers(row: RunRow, env_name: str) -> None:
+    """Kill what a run's recorded process group and marked processes left behind."""
     pid = row.body.childPid
     if pid is not None and kill_recorded_group(pid, row.child_start_time):
         log.warning("run %s: killed process group %d left by a crash", row.body.id, pid)
@@ -85,24 +86,33 @@ def as_logged(body: RunStatus, last: LogLine | None, now: str) -> RunStatus | No
     )
 
 
-def restart_lines(first: int, now: str) -> tuple[bytes, list[LogLine], list[int]]:
-    """The `error` and `end` lines that close a run the daemon stopped during, from id first."""
-    error = {"code": RESTART_CODE, "message": RESTART_MESSAGE, "retryable": True}
+def restart_lines(
+    first: int, now: str, code: str = RESTART_CODE, message: str = RESTART_MESSAGE
+) -> tuple[bytes, list[LogLine], list[int]]:
+    """The `error` and `end` lines that close a run the daemon stopped during, from id first
+    (or, with another code, a run whose daemon was lost: pg_cluster.py)."""
+    error = {"code": code, "message": message, "retryable": True}
     end = {"status": "failed", "code": None, "signal": None}
     items = [
-        ("error", {"message": RESTART_MESSAGE, "error": error}),
-        ("end", {**end, "errorCode": RESTART_CODE, "error": RESTART_MESSAGE}),
+        ("error", {"message": message, "error": error}),
+        ("end", {**end, "errorCode": code, "error": message}),
     ]
     return encode_lines(first, items, now, lambda s: s)
 
 
-def failed_by_restart(body: RunStatus, now: str, last_id: int | None) -> RunStatus:
+def failed_by_restart(
+    body: RunStatus,
+    now: str,
+    last_id: int | None,
+    code: str = RESTART_CODE,
+    message: str = RESTART_MESSAGE,
+) -> RunStatus:
     """The body of a run closed as DAEMON_RESTARTED (its log ends at last_id, if it has one)."""
     update: dict[str, object] = {
         "updatedAt": now,
         "status": "failed",
-        "errorCode": RESTART_CODE,
-        "error": RESTART_MESSAGE,
+        "errorCode": code,
+        "error": message,
         "retryable": True,
         "finishedAt": now,
     }
@@ -134,7 +144,7 @@ async def recover(store: RunStore, env_name: str) -> int:
     """Mark runs left queued/running as failed, close their logs, reap their processes."""
     rows = await store.unfinished()
     for row in rows:
-        await anyio.to_thread.run_sync(_kill_leftovers, row, env_name)
+        await anyio.to_thread.run_sync(kill_leftovers, row, env_name)
         row.body = await anyio.to_thread.run_sync(_close_log, row.body, now_iso())
         await store.insert(row)
     return len(rows)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .models import TERMINAL_STATES
+
 if TYPE_CHECKING:
     from .store import RunRow
 
@@ -39,6 +41,8 @@ class CoalescingWriter:
     def schedule(self, row: RunRow) -> None:
         """Queue a row for the writer task; later rows for the same run replace earlier ones."""
         self._pending[row.body.id] = row
+        if row.body.status in TERMINAL_STATES:
+            self._urgent.set()  # a run's end is news to waiters elsewhere (other daemons)
         self._wake.set()
 
     async def flush(self) -> None:

@@ -13,14 +13,14 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio.abc import TaskGroup
 
 from . import recovery
 from .agents import Adapter
-from .cluster import ClusterSettings
+from .cluster import Cluster, ClusterSettings
 from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
 from .conversations import Conversations
 from .errors import BadRequest, NotFound
@@ -36,6 +36,7 @@ from .models import (
     RunStatus,
     SessionDetail,
     SessionStatus,
+    WorkerInfo,
     WorktreeEntry,
 )
 from .reads import RunReads
@@ -49,6 +50,7 @@ from .workspaces import MAX_DIFF_BYTES, Workspaces
 
 if TYPE_CHECKING:
     from .pg_events import PgEventStore
+    from .pg_store import PgRunStore
 
 
 class RunService:
@@ -83,6 +85,13 @@ class RunService:
         # Delete, prune, the retention policy and the free-space floor (retention.py).
         self.retention = Retention(self.lifecycle, data_dir, min_free=min_free, retain=retain)
         self.retention.workspace_cleanup = self._remove_workspace_of
+        # Several daemons on one database (cluster.py); None for SQLite or memory.
+        self.cluster: Cluster | None = None
+
+    def launch(self, run: Run) -> None:
+        """Supervise a run in the service's task group."""
+        run.supervised = True
+        self._tg.start_soon(self.supervisor.supervise, run)
 
     @property
     def status_hub(self) -> StatusHub:
@@ -103,13 +112,17 @@ class RunService:
     async def start(self, request: RunCreate, *, adapter: Adapter | None = None) -> RunStatus:
         """Create a run and start supervising it; returns its status body at once."""
         await self.retention.admit()
+        if self.cluster is not None:
+            # Queued for whichever daemon claims it, unless this one has room for it now.
+            queued = await self.cluster.accept(request, adapter)
+            if queued is not None:
+                return queued
         try:
             run = await self.lifecycle.create(request, adapter=adapter)
         except ExistingRun as existing:
             return existing.body
         if run.adapter is not None and not run.terminal and not run.supervised:
-            run.supervised = True
-            self._tg.start_soon(self.supervisor.supervise, run)
+            self.launch(run)
         return run.status_body()
 
     def emit(self, run: Run, event: str, data: Any = None) -> None:
@@ -132,13 +145,25 @@ class RunService:
         return self.lifecycle.finish(run, status, exit_code, signal, error)
 
     async def cancel(self, run_id: str, grace: float | None = None) -> RunStatus:
-        """Cancel a run and return once its process group is gone."""
+        """Cancel a run and return once its process group is gone (on any daemon)."""
+        if self.cluster is not None and run_id not in self.lifecycle.runs:
+            await self.reads.get(run_id)  # 404 for an unknown id
+            return await self.cluster.cancel(run_id)
         run = await self.lifecycle.cancel(run_id, grace)
         return run.status_body() if run is not None else await self.reads.get(run_id)
 
     async def shutdown_active(self, grace: float | None = None) -> list[RunStatus]:
         """Cancel every active run (abort, SIGTERM, grace, SIGKILL) and wait for all."""
         return await self.lifecycle.cancel_all(grace)
+
+    async def workers(self) -> builtins.list[WorkerInfo] | None:
+        """The daemons on the database (None without one)."""
+        return await self.cluster.workers() if self.cluster is not None else None
+
+    @property
+    def worker_id(self) -> str | None:
+        """This daemon's worker id (None without a database)."""
+        return self.cluster.worker_id if self.cluster is not None else None
 
     def find(self, run_id: str) -> Run | None:
         """The in-memory run, if it is still held."""
@@ -310,11 +335,7 @@ async def open_service(
         workspaces = Workspaces(data_dir)
         if data_dir is not None:
             await recovery.finish_deletes(store, events, data_dir)
-        if pg_events is not None:
-            from . import pg_events as pg
-
-            await pg.recover(store, pg_events, RUN_ID_ENV)
-        elif data_dir is not None:
+        if pg_events is None and data_dir is not None:
             await recovery.recover(store, RUN_ID_ENV)
         if data_dir is not None:
 
@@ -336,9 +357,23 @@ async def open_service(
                 min_free=min_free,
                 retain=retain,
             )
+            if pg_events is not None:
+                service.cluster = Cluster(
+                    cluster or ClusterSettings(),
+                    service.lifecycle,
+                    cast("PgRunStore", store),
+                    pg_events,
+                    data_dir,
+                    service.launch,
+                )
+                # Before serving: reap and end what this worker left (pid + start time).
+                await service.cluster.join(lambda row: recovery.kill_leftovers(row, RUN_ID_ENV))
+                service.reads.remote = service.cluster.remote
             tg.start_soon(store.run_writer)
             if pg_events is not None:
                 tg.start_soon(pg_events.run_writer)
+            if service.cluster is not None:
+                await service.cluster.run(tg)
             tg.start_soon(service.lifecycle.janitor)
             tg.start_soon(service.sessions.janitor)
             if data_dir is not None:
@@ -348,6 +383,8 @@ async def open_service(
                 yield service
             finally:
                 with anyio.CancelScope(shield=True):
+                    if service.cluster is not None:
+                        await service.cluster.leave()  # unstarted runs go back to the queue
                     await service.shutdown_active(grace)
                     await service.sessions.close()
                     service.status_hub.close()

@@ -159,8 +159,9 @@ class RunLog(Protocol):
 class EventStore(Protocol):
     """Where runs keep their events."""
 
-    def create(self, run_id: str) -> RunLog:
-        """A new, empty, writable log for a new run."""
+    def create(self, run_id: str, lease_epoch: int = 0) -> RunLog:
+        """A new, empty, writable log for a new run (a database log fences its writes by
+        the executor's lease epoch: invariant 11)."""
 
     def open(self, run_id: str, location: str | None) -> RunLog:
         """The read-only log of a run no longer held in memory."""
@@ -186,7 +187,7 @@ class FileEventStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def create(self, run_id: str) -> RunLog:
+    def create(self, run_id: str, lease_epoch: int = 0) -> RunLog:
         """Create the run's private directory and its empty log."""
         return EventLog.create(self.root / run_id)
 
@@ -226,7 +227,7 @@ class FileEventStore:
 class MemoryEventStore:
     """Events in memory only, for a daemon without a data dir (nothing written to disk)."""
 
-    def create(self, run_id: str) -> RunLog:
+    def create(self, run_id: str, lease_epoch: int = 0) -> RunLog:
         """A new memory log."""
         return MemoryLog()
 

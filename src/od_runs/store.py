@@ -66,6 +66,10 @@ class RunRow:
     client_request_id: str | None = None
     request_hash: str | None = None
     child_start_time: int | None = None
+    # Several daemons (pg_store.py): the executing daemon and its lease epoch, so that a write
+    # of a daemon whose lease moved on is refused (invariant 11). SQLite ignores both.
+    worker_id: str | None = None
+    lease_epoch: int = 0
 
 
 def row_params(row: RunRow) -> tuple[object, ...]:
