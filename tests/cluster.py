@@ -77,14 +77,17 @@ class Cluster:
     def start(self) -> Cluster:
         """Start every daemon and wait until each sees all of them alive."""
         try:
+            # Side by side (they also race to migrate the database, which must happen once),
+            # all spawned from this thread: a Daemon's PDEATHSIG is tied to the thread that
+            # forks it, so helper threads would take their daemons with them when they end.
             for worker_id in self.ids:
                 data_dir = self.root / worker_id / "runs_log"
                 data_dir.mkdir(parents=True)
-                # One after the other: a Daemon's PDEATHSIG is tied to the thread that forks
-                # it, so starting them from helper threads would kill them when those end.
                 daemon = Daemon(data_dir, None, *self._args(worker_id))
                 self.daemons[worker_id] = daemon
-                daemon.start()
+                daemon.spawn()
+            for daemon in self.daemons.values():
+                daemon.wait_healthy()
             for worker_id in self.ids:
                 self.wait_workers(worker_id, alive=set(self.ids))
         except BaseException:
@@ -213,6 +216,13 @@ class Cluster:
     ) -> dict[str, Any]:
         """Poll one daemon until the run is terminal there."""
         return self.wait_status(run_id, via, lambda b: b["status"] in TERMINAL, "to end", deadline)
+
+    def child_pid(self, run_id: str, via: str) -> int:
+        """The pid of the run's child once one daemon's status body shows it running."""
+        body = self.wait_status(
+            run_id, via, lambda b: b["status"] == "running" and b["childPid"], "to show its pid"
+        )
+        return int(body["childPid"])
 
     def health(self, worker_id: str) -> dict[str, Any]:
         """GET /api/health on one daemon."""

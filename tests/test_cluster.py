@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from .cluster import (
@@ -74,9 +76,17 @@ sys.stdout.flush()
 signal.pause()
 """
 
+# A demo run that ends at once.
+FAST_DEMO = {"prompt": "tour", "demo": {"events": 4, "durationSeconds": 0}}
+# clientRequestIds raced over the three daemons at once: enough that some posts collide.
+RACING_KEYS = 8
+
 # sh children: cheaper than Python, and the run id comes from the env every child inherits.
 RECORD_ID = 'echo "$OD_RUNS_RUN_ID" >> "$1"'
 RECORD_ID_THEN_WAIT = 'echo "$OD_RUNS_RUN_ID" >> "$1"; cat "$2" > /dev/null'
+RECORD_ID_THEN_PAUSE = (
+    'echo "$OD_RUNS_RUN_ID" >> "$1"; exec "$2" -c "import signal; signal.pause()"'
+)
 MARK_START_AND_END = (
     'echo "start $OD_RUNS_RUN_ID" >> "$1"; cat "$2" > /dev/null; echo "end $OD_RUNS_RUN_ID" >> "$1"'
 )
@@ -113,6 +123,7 @@ def printed(frames: list[dict[str, str]], text: str) -> bool:
 
 
 def ids_of(frames: list[dict[str, str]]) -> list[int]:
+    """The ids of SSE frames, as numbers."""
     return [int(f["id"]) for f in frames]
 
 
@@ -162,7 +173,7 @@ def test_a_run_started_on_one_daemon_streams_live_to_the_other_two(
         for stream in (first, second):
             stream.read_until(lambda frames: printed(frames, "waiting"))
         # Both are attached and the run is half done: the rest reaches them live.
-        assert cluster.status(run["id"], viewers[0])["status"] == "running"
+        assert cluster.status(run["id"], executor)["status"] == "running"
         release(gate)
         seen = [first.read_to_end(), second.read_to_end()]
     final = cluster.wait_terminal(run["id"], viewers[1])
@@ -192,9 +203,9 @@ def test_a_viewer_resumes_on_another_daemon_without_gap_or_duplicate(
     executor = cluster.executor(run["id"], "w2")
     other, third = cluster.others(executor)
     with SseStream(cluster[executor], run["id"]) as early:
-        early.read_until(lambda frames: len(frames) >= 40)
-    cursor = int(early.frames[-1]["id"])
-    assert cursor < 100  # hung up halfway through the lines before the gate
+        # A client that took in 40 frames and hung up (one chunk may have brought more).
+        first = early.read_until(lambda frames: len(frames) >= 40)[:40]
+    cursor = int(first[-1]["id"])
     # JSON pages on the third daemon while the run waits on the gate: they end at the head.
     wait_output(cluster[third], run["id"], "waiting")
     live_page = event_page(cluster[third], run["id"], cursor, limit=1000)
@@ -209,7 +220,7 @@ def test_a_viewer_resumes_on_another_daemon_without_gap_or_duplicate(
     final = cluster.wait_terminal(run["id"], third)
     log = read_log(final["eventsLogPath"])
     assert_dense(log)
-    received = ids_of(early.frames) + ids_of(late.frames)
+    received = ids_of(first) + ids_of(late.frames)
     assert received == [e["id"] for e in log]
     # Pages of 25 from the same cursor on the third daemon, after the end.
     paged: list[dict[str, Any]] = []
@@ -221,7 +232,7 @@ def test_a_viewer_resumes_on_another_daemon_without_gap_or_duplicate(
         after = page["nextCursor"]
         if not page["hasMore"]:
             break
-    assert ids_of(early.frames) + [e["id"] for e in paged] == [e["id"] for e in log]
+    assert ids_of(first) + [e["id"] for e in paged] == [e["id"] for e in log]
     assert paged == log[cursor:]
 
 
@@ -286,15 +297,10 @@ def test_runs_of_one_conversation_never_overlap_across_daemons(
 
 def test_a_client_request_id_names_one_run_on_every_daemon(cluster: Cluster) -> None:
     """The same clientRequestId and payload on two daemons give one run; another payload is a
-    409 on the third; three daemons receiving it at the same moment agree on one run."""
+    409 IDEMPOTENCY_CONFLICT on the third."""
     project = unique("idem")
     key = unique("req")
-    body = {
-        "prompt": "tour",
-        "demo": {"events": 3, "durationSeconds": 0},
-        "projectId": project,
-        "clientRequestId": key,
-    }
+    body = {**FAST_DEMO, "projectId": project, "clientRequestId": key}
     first = cluster.create("w1", body)
     second = cluster.create("w2", body)
     assert second["id"] == first["id"]
@@ -304,14 +310,41 @@ def test_a_client_request_id_names_one_run_on_every_daemon(cluster: Cluster) -> 
         listed = http.get("/api/runs", params={"projectId": project}).json()["runs"]
     assert [r["id"] for r in listed] == [first["id"]]
     assert cluster.wait_terminal(first["id"], "w3")["status"] == "succeeded"
+    assert cluster.create("w3", body)["id"] == first["id"]  # and after its end too
 
-    racing = {**body, "clientRequestId": unique("race")}
-    with ThreadPoolExecutor(len(cluster.ids)) as pool:
-        bodies = list(pool.map(lambda w: cluster.create(w, racing), cluster.ids))
-    assert len({b["id"] for b in bodies}) == 1, [b["id"] for b in bodies]
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: Lifecycle.create checks by_request_id then INSERTs under a per-daemon "
+    "lock only; two daemons with room racing on one key make the loser's INSERT hit "
+    "runs_client_request_id_key (UniqueViolation) -> 500 instead of the same run",
+)
+def test_daemons_receiving_one_client_request_id_at_once_agree_on_one_run(
+    cluster: Cluster,
+) -> None:
+    """Idempotency under a race: each of several clientRequestIds posted to all three daemons
+    at the same moment (a client retrying on another daemon) gives every caller one run."""
+    project = unique("race")
+    keys = [unique("req") for _ in range(RACING_KEYS)]
+    posts = [(worker, key) for key in keys for worker in cluster.ids]
+    barrier = threading.Barrier(len(posts))
+
+    def post(worker_key: tuple[str, str]) -> tuple[str, int, Any]:
+        worker, key = worker_key
+        body = {**FAST_DEMO, "projectId": project, "clientRequestId": key}
+        with cluster[worker].client() as http:
+            barrier.wait(timeout=30)
+            response = http.post("/api/runs", json=body)
+        return key, response.status_code, response.json() if response.status_code == 202 else None
+
+    with ThreadPoolExecutor(len(posts)) as pool:
+        answers = list(pool.map(post, posts))
+    assert [code for _, code, _ in answers] == [202] * len(posts), answers
+    by_key = {key: {b["id"] for k, _, b in answers if k == key} for key in keys}
+    assert all(len(ids) == 1 for ids in by_key.values()), by_key
     with cluster["w1"].client() as http:
-        listed = http.get("/api/runs", params={"projectId": project}).json()["runs"]
-    assert sorted(r["id"] for r in listed) == sorted([first["id"], bodies[0]["id"]])
+        listed = http.get("/api/runs", params={"projectId": project, "limit": 1000}).json()
+    assert len(listed["runs"]) == RACING_KEYS
 
 
 # Cancel anywhere --------------------------------------------------------------------------
@@ -326,8 +359,8 @@ def test_cancel_through_a_daemon_that_does_not_execute_the_run(
     executor = cluster.executor(run["id"], "w1")
     elsewhere = cluster.others(executor)[0]
     wait_output(cluster[elsewhere], run["id"], "ready")
-    pid = cluster.status(run["id"], elsewhere)["childPid"]
-    assert pid is not None and process_alive(pid)
+    pid = cluster.child_pid(run["id"], elsewhere)
+    assert process_alive(pid)
     with cluster[elsewhere].client() as http:
         response = http.post(f"/api/runs/{run['id']}/cancel")
     assert response.status_code == 200, response.text
@@ -367,6 +400,38 @@ def test_cancel_of_a_queued_run_through_any_daemon_means_it_never_runs(
     assert cluster.status(queued["id"], executor)["status"] == "canceled"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: Lifecycle.mark_running schedules no status row; with a database log the "
+    "row is scheduled only when the first batch is published (after its commit), so the "
+    "supervisor's store.flush() finds nothing pending and the `start` event and the child's "
+    "output are committed ~0.5 s (row_writer.FLUSH_INTERVAL) before status running + child_pid",
+)
+def test_a_run_s_child_is_recorded_before_its_first_event(cluster: Cluster, tmp_path: Path) -> None:
+    """Invariants 9 and 12: the database holds a run's child (status running, its pid) before
+    any event of the run, so a daemon that dies once its child runs leaves the pid its restart
+    reaps, and no daemon shows a run `queued` while serving its output."""
+    run = cluster.create("w1", pauser(tmp_path))
+    try:
+        with psycopg.connect(cluster.database_url, autocommit=True) as conn:
+
+            def first_event() -> tuple[str, int | None, int] | None:
+                # One statement, one snapshot: the row and the events as of the same moment.
+                row = conn.execute(
+                    "SELECT r.status, r.child_pid,"
+                    " (SELECT max(e.id) FROM events e WHERE e.run_id = r.id)"
+                    " FROM runs r WHERE r.id = %s",
+                    (run["id"],),
+                ).fetchone()
+                return row if row is not None and row[2] is not None else None
+
+            status, pid, head = poll("the run's first event in the database", first_event)
+        assert (status, pid is not None) == ("running", True), (status, pid, head)
+    finally:
+        with cluster["w2"].client() as http:
+            http.post(f"/api/runs/{run['id']}/cancel")
+
+
 # Seeing the cluster -----------------------------------------------------------------------
 
 
@@ -400,7 +465,8 @@ def test_a_crashed_executor_s_run_is_concluded_elsewhere_and_reaped_when_it_retu
     fresh: Cluster, tmp_path: Path
 ) -> None:
     """Invariant 12: kill -9 of the daemon executing a run; another daemon ends it `failed` /
-    WORKER_LOST with an `end` event within the lease and a heartbeat; the run queued behind it
+    WORKER_LOST with an `end` event within the lease and a heartbeat (plus slack for a loaded
+    machine); the run queued behind it
     executes on a surviving daemon; the child lives on until its daemon restarts with the same
     worker id and data dir, which kills it (invariant 9) and resurrects nothing."""
     conversation = unique("conv")
@@ -409,12 +475,13 @@ def test_a_crashed_executor_s_run_is_concluded_elsewhere_and_reaped_when_it_retu
     executor = fresh.executor(run["id"], "w1")
     survivors = fresh.others(executor)
     wait_output(fresh[survivors[0]], run["id"], "ready")
-    pid = fresh.status(run["id"], survivors[0])["childPid"]
+    # Stored running with its pid (test_a_run_s_child_is_recorded_before_its_first_event
+    # covers the window before that).
+    pid = fresh.child_pid(run["id"], survivors[0])
     # Waits for its conversation; its executor's cap (--max-runs 1) is taken by the first run.
     queued = fresh.create(executor, sh_run(RECORD_ID, str(ran), conversationId=conversation))
     assert fresh.status(queued["id"], survivors[1])["status"] == "queued"
 
-    killed_at = time.monotonic()
     fresh.kill(executor)
     lost = fresh.wait_status(
         run["id"],
@@ -423,9 +490,7 @@ def test_a_crashed_executor_s_run_is_concluded_elsewhere_and_reaped_when_it_retu
         "to be concluded",
         loss_bound(fresh.lease),
     )
-    took = time.monotonic() - killed_at
     assert (lost["status"], lost["errorCode"]) == ("failed", "WORKER_LOST"), lost
-    assert took <= loss_bound(fresh.lease)
     for worker in survivors:
         events = all_events(fresh[worker], run["id"])
         assert_dense(events)
@@ -451,47 +516,142 @@ def test_a_crashed_executor_s_run_is_concluded_elsewhere_and_reaped_when_it_retu
     assert fresh.status(queued["id"], executor)["status"] == "succeeded"
 
 
-@pytest.mark.slow
-def test_a_frozen_executor_that_wakes_cannot_write_into_the_concluded_run(
-    fresh: Cluster, tmp_path: Path
-) -> None:
-    """Invariant 11: SIGSTOP the executor longer than its lease; another daemon concludes the
-    run WORKER_LOST; woken, the executor's writes (the lines its child printed meanwhile, its
-    own ending) are refused: every daemon and the database show the same events with exactly
-    one `end`, the status stays failed / WORKER_LOST, and the woken daemon stops the child."""
-    gate = make_gate(tmp_path / "gate")
-    run = fresh.create("w1", python_run(tmp_path, LATE_PRINTER, str(gate)))
-    executor = fresh.executor(run["id"], "w1")
-    watcher = fresh.others(executor)[0]
-    wait_output(fresh[watcher], run["id"], "ready")
-    pid = fresh.status(run["id"], watcher)["childPid"]
+@dataclass
+class Woken:
+    """A run whose executor was frozen past its lease, concluded elsewhere, then woken."""
 
-    fresh.pause(executor)
-    release(gate)  # the child prints into the pipe of a daemon that cannot read it
-    lost = fresh.wait_status(
-        run["id"],
-        watcher,
-        lambda body: body["status"] in TERMINAL,
-        "to be concluded",
-        loss_bound(fresh.lease),
+    cluster: Cluster
+    run_id: str
+    executor: str
+    pid: int
+    # The run's events as another daemon served them once it had concluded the run.
+    concluded: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def woken(tmp_path_factory: pytest.TempPathFactory, pg_server: Any) -> Iterator[Woken]:
+    """Invariant 11's scenario, played once for the tests that look at its outcome: SIGSTOP
+    the executor longer than its lease while its child prints; another daemon concludes the
+    run WORKER_LOST; SIGCONT; the woken daemon stops the child (polled until it is gone)."""
+    root = tmp_path_factory.mktemp("frozen")
+    with Cluster(root / "cluster", pg_server.new_database(), max_runs=1) as own:
+        gate = make_gate(root / "gate")
+        run = own.create("w1", python_run(root, LATE_PRINTER, str(gate)))
+        executor = own.executor(run["id"], "w1")
+        watcher = own.others(executor)[0]
+        wait_output(own[watcher], run["id"], "ready")
+        pid = own.child_pid(run["id"], watcher)
+
+        own.pause(executor)
+        release(gate)  # the child prints into the pipe of a daemon that cannot read it
+        lost = own.wait_status(
+            run["id"],
+            watcher,
+            lambda body: body["status"] in TERMINAL,
+            "to be concluded",
+            loss_bound(own.lease),
+        )
+        assert (lost["status"], lost["errorCode"]) == ("failed", "WORKER_LOST"), lost
+        concluded = all_events(own[watcher], run["id"])
+        assert_dense(concluded)
+        assert process_alive(pid)  # the frozen daemon's child: nobody else may stop it
+
+        own.resume(executor)
+        poll("the woken daemon to stop the child", lambda: group_gone(pid), loss_bound(own.lease))
+        yield Woken(own, run["id"], executor, pid, concluded)
+
+
+def served_by(woken: Woken, worker: str) -> tuple[Any, ...]:
+    """What one daemon serves of the run once it says the run ended: JSON pages, SSE frames
+    (id, event) and its status body's (status, errorCode, lastEventId)."""
+    cluster, run_id = woken.cluster, woken.run_id
+    body = cluster.wait_terminal(run_id, worker, loss_bound(cluster.lease))
+    return (
+        all_events(cluster[worker], run_id),
+        [(int(f["id"]), f["event"]) for f in read_sse(cluster[worker], run_id)],
+        (body["status"], body["errorCode"], body["lastEventId"]),
     )
-    assert (lost["status"], lost["errorCode"]) == ("failed", "WORKER_LOST"), lost
-    concluded = all_events(fresh[watcher], run["id"])
-    assert_dense(concluded)
-    assert process_alive(pid)
 
-    fresh.resume(executor)
-    poll("the woken daemon to stop the child", lambda: group_gone(pid), loss_bound(fresh.lease))
-    for worker in fresh.ids:
-        events = all_events(fresh[worker], run["id"])
-        assert events == concluded, f"{worker} serves writes made after the run was concluded"
-        assert [int(f["id"]) for f in read_sse(fresh[worker], run["id"])] == [
-            e["id"] for e in concluded
-        ]
-        body = fresh.status(run["id"], worker)
-        assert (body["status"], body["errorCode"]) == ("failed", "WORKER_LOST"), body
-        assert body["lastEventId"] == concluded[-1]["id"]
+
+def concluded_view(woken: Woken) -> tuple[Any, ...]:
+    """served_by() as it must be on every daemon: the concluding daemon's record."""
+    events = woken.concluded
+    return (
+        events,
+        [(e["id"], e["event"]) for e in events],
+        ("failed", "WORKER_LOST", events[-1]["id"]),
+    )
+
+
+@pytest.mark.slow
+def test_a_frozen_executor_that_wakes_cannot_write_into_the_concluded_run(woken: Woken) -> None:
+    """Invariant 11: once another daemon concluded the run of a frozen executor, the woken
+    executor's writes (the lines its child printed meanwhile, its own ending) are refused:
+    the database (the JSON page on every daemon) and the daemons that did not execute it show
+    exactly the concluded events, one `end`, failed / WORKER_LOST, and the child is stopped."""
+    cluster = woken.cluster
+    assert group_gone(woken.pid)
+    events = woken.concluded
+    assert [e["event"] for e in events].count("end") == 1
+    assert events[-1]["data"]["errorCode"] == "WORKER_LOST"
     assert not any(
         isinstance(e["data"], dict) and str(e["data"].get("text", "")).startswith("late")
-        for e in concluded
+        for e in events
     )
+    for worker in cluster.ids:
+        assert all_events(cluster[worker], woken.run_id) == events, worker
+    for worker in cluster.others(woken.executor):
+        assert served_by(woken, worker) == concluded_view(woken), worker
+    with psycopg.connect(cluster.database_url) as conn:
+        stored = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE event = 'end') FROM events WHERE run_id = %s",
+            (woken.run_id,),
+        ).fetchone()
+    assert stored == (len(events), 1)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: the fenced executor finishes the run in its own memory anyway: its SSE "
+    "serves its own `end` with id 3 (signal SIGTERM, its own message; not in the database, "
+    "where 3 is the concluding daemon's `error` and 4 its `end`), and its status body keeps "
+    "lastEventId 2 and its own error/signal, unlike the stored row every other daemon serves",
+)
+def test_the_woken_executor_serves_the_concluded_run_as_stored(woken: Woken) -> None:
+    """Invariants 5 and 11: the daemon whose lease moved on serves the run exactly as the
+    others do (the concluding daemon's events and status), not an ending of its own."""
+    assert served_by(woken, woken.executor) == concluded_view(woken)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: as in test_a_run_s_child_is_recorded_before_its_first_event, the row "
+    "still says queued without child_pid after the first events are committed; a survivor's "
+    "conclude_lost then requeues the run as unstarted and another daemon executes it again "
+    "(its event ids restart at 1: events_pkey violation, LOG_WRITE_FAILED) while the first "
+    "child lives on",
+)
+def test_an_executor_killed_as_its_run_starts_leaves_it_executed_once(
+    fresh: Cluster, tmp_path: Path
+) -> None:
+    """Invariants 11 and 12: kill -9 of the executor as soon as its run's first event is in
+    the database; the run ends `failed` / WORKER_LOST and no other daemon executes it again."""
+    ran = tmp_path / "ran.txt"
+    # A conversation's run goes through the queue: claimed, then started.
+    body = sh_run(RECORD_ID_THEN_PAUSE, str(ran), sys.executable, conversationId=unique("c"))
+    run = fresh.create("w1", body)
+    executor = fresh.executor(run["id"], "w1")
+    with psycopg.connect(fresh.database_url, autocommit=True) as conn:
+        poll(
+            "the run's first event in the database",
+            lambda: conn.execute("SELECT 1 FROM events WHERE run_id = %s", (run["id"],)).fetchone(),
+        )
+    fresh.kill(executor)
+    survivor = fresh.others(executor)[0]
+    lost = fresh.wait_terminal(run["id"], survivor, loss_bound(fresh.lease))
+    assert (lost["status"], lost["errorCode"]) == ("failed", "WORKER_LOST"), lost
+    assert lost["workerId"] == executor
+    poll("the child to record its run id", ran.exists)
+    assert ran.read_text().split() == [run["id"]]
