@@ -79,7 +79,12 @@ class PgServer:
             check=True,
             capture_output=True,
         )
-        log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the server's lifetime
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start postgres on the cluster and port, and return once it accepts connections."""
+        data = self.root / "data"
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server's lifetime
         self.process = subprocess.Popen(
             _as_postgres(
                 [
@@ -133,8 +138,20 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}" STRATEGY = FILE_COPY')
         return self.url(name)
 
+    def halt(self) -> None:
+        """Fast shutdown (the database goes away), keeping the cluster for resume()."""
+        self._shutdown()
+
+    def resume(self) -> None:
+        """Start the halted server again, same port, same data."""
+        self._launch()
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then remove the cluster."""
+        self._shutdown()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _shutdown(self) -> None:
         if self.process is not None and self.process.poll() is None:
             # The postmaster runs under runuser: signal it by the pid it wrote itself.
             pid_file = self.root / "data" / "postmaster.pid"
@@ -147,4 +164,3 @@ class PgServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)

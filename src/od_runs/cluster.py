@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from .agents import Adapter
 from .config import LEASE_SECONDS
-from .errors import Conflict, NotFound, OdRunsError
+from .errors import Conflict, NotFound, OdRunsError, Unavailable
 from .eventlog import now_iso
 from .lifecycle import Lifecycle, new_run_id
 from .live_run import Run, request_hash
@@ -36,6 +36,7 @@ from .models import TERMINAL_STATES, RunCreate, RunError, RunStatus, WorkerInfo
 from .pg_cluster import Claim, ClusterDb
 from .pg_store import CHANNEL, DatabaseUnavailable, connect
 from .redact import summarize_bundle
+from .storage import FileEventStore
 from .store import RunRow
 
 if TYPE_CHECKING:
@@ -113,11 +114,14 @@ class Cluster:
             if r.status == "queued" and not r.terminal and r.child_pid is None
         ]
         try:
-            await self.db.release(unstarted)
-            for run_id in unstarted:
-                self.lifecycle.runs.pop(run_id, None)
+            for run_id in await self.db.release(unstarted):
+                run = self.lifecycle.runs.pop(run_id, None)
+                if run is not None:
+                    # Another daemon executes it now: nothing of it stays here.
+                    run.log.close()
+                    await anyio.to_thread.run_sync(_remove_local, self.data_dir, run_id)
             await self.db.leave()
-        except (psycopg.Error, DatabaseUnavailable) as exc:
+        except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
             log.warning("cannot tell the database this daemon stops: %s", exc)
 
     # Placement ----------------------------------------------------------------------------
@@ -177,7 +181,7 @@ class Cluster:
                 continue
             try:
                 claims = await self.db.claim(plain, in_turn)
-            except (psycopg.Error, DatabaseUnavailable) as exc:
+            except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
                 log.warning("cannot claim queued runs: %s", exc)
                 continue
             for claim in claims:
@@ -209,11 +213,17 @@ class Cluster:
     # Heartbeat, leases, worker loss -------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        interval = self.settings.lease_seconds / 3
+        lease = self.settings.lease_seconds
+        interval = lease / 3
+        # Judging others needs a full lease of our own contact: after an outage of the
+        # database every heartbeat is old, and those daemons are not lost, only unheard.
+        connected_since: float | None = anyio.current_time()
         while True:
             await anyio.sleep(interval)
             try:
                 await self.db.beat()
+                if connected_since is None:
+                    connected_since = anyio.current_time()
                 held = {
                     r.id: r.lease_epoch
                     for r in self.lifecycle.runs.values()
@@ -224,6 +234,8 @@ class Cluster:
                     self._lost_here(run_id)
                 for run_id in canceled:
                     self._cancel_here(run_id)
+                if anyio.current_time() - connected_since < lease:
+                    continue
                 for worker in await self.db.lost_workers():
                     ended, requeued = await self.db.conclude_lost(worker)
                     if ended or requeued:
@@ -233,7 +245,8 @@ class Cluster:
                             ended,
                             requeued,
                         )
-            except (psycopg.Error, DatabaseUnavailable) as exc:
+            except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
+                connected_since = None
                 log.warning("heartbeat failed: %s", exc)
 
     def _lost_here(self, run_id: str) -> None:
@@ -331,7 +344,8 @@ class Cluster:
         elif kind == "c":
             self._cancel_here(run_id)
         elif kind == "d":
-            self._tg.start_soon(self._deleted, run_id)
+            project, _, conversation = extra.partition(" ")
+            self._tg.start_soon(self._deleted, run_id, project or None, conversation or None)
 
     async def _publish_status(self, run_id: str) -> None:
         """The list stream (GET /api/events) shows runs of other daemons too."""
@@ -343,7 +357,9 @@ class Cluster:
         """This daemon deleted the run itself: its own notification needs no action."""
         self._deleted_here.add(run_id)
 
-    async def _deleted(self, run_id: str) -> None:
+    async def _deleted(
+        self, run_id: str, project_id: str | None, conversation_id: str | None
+    ) -> None:
         """Another daemon deleted a run: drop it here, and its local files if this host has
         them (the run executed here)."""
         if run_id in self._deleted_here:
@@ -358,17 +374,29 @@ class Cluster:
             run.fanout.close()
             self.lifecycle.status_hub.publish_deleted(run.status_body())
         else:
-            self.lifecycle.status_hub.publish_deleted(_unknown(run_id))
+            self.lifecycle.status_hub.publish_deleted(_unknown(run_id, project_id, conversation_id))
         if self.data_dir is not None and (self.data_dir / run_id).exists():
-            from .storage import FileEventStore
-
-            await anyio.to_thread.run_sync(FileEventStore(self.data_dir).delete, run_id, None)
+            await anyio.to_thread.run_sync(_remove_local, self.data_dir, run_id)
 
 
-def _unknown(run_id: str) -> RunStatus:
-    """A placeholder body of a deleted run nobody here knew (list streams match it by id)."""
+def _remove_local(data_dir: Path | None, run_id: str) -> None:
+    """The local directory a run claimed here made, now that it runs elsewhere."""
+    if data_dir is not None:
+        FileEventStore(data_dir).delete(run_id, None)
+
+
+def _unknown(run_id: str, project_id: str | None, conversation_id: str | None) -> RunStatus:
+    """What a list stream needs of a deleted run this daemon never held: whom it concerns."""
     now = now_iso()
-    return RunStatus(id=run_id, agentId="demo", status="canceled", createdAt=now, updatedAt=now)
+    return RunStatus(
+        id=run_id,
+        projectId=project_id,
+        conversationId=conversation_id,
+        agentId="demo",
+        status="canceled",
+        createdAt=now,
+        updatedAt=now,
+    )
 
 
 __all__ = ["Cluster", "ClusterSettings", "default_worker_id"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .live_run import DEFAULT_GRACE, Run, request_hash
 from .models import TERMINAL_STATES, RunCreate, RunError, RunState, RunStatus
 from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values
 from .status_events import StatusHub
-from .storage import Commit, EventStore, RunStore
+from .storage import Commit, DuplicateRequest, EventStore, RunStore
 from .store import RunRow
 from .workspaces import Plan, Workspaces
 
@@ -83,26 +84,45 @@ class Lifecycle:
         digest = request_hash(request)  # of the request as sent, for idempotent retries
         request, adapter, plan = await self.admit(request, run_id, adapter)
         async with self._create_lock:
-            if request.clientRequestId:
-                existing = await self.store.by_request_id(request.clientRequestId)
-                if existing is not None:
-                    if existing.request_hash != digest:
-                        raise Conflict(
-                            f"clientRequestId {request.clientRequestId!r} was already used "
-                            "with a different payload"
-                        )
-                    known = self.runs.get(existing.body.id)
-                    if known is not None:
-                        return known
-                    raise ExistingRun(existing.body)
+            known = await self._retried(request, digest)
+            if known is not None:
+                return known
             epoch = 1 if self.worker is not None else 0
             run = self._new_run(request, digest, adapter, plan, run_id, epoch)
-            await self.store.insert(self.row(run))
+            try:
+                await self.store.insert(self.row(run))
+            except BaseException as exc:
+                run.log.close()
+                with suppress(Exception):  # what it made on disk goes too
+                    await anyio.to_thread.run_sync(self.events.delete, run_id, run.events_log_path)
+                if isinstance(exc, DuplicateRequest):  # another daemon made it meanwhile
+                    known = await self._retried(request, digest)
+                    if known is not None:
+                        return known
+                raise
             self.runs[run.id] = run
             # Under the lock: a conversation's runs take their places in creation order.
             run.ticket = self.conversations.enqueue(run.id, request, run.created_at)
         self.status_changed(run)
         return run
+
+    async def _retried(self, request: RunCreate, digest: str) -> Run | None:
+        """The run an idempotent retry names (ExistingRun if only the store has it), None if
+        the request is new; Conflict for the same clientRequestId with another payload."""
+        if not request.clientRequestId:
+            return None
+        existing = await self.store.by_request_id(request.clientRequestId)
+        if existing is None:
+            return None
+        if existing.request_hash != digest:
+            raise Conflict(
+                f"clientRequestId {request.clientRequestId!r} was already used "
+                "with a different payload"
+            )
+        known = self.runs.get(existing.body.id)
+        if known is not None:
+            return known
+        raise ExistingRun(existing.body)
 
     async def admit(
         self, request: RunCreate, run_id: str, adapter: Adapter | None = None

@@ -99,15 +99,16 @@ class Mirrors:
                 with anyio.move_on_after(POLL_SECONDS):
                     await wake.wait()
                 self._wakes[run.id] = anyio.Event()
-                ended = await self._catch_up(run)
-                refresh = run.id in self._refresh
-                self._refresh.discard(run.id)
-                # A poll (no wake-up) re-reads the status too.
-                stale = ended or refresh or not wake.is_set()
-                if stale and not await self._refresh_status(run):
-                    return
-        except Exception:
-            log.exception("mirror of run %s failed", run.id)
+                try:
+                    ended = await self._catch_up(run)
+                    refresh = run.id in self._refresh
+                    self._refresh.discard(run.id)
+                    # A poll (no wake-up) re-reads the status too.
+                    stale = ended or refresh or not wake.is_set()
+                    if stale and not await self._refresh_status(run):
+                        return
+                except Exception as exc:  # the database went away: its readers wait for it
+                    log.warning("mirror of run %s cannot read the database: %s", run.id, exc)
         finally:
             self.runs.pop(run.id, None)
             self._wakes.pop(run.id, None)

@@ -12,20 +12,22 @@ executor either commits before it (and the end follows its events) or is refused
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from .eventlog import EventLog, LogLine, encode_lines, now_iso, recover_tail
 from .models import RunStatus, WorkerInfo
 from .pg_events import _LAST, _TS_TAIL
-from .pg_store import _COLUMNS, _row
+from .pg_store import _COLUMNS, _row, unavailable
 from .recovery import as_logged, failed_by_restart, restart_lines
 from .store import RunRow
 
@@ -113,8 +115,17 @@ class ClusterDb:
         self.host = host
         self.lease = lease
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection; the database being away is a 503 (errors.Unavailable)."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise unavailable(exc) from None
+
     async def _all(self, query: str, params: Sequence[object] | dict[str, object] = ()) -> Any:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if cur.description is not None else []
 
@@ -197,15 +208,19 @@ class ClusterDb:
         claims.sort(key=lambda c: c[0])
         return [c for _, c in claims]
 
-    async def release(self, run_ids: Sequence[str]) -> None:
-        """Give claimed runs that never started back to the queue (a clean stop)."""
-        if run_ids:
-            await self._all(
-                "WITH back AS (UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1"
-                " WHERE id = ANY(%s) AND worker_id = %s AND status = 'queued' RETURNING id)"
-                " SELECT pg_notify('od_runs', 'q ' || id) FROM back",
-                (list(run_ids), self.worker_id),
-            )
+    async def release(self, run_ids: Sequence[str]) -> builtins.list[str]:
+        """Give claimed runs that never started back to the queue (a clean stop); the ids
+        given back (a run made here has no stored request, and cannot go elsewhere)."""
+        if not run_ids:
+            return []
+        records = await self._all(
+            "WITH back AS (UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1"
+            " WHERE id = ANY(%s) AND worker_id = %s AND status = 'queued'"
+            " AND request IS NOT NULL RETURNING id)"
+            " SELECT id, pg_notify('od_runs', 'q ' || id) FROM back",
+            (list(run_ids), self.worker_id),
+        )
+        return [r[0] for r in records]
 
     # Leases and cancels -------------------------------------------------------------------
 
@@ -235,7 +250,7 @@ class ClusterDb:
 
     async def cancel_queued(self, run_id: str) -> RunStatus | None:
         """End a queued run nobody claimed as canceled; None if it is claimed (or gone)."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_COLUMNS} FROM runs WHERE id = %s AND status = 'queued'"
                 " AND worker_id IS NULL FOR UPDATE SKIP LOCKED",
@@ -262,10 +277,14 @@ class ClusterDb:
     # Worker loss (invariant 12) -----------------------------------------------------------
 
     async def lost_workers(self) -> builtins.list[str]:
-        """Other daemons whose lease ran out while they still hold runs."""
+        """Other daemons whose lease ran out while they still hold runs or live sessions."""
+        # An idle session counts too: else a daemon that died between turns leaves its
+        # session `idle` on a dead pid until the conversation's next run.
         records = await self._all(
-            "SELECT DISTINCT r.worker_id FROM runs r JOIN workers w ON w.id = r.worker_id"
-            " WHERE r.status IN ('queued', 'running') AND w.id <> %s"
+            "SELECT DISTINCT h.worker_id FROM ("
+            " SELECT worker_id FROM runs WHERE status IN ('queued', 'running')"
+            " UNION SELECT worker_id FROM sessions WHERE status IN ('active', 'idle')"
+            ") h JOIN workers w ON w.id = h.worker_id WHERE w.id <> %s"
             " AND (w.stopped IS NOT NULL OR w.heartbeat < now() - make_interval(secs => %s))",
             (self.worker_id, self.lease),
         )
@@ -279,7 +298,7 @@ class ClusterDb:
             "process is stopped when that daemon returns. Start the run again."
         )
         ended = requeued = 0
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_COLUMNS}, request FROM runs WHERE worker_id = %s"
                 " AND status IN ('queued', 'running') FOR UPDATE SKIP LOCKED",
@@ -299,10 +318,12 @@ class ClusterDb:
                 await self._close(conn, row.body, WORKER_LOST, message, lost=True)
                 ended += 1
             # Its live sessions are gone with it: the conversation resumes its thread elsewhere.
+            # The body says no process, as every retired session does; the pid columns keep
+            # what the lost daemon recorded.
             await conn.execute(
-                "UPDATE sessions SET status = 'retired', body = jsonb_set(jsonb_set("
-                "body::jsonb, '{status}', '\"retired\"'), '{retiredReason}', '\"worker lost\"')"
-                "::json WHERE worker_id = %s AND status IN ('active', 'idle')",
+                "UPDATE sessions SET status = 'retired', body = (body::jsonb || jsonb_build_object("
+                "'status', 'retired', 'pid', null, 'retiredReason', 'worker lost'))::json"
+                " WHERE worker_id = %s AND status IN ('active', 'idle')",
                 (worker,),
             )
         return ended, requeued
@@ -310,7 +331,7 @@ class ClusterDb:
     async def recover_own(self, kill: Callable[[RunRow], None], data_dir: Path | None) -> int:
         """At start: reap the processes of this worker's runs, end or requeue the runs."""
         count = 0
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cur = await conn.execute(
                 f"SELECT {_COLUMNS}, request, lost FROM runs WHERE worker_id = %s"
                 " AND (status IN ('queued', 'running') OR lost) FOR UPDATE",

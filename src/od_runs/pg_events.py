@@ -11,6 +11,7 @@ Reads (replay, the head) come from the database, in worker threads, through a sy
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +23,15 @@ from psycopg_pool import ConnectionPool
 
 from .eventlog import EventLog, LogLine
 from .models import RunError
-from .pg_store import CONNECT_TIMEOUT, connect
+from .pg_store import CONNECT_TIMEOUT, DatabaseUnavailable, connect
 from .storage import Commit, FileEventStore, RunLog, tree_size
 
 log = logging.getLogger("od_runs.pg_events")
 
+# While the database is away, batches wait this long between tries...
+RETRY_INTERVAL = 1.0
+# ...and at most this many bytes of them wait, before the runs they belong to fail.
+BUFFER_LIMIT = 256 << 20
 # Rows per replay query: big enough to stream fast, small enough to bound a reader's memory.
 PAGE = 2000
 _NO_LIMIT = 2**62
@@ -53,6 +58,8 @@ WITH fence AS (
     SELECT u.r, u.i, u.e, u.d::json, u.t::timestamptz
     FROM unnest(%s::text[], %s::int8[], %s::text[], %s::text[], %s::text[]) AS u(r, i, e, d, t)
     WHERE u.r IN (SELECT id FROM fence)
+    -- A retry after a connection lost mid-commit finds its rows there already.
+    ON CONFLICT (run_id, id) DO NOTHING
 )
 SELECT f.id, pg_notify('od_runs', 'e ' || f.id || ' ' || h.head)
 FROM fence f JOIN unnest(%s::text[], %s::int8[]) AS h(id, head) ON h.id = f.id
@@ -178,6 +185,9 @@ class PgEventStore:
         self._writing = anyio.Lock()
         # This daemon's worker id: the fence of every insert (cluster.py sets it).
         self.worker_id = ""
+        # Bytes of batches not yet written, and whether the database is away right now.
+        self._buffered = 0
+        self._away = False
 
     @classmethod
     async def connect(cls, url: str, files: Path | None) -> PgEventStore:
@@ -189,6 +199,8 @@ class PgEventStore:
             max_size=4,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
             open=False,
+            timeout=CONNECT_TIMEOUT,
+            check=ConnectionPool.check_connection,
         )
         try:
             await anyio.to_thread.run_sync(lambda: pool.open(wait=True, timeout=10))
@@ -221,23 +233,28 @@ class PgEventStore:
 
     def usage(self, run_id: str, location: str | None) -> int:
         """Bytes of the run's event rows (their text), plus its local log directory."""
+        local = tree_size(self.files / run_id) if self.files is not None else 0
+        return self._rows_usage(run_id) + local
+
+    def _rows_usage(self, run_id: str) -> int:
         with self.read_pool.connection() as conn:
             row = conn.execute(
                 "SELECT COALESCE(SUM(octet_length(event) + octet_length(data::text)), 0) "
                 "FROM events WHERE run_id = %s",
                 (run_id,),
             ).fetchone()
-        local = tree_size(self.files / run_id) if self.files is not None else 0
-        return int(row[0] if row else 0) + local
+        return int(row[0] if row else 0)
 
     def delete(self, run_id: str, location: str | None) -> int:
-        """Delete the run's event rows (one statement), then its local directory."""
-        freed = self.usage(run_id, location)
+        """Delete the run's local directory (if this host has it), then its event rows."""
+        freed = self.usage(run_id, location) if self.files is None else 0
+        if self.files is not None:
+            # Local first: a run whose row never got written (the database away) is all here.
+            freed = FileEventStore(self.files).delete(run_id, location)
+            freed += self._rows_usage(run_id)
         with self.read_pool.connection() as conn:
             conn.execute("DELETE FROM events WHERE run_id = %s", (run_id,))
             conn.commit()
-        if self.files is not None:
-            FileEventStore(self.files).delete(run_id, location)
         return freed
 
     # The writer ---------------------------------------------------------------------------
@@ -253,6 +270,7 @@ class PgEventStore:
         """Queue a batch for the next insert."""
         item = _Queued(run_log, first_id, raw, lines, lengths)
         run_log.pending += 1
+        self._buffered += len(raw)
         self._queue.append(item)
         self._wake.set()
         return item.commit
@@ -281,11 +299,29 @@ class PgEventStore:
         async with self._writing:
             while self._queue:
                 items, self._queue = self._queue, []
-                await self._insert(items)
+                waiting = await self._insert(items)
+                if waiting:
+                    # The database is away: the batches wait, in order, unpublished, and the
+                    # agents go on; they are written (once) when it is back.
+                    self._queue = waiting + self._queue
+                    await anyio.sleep(RETRY_INTERVAL)
             drained, self._drained = self._drained, anyio.Event()
             drained.set()
 
-    async def _insert(self, items: builtins.list[_Queued]) -> None:
+    def _give_up(self, items: builtins.list[_Queued], exc: BaseException) -> builtins.list[_Queued]:
+        """The database stayed away until the buffer filled: those runs fail, others go on."""
+        log.error("the database is away and %d bytes of events wait: failing runs", self._buffered)
+        refused = DatabaseWriteError(
+            f"the database was unreachable until the event buffer ({BUFFER_LIMIT >> 20} MB) "
+            f"filled: {exc}"
+        )
+        for item in items:
+            item.log.broken = refused
+            self._done(item, refused)
+        return []
+
+    async def _insert(self, items: builtins.list[_Queued]) -> builtins.list[_Queued]:
+        """Write the batches; those still to write (all of them) while the database is away."""
         runs: builtins.list[str] = []
         ids: builtins.list[int] = []
         names: builtins.list[str] = []
@@ -307,7 +343,7 @@ class PgEventStore:
                 datas.append(text[text.index('"data":', 6) + 7 : -_TS_TAIL])
                 stamps.append(text[-_TS_TAIL + 7 : -2])
         if not live:
-            return
+            return []
         try:
             if self._conn.closed:
                 self._conn = await connect(self.url)
@@ -319,13 +355,25 @@ class PgEventStore:
                 (fenced, epochs, self.worker_id, runs, ids, names, datas, stamps, fenced, tops),
             )
             written = {record[0] for record in await cur.fetchall()}
+        except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+            if self._buffered > BUFFER_LIMIT:
+                return self._give_up(live, exc)
+            if not self._away:
+                log.warning("the database is away; buffering events until it is back: %s", exc)
+            self._away = True
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.close()
+            return live
         except Exception as exc:
             log.error("cannot write events to the database: %s", exc)
             refused = DatabaseWriteError(f"the database refused the events: {exc}")
             for item in live:
                 item.log.broken = refused
                 self._done(item, refused)
-            return
+            return []
+        if self._away:
+            log.warning("the database is back; buffered events written")
+            self._away = False
         for item in live:
             error: OSError | None = None
             if item.log.run_id not in written:
@@ -338,10 +386,12 @@ class PgEventStore:
                 except OSError as exc:
                     item.log.broken = error = exc
             self._done(item, error)
+        return []
 
     def _done(self, item: _Queued, error: OSError | None) -> None:
         run_log = item.log
         run_log.pending -= 1
+        self._buffered -= len(item.raw)
         if run_log.pending == 0 and not run_log.writable and run_log.file is not None:
             run_log.file.close()
         item.commit.resolve(error)
@@ -349,7 +399,8 @@ class PgEventStore:
     async def close(self) -> None:
         """Write what is queued and close the connections."""
         with anyio.CancelScope(shield=True):
-            await self._write_queued()
+            with anyio.move_on_after(CONNECT_TIMEOUT * 2):
+                await self._write_queued()
             await self._conn.close()
             await anyio.to_thread.run_sync(self.read_pool.close)
 

@@ -11,16 +11,22 @@ writer task (never once per event). Connections come from psycopg's async pool.
 from __future__ import annotations
 
 import builtins
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from .errors import Unavailable
 from .models import RunStatus, SessionDetail, SessionStatus
 from .row_writer import CoalescingWriter
+from .storage import DuplicateRequest
 from .store import RunRow, row_from_record, row_params, where_sql
+
+log = logging.getLogger("od_runs.pg_store")
 
 # pg_advisory_lock key of the migrations ("od-runs" in ASCII): concurrent start-ups take turns.
 MIGRATION_LOCK = 0x6F642D72756E73
@@ -117,6 +123,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].strip()
 
 
+def unavailable(exc: BaseException) -> Unavailable:
+    """The 503 a request gets while the database is unreachable."""
+    return Unavailable(
+        f"the database is unreachable ({_first_line(exc)}); runs already executing go "
+        "on, retry this request once it is back",
+        code="DATABASE_UNAVAILABLE",
+    )
+
+
 async def connect(url: str) -> psycopg.AsyncConnection[Any]:
     """One autocommit connection, or DatabaseUnavailable saying why in one line."""
     try:
@@ -172,6 +187,10 @@ async def open_pool(url: str, max_size: int = 4) -> AsyncConnectionPool[Any]:
         max_size=max_size,
         kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
         open=False,
+        # A request waits this long for a connection, not the pool's 30 s: then it is a 503.
+        timeout=CONNECT_TIMEOUT,
+        # A connection the server dropped is found and replaced when it is taken.
+        check=AsyncConnectionPool.check_connection,
     )
     try:
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
@@ -252,20 +271,31 @@ class PgRunStore(CoalescingWriter):
         """Write what is pending and close the pool; idempotent."""
         if self._closed:
             return
-        await self._write_pending()
+        try:
+            with anyio.move_on_after(CONNECT_TIMEOUT * 2):
+                await self._write_pending()
+        except psycopg.Error as exc:
+            log.error("run statuses not written at shutdown: %s", exc)
         self._closed = True
         await self.pool.close()
 
     async def _execute(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall() if cur.description is not None else []
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall() if cur.description is not None else []
+        except psycopg.OperationalError as exc:
+            raise unavailable(exc) from None
 
     # Writing ------------------------------------------------------------------------------
 
     async def insert(self, row: RunRow) -> None:
         """Write a run's row now, fenced by its lease like every status write."""
-        await self._execute(_UPSERT, _params(row))
+        try:
+            await self._execute(_UPSERT, _params(row))
+        except psycopg.errors.UniqueViolation:
+            # Another daemon created a run with this clientRequestId a moment before.
+            raise DuplicateRequest(row.client_request_id) from None
 
     async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
@@ -289,8 +319,10 @@ class PgRunStore(CoalescingWriter):
         # Every daemon hears of it: the web monitors drop the row, the host of the run's local
         # events.jsonl removes it (cluster.py).
         records = await self._execute(
-            "WITH gone AS (DELETE FROM runs WHERE id = %s RETURNING id)"
-            " SELECT id, pg_notify('od_runs', 'd ' || id) FROM gone",
+            "WITH gone AS (DELETE FROM runs WHERE id = %s"
+            " RETURNING id, project_id, conversation_id)"
+            " SELECT id, pg_notify('od_runs', 'd ' || id || ' ' || coalesce(project_id, '')"
+            " || ' ' || coalesce(conversation_id, '')) FROM gone",
             (run_id,),
         )
         return bool(records)
@@ -395,4 +427,11 @@ class PgRunStore(CoalescingWriter):
         return [(SessionDetail.model_validate_json(r[0]), r[1]) for r in records]
 
 
-__all__ = ["MIGRATIONS", "DatabaseUnavailable", "PgRunStore", "migrate", "redact_url"]
+__all__ = [
+    "MIGRATIONS",
+    "DatabaseUnavailable",
+    "PgRunStore",
+    "migrate",
+    "redact_url",
+    "unavailable",
+]

@@ -141,6 +141,8 @@ class Retention:
         self.journal = DeleteJournal(data_dir)
         # Set by the worktree work (issue 12); None: runs have no workspace to remove.
         self.workspace_cleanup: WorkspaceCleanup | None = None
+        # Told of each delete before it happens (several daemons: cluster.deleted_here).
+        self.on_delete: Callable[[str], None] | None = None
         # One delete at a time: a prune and a DELETE of the same run must not interleave.
         self._lock = anyio.Lock()
         self._usage: tuple[float, DataDirUsage] | None = None
@@ -183,6 +185,8 @@ class Retention:
         run = self.lifecycle.runs.pop(run_id, None)
         if run is not None:
             run.fanout.close()  # live readers still attached get the end, then their stream ends
+        if self.on_delete is not None:
+            self.on_delete(run_id)
         await self.lifecycle.store.delete(run_id)
         freed = await anyio.to_thread.run_sync(
             self.lifecycle.events.delete, run_id, body.eventsLogPath

@@ -9,6 +9,7 @@ only how to commit a batch (_commit_rows).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 
 # How stale a stored lastEventId may get while a run streams; the log is the truth anyway.
 FLUSH_INTERVAL = 0.5
+# After a failed commit (the database went away) the rows wait this long, then are retried.
+RETRY_INTERVAL = 1.0
+
+log = logging.getLogger("od_runs.row_writer")
 
 
 class CoalescingWriter:
@@ -66,9 +71,15 @@ class CoalescingWriter:
                     await self._urgent.wait()
                 self._wake = anyio.Event()
                 self._urgent = anyio.Event()
-                await self._write_pending()
+                try:
+                    await self._write_pending()
+                except Exception as exc:
+                    # Nothing is lost: the rows are pending again and go with the next try.
+                    log.warning("cannot write run statuses (retrying): %s", exc)
+                    self._wake.set()
+                    await anyio.sleep(RETRY_INTERVAL)
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await self._write_pending()
 
     async def _write_pending(self) -> None:
@@ -77,7 +88,12 @@ class CoalescingWriter:
                 return
             rows, self._pending = list(self._pending.values()), {}
             if rows:
-                await self._commit_rows(rows)
+                try:
+                    await self._commit_rows(rows)
+                except BaseException:
+                    for row in rows:  # newer rows scheduled meanwhile win
+                        self._pending.setdefault(row.body.id, row)
+                    raise
         flushed, self._flushed = self._flushed, anyio.Event()
         flushed.set()
 

@@ -23,7 +23,7 @@ from .agents import Adapter
 from .cluster import Cluster, ClusterSettings
 from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
 from .conversations import Conversations
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, Unavailable
 from .eventlog import LogLine, now_iso
 from .lifecycle import FINISHED_TTL, ExistingRun, Lifecycle
 from .live_run import DEFAULT_GRACE, Attachment, Run
@@ -157,8 +157,13 @@ class RunService:
         return await self.lifecycle.cancel_all(grace)
 
     async def workers(self) -> builtins.list[WorkerInfo] | None:
-        """The daemons on the database (None without one)."""
-        return await self.cluster.workers() if self.cluster is not None else None
+        """The daemons on the database (None without one, or while it is unreachable)."""
+        if self.cluster is None:
+            return None
+        try:
+            return await self.cluster.workers()
+        except Unavailable:
+            return None  # the daemon itself is alive: health still answers
 
     @property
     def worker_id(self) -> str | None:
@@ -369,6 +374,7 @@ async def open_service(
                 # Before serving: reap and end what this worker left (pid + start time).
                 await service.cluster.join(lambda row: recovery.kill_leftovers(row, RUN_ID_ENV))
                 service.reads.remote = service.cluster.remote
+                service.retention.on_delete = service.cluster.deleted_here
             tg.start_soon(store.run_writer)
             if pg_events is not None:
                 tg.start_soon(pg_events.run_writer)

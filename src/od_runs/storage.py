@@ -27,11 +27,18 @@ DELETING_PREFIX = ".deleting-"
 _RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
 
+class DuplicateRequest(Exception):
+    """insert(): a run with this clientRequestId exists already (another daemon made it)."""
+
+
 class RunStore(Protocol):
     """Run metadata and sessions: durable creation, batched status updates, queries."""
 
     async def insert(self, row: RunRow) -> None:
-        """Write a new (or recovered) run now; returns once it is durable."""
+        """Write a new (or recovered) run now; returns once it is durable.
+
+        DuplicateRequest if its clientRequestId is taken (only several daemons can race).
+        """
 
     def schedule(self, row: RunRow) -> None:
         """Queue a status update; later rows of the same run replace earlier ones."""
@@ -261,6 +268,7 @@ def tree_size(path: Path) -> int:
 __all__ = [
     "DELETING_PREFIX",
     "Commit",
+    "DuplicateRequest",
     "EventStore",
     "FileEventStore",
     "MemoryEventStore",
