@@ -313,12 +313,6 @@ def test_a_client_request_id_names_one_run_on_every_daemon(cluster: Cluster) -> 
     assert cluster.create("w3", body)["id"] == first["id"]  # and after its end too
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Lifecycle.create checks by_request_id then INSERTs under a per-daemon "
-    "lock only; two daemons with room racing on one key make the loser's INSERT hit "
-    "runs_client_request_id_key (UniqueViolation) -> 500 instead of the same run",
-)
 def test_daemons_receiving_one_client_request_id_at_once_agree_on_one_run(
     cluster: Cluster,
 ) -> None:
@@ -627,11 +621,11 @@ def test_the_woken_executor_serves_the_concluded_run_as_stored(woken: Woken) -> 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="core bug: as in test_a_run_s_child_is_recorded_before_its_first_event, the row "
-    "still says queued without child_pid after the first events are committed; a survivor's "
-    "conclude_lost then requeues the run as unstarted and another daemon executes it again "
-    "(its event ids restart at 1: events_pkey violation, LOG_WRITE_FAILED) while the first "
-    "child lives on",
+    reason="core bug: as in test_a_run_s_child_is_recorded_before_its_first_event, a claimed "
+    "run's row still says queued without child_pid after its `start` is committed; a "
+    "survivor's conclude_lost requeues it as unstarted, another daemon claims it and starts a "
+    "second child (the run id is recorded twice) whose events collide with the stored ids "
+    "(events_pkey), while the first child lives on",
 )
 def test_an_executor_killed_as_its_run_starts_leaves_it_executed_once(
     fresh: Cluster, tmp_path: Path
