@@ -181,7 +181,8 @@ def test_a_run_started_on_one_daemon_streams_live_to_the_other_two(
     assert final["workerId"] == executor
     log_path = Path(final["eventsLogPath"])
     assert log_path.is_relative_to(cluster[executor].data_dir)
-    assert final["eventsLogHost"]
+    # The log lives on the executor's host, as /api/health names that host.
+    assert final["eventsLogHost"] == cluster.workers_seen(viewers[0])[executor]["host"]
     log = read_log(log_path)
     assert_dense(log)
     lines = log_path.read_text().splitlines()
