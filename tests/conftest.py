@@ -168,6 +168,11 @@ class Daemon:
             self.env["OD_RUNS_TOKEN"] = token
 
     def start(self, grace: float = 2.0) -> Daemon:
+        """Spawn the daemon and wait until it answers /api/health."""
+        return self.spawn(grace).wait_healthy()
+
+    def spawn(self, grace: float = 2.0) -> Daemon:
+        """Start the subprocess without waiting for it (several daemons start side by side)."""
         self.log_path = self.data_dir.parent / f"daemon-{self.port}.log"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -190,6 +195,11 @@ class Daemon:
                 stderr=log,
                 preexec_fn=stop_with_parent,
             )
+        return self
+
+    def wait_healthy(self) -> Daemon:
+        """Wait until the spawned daemon answers /api/health; kill it if it never does."""
+        assert self.proc is not None
         with self.client(timeout=1) as http:
 
             def healthy() -> bool:
