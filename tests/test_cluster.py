@@ -395,13 +395,6 @@ def test_cancel_of_a_queued_run_through_any_daemon_means_it_never_runs(
     assert cluster.status(queued["id"], executor)["status"] == "canceled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Lifecycle.mark_running schedules no status row; with a database log the "
-    "row is scheduled only when the first batch is published (after its commit), so the "
-    "supervisor's store.flush() finds nothing pending and the `start` event and the child's "
-    "output are committed ~0.5 s (row_writer.FLUSH_INTERVAL) before status running + child_pid",
-)
 def test_a_run_s_child_is_recorded_before_its_first_event(cluster: Cluster, tmp_path: Path) -> None:
     """Invariants 9 and 12: the database holds a run's child (status running, its pid) before
     any event of the run, so a daemon that dies once its child runs leaves the pid its restart
@@ -606,13 +599,6 @@ def test_a_frozen_executor_that_wakes_cannot_write_into_the_concluded_run(woken:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the fenced executor finishes the run in its own memory anyway: its SSE "
-    "serves its own `end` with id 3 (signal SIGTERM, its own message; not in the database, "
-    "where 3 is the concluding daemon's `error` and 4 its `end`), and its status body keeps "
-    "lastEventId 2 and its own error/signal, unlike the stored row every other daemon serves",
-)
 def test_the_woken_executor_serves_the_concluded_run_as_stored(woken: Woken) -> None:
     """Invariants 5 and 11: the daemon whose lease moved on serves the run exactly as the
     others do (the concluding daemon's events and status), not an ending of its own."""
@@ -620,14 +606,6 @@ def test_the_woken_executor_serves_the_concluded_run_as_stored(woken: Woken) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: as in test_a_run_s_child_is_recorded_before_its_first_event, a claimed "
-    "run's row still says queued without child_pid after its `start` is committed; a "
-    "survivor's conclude_lost requeues it as unstarted, another daemon claims it and starts a "
-    "second child (the run id is recorded twice) whose events collide with the stored ids "
-    "(events_pkey), while the first child lives on",
-)
 def test_an_executor_killed_as_its_run_starts_leaves_it_executed_once(
     fresh: Cluster, tmp_path: Path
 ) -> None:

@@ -92,6 +92,7 @@ class Cluster:
         self._deleted_here: set[str] = set()
         store.worker_id = events.worker_id = self.worker_id
         lifecycle.worker = (self.worker_id, self.host)
+        lifecycle.starting = self.starting
 
     async def join(self, kill: Callable[[RunRow], None]) -> int:
         """Register, then reap and end what this worker left behind (before serving)."""
@@ -209,6 +210,23 @@ class Cluster:
             return
         run.supervised = True
         self.launch(run)
+
+    async def starting(self, run: Run) -> bool:
+        """A claimed run is about to start its agent: make that durable first (False: its
+        lease moved on, the run is stopped here). Waits out an outage of the database."""
+        while run.requeueable:
+            try:
+                if not await self.db.start(run.id, run.lease_epoch):
+                    self._lost_here(run.id)
+                    return False
+                run.requeueable = False
+            except Unavailable as exc:
+                log.warning("run %s waits for the database to start: %s", run.id, exc)
+                with anyio.move_on_after(CLAIM_POLL):
+                    await run.cancel_event.wait()
+                if run.cancel_event.is_set():
+                    return False
+        return True
 
     # Heartbeat, leases, worker loss -------------------------------------------------------
 

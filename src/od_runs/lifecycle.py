@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,9 @@ class Lifecycle:
         # Several daemons (cluster.py): this daemon's worker id and host. A run made here is
         # claimed by it at once (lease epoch 1); a run claimed from the queue comes by adopt().
         self.worker: tuple[str, str] | None = None
+        # Several daemons: called before a claimed run starts its agent; False if the run's
+        # lease moved on (cluster.Cluster.starting). None: start at once.
+        self.starting: Callable[[Run], Awaitable[bool]] | None = None
 
     # Creating -----------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class Lifecycle:
                 admitted[0], row.request_hash, admitted[1], admitted[2], body.id, epoch
             )
         run.created_at = body.createdAt
+        run.requeueable = True
         self.runs[run.id] = run
         run.ticket = self.conversations.enqueue(run.id, run.request, run.created_at)
         self.store.schedule(self.row(run))
@@ -315,6 +319,10 @@ class Lifecycle:
         return True
 
     def _ended(self, run: Run, status: RunState, exit_code: int | None, signal: str | None) -> None:
+        if run.log_error is not None and run.log_error.code == "WORKER_LOST":
+            # Another daemon concluded the run (invariant 12): what it stored is the run now,
+            # so this daemon forgets its own view and reads answer from the stores.
+            self.runs.pop(run.id, None)
         run.status = status
         run.exit_code = exit_code
         run.signal = signal
@@ -374,6 +382,7 @@ class Lifecycle:
         run.child_pid, run.child_start_time = pid, start_time
         run.status = "running"
         run.started_at = run.updated_at = now_iso()
+        self.store.schedule(self.row(run))
 
     def status_changed(self, run: Run) -> None:
         """Tell the status hub's readers (the web monitor's list) about the run."""

@@ -82,6 +82,9 @@ class Run:
     worker_id: str | None = None
     lease_epoch: int = 0
     host: str | None = None
+    # Claimed from the queue and not started: the database still holds its request, and a
+    # lost daemon's run like this is queued again rather than failed.
+    requeueable: bool = False
     # A run another daemon executes, followed here (mirrors.py): its stored status body.
     remote_body: RunStatus | None = None
     workspace_info: WorkspaceInfo | None = None

@@ -222,6 +222,17 @@ class ClusterDb:
         )
         return [r[0] for r in records]
 
+    async def start(self, run_id: str, epoch: int) -> bool:
+        """Before a claimed run starts its agent: drop its stored request, so that from now
+        on a loss of this daemon fails the run instead of running it twice. False if the
+        lease moved on."""
+        records = await self._all(
+            "UPDATE runs SET request = NULL WHERE id = %s AND worker_id = %s"
+            " AND lease_epoch = %s RETURNING id",
+            (run_id, self.worker_id, epoch),
+        )
+        return bool(records)
+
     # Leases and cancels -------------------------------------------------------------------
 
     async def check(self, held: dict[str, int]) -> tuple[set[str], set[str]]:

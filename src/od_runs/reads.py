@@ -101,6 +101,13 @@ class RunReads:
             return await self.get(run_id)
         with anyio.move_on_after(timeout):
             await run.done.wait()
+        return await self._now(run)
+
+    async def _now(self, run: Run) -> RunStatus:
+        """A held run's status, or the stored one if it left memory meanwhile (concluded by
+        another daemon: its own view is not the run's any more)."""
+        if run.terminal and run.remote_body is None and run.id not in self.lifecycle.runs:
+            return await self.get(run.id)
         return run.status_body()
 
     async def wait_for_events(self, run_id: str, after: int, timeout: float) -> RunStatus:
@@ -111,7 +118,7 @@ class RunReads:
         with anyio.move_on_after(timeout):
             while run.last_event_id <= after and not run.terminal:
                 await run.changed.wait()
-        return run.status_body()
+        return await self._now(run)
 
     async def watch(self, run_id: str, on_change: Callable[[RunStatus], Awaitable[None]]) -> None:
         """Call on_change with the status now and after each change, until it is terminal.

@@ -87,6 +87,16 @@ async def run_frames(
                 if chunks:
                     yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 ended = batches[-1].last.event == "end"
+        lost = attachment.run.log_error if attachment.run is not None else None
+        if not ended and lost is not None and lost.code == "WORKER_LOST":
+            # Another daemon concluded the run (invariant 12) and its log has that daemon's
+            # error and end: the reader gets them as stored, not this daemon's own view.
+            async for frames, last_id, last_event in service.replay_frames(
+                attachment.log, sent, None
+            ):
+                yield frames
+                sent = last_id
+                ended = last_event == "end"
         if not ended:
             final = await _final(service, run_id, attachment)
             if final is not None:

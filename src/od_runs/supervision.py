@@ -57,6 +57,8 @@ class Supervisor:
             return
         try:
             assert run.ticket is not None
+            if lifecycle.starting is not None and not await lifecycle.starting(run):
+                return  # its lease moved on meanwhile: another daemon has it (invariant 11)
             await self.prepare_workspace(run)
             session = await lifecycle.conversations.session_to_resume(run.ticket, self._history)
             if session is not None:
@@ -144,10 +146,10 @@ class Supervisor:
         ) as child:
             run.has_child = True
             lifecycle.mark_running(run, child.pid, child.start_time)
-            lifecycle.emit(run, "start", {"agentId": run.request.agentId, "pid": child.pid})
-            lifecycle.status_changed(run)
             # The pid must be durable before anything else: crash recovery kills by it.
             await lifecycle.store.flush()
+            lifecycle.emit(run, "start", {"agentId": run.request.agentId, "pid": child.pid})
+            lifecycle.status_changed(run)
 
             async def stop_on_cancel() -> None:
                 await run.cancel_event.wait()
@@ -208,10 +210,10 @@ class Supervisor:
         canceled = run.cancel_event
         async with self.sessions.turn(run.id, run.request, adapter, canceled) as turn:
             lifecycle.mark_running(run, turn.pid, turn.start_time)
+            await lifecycle.store.flush()
             start = {"agentId": run.request.agentId, "pid": turn.pid, "sessionId": turn.session_id}
             lifecycle.emit(run, "start", start)
             lifecycle.status_changed(run)
-            await lifecycle.store.flush()
             if run.cancel_requested:
                 await self.conclude_workspace(run)
                 lifecycle.finish(run, "canceled")
