@@ -66,15 +66,13 @@ FROM fence f JOIN unnest(%s::text[], %s::int8[]) AS h(id, head) ON h.id = f.id
 """
 # The fast path's three statements, in one transaction (PgEventStore._copy).
 _FENCE = """
-SELECT r.id FROM runs r
+SELECT r.id, pg_notify('od_runs', 'e ' || r.id || ' ' || h.head) FROM runs r
 JOIN unnest(%s::text[], %s::int8[]) AS f(id, epoch) ON r.id = f.id
+JOIN unnest(%s::text[], %s::int8[]) AS h(id, head) ON h.id = f.id
 WHERE r.lease_epoch = f.epoch AND r.worker_id = %s
 FOR SHARE OF r
 """
 _COPY = "COPY events (run_id, id, event, data, ts) FROM STDIN"
-_NOTIFY = """
-SELECT pg_notify('od_runs', 'e ' || r || ' ' || h) FROM unnest(%s::text[], %s::int8[]) AS u(r, h)
-"""
 
 
 def _copy_row(run_id: bytes, line: LogLine) -> bytes:
@@ -416,8 +414,14 @@ class PgEventStore:
         """
         runs = list(heads)
         conn = self._conn
-        async with conn.transaction():
-            cur = await conn.execute(_FENCE, (runs, [heads[r][0] for r in runs], self.worker_id))
+        # Autocommit connection: BEGIN and the fence go out together (one round trip); the
+        # fence also queues the notifications, which the commit delivers (or a rollback drops).
+        epochs = [heads[r][0] for r in runs]
+        tops = [heads[r][1] for r in runs]
+        try:
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                cur = await conn.execute(_FENCE, (runs, epochs, runs, tops, self.worker_id))
             written = {record[0] for record in await cur.fetchall()}
             rows = b"".join(
                 [
@@ -430,8 +434,12 @@ class PgEventStore:
             if rows:
                 async with conn.cursor().copy(_COPY) as copy:
                     await copy.write(rows)
-                notified = [r for r in runs if r in written]
-                await conn.execute(_NOTIFY, (notified, [heads[r][1] for r in notified]))
+            await conn.execute("COMMIT")
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK")
+            raise
         return written
 
     async def _insert_again(
