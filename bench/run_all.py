@@ -12,7 +12,16 @@ from pathlib import Path
 
 from common import ROOT, machine
 
-SCRIPTS = ["ingest.py", "fanout.py", "replay.py", "memory.py", "latency.py"]
+SCRIPTS = [
+    "ingest.py",
+    "fanout.py",
+    "join.py",
+    "replay.py",
+    "memory.py",
+    "latency.py",
+    "scale.py",
+    "streams.py",
+]
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 
