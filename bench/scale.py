@@ -8,8 +8,9 @@ until the run ends (a real JSON-RPC session, the call an outer agent makes), all
 processes of their own.
 
 Figures per size: p99 delivery latency (the child's stamp to the client's read) over the
-streaming window, the daemon's CPU seconds (utime + stime from /proc/<pid>/stat) per 100k
-events logged, the daemon's peak RSS. The cost per event should stay flat from the smallest
+streaming window, the daemon's CPU seconds (utime + stime from /proc/<pid>/stat, less what
+it burns in the same time with everything in place but quiet) per 100k events logged, the
+daemon's peak RSS. The cost per event should stay flat from the smallest
 size to the largest (within 25%), and RSS grow at most linearly: the per-run figure is the
 slope between the smallest and largest size.
 
@@ -98,11 +99,17 @@ def measure(runs: int) -> dict[str, float | bool]:
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
             watched(http, ids)
-            cpu_start = cpu_seconds(d.proc.pid)
+            # What the daemon costs with every run and client in place but nothing streaming
+            # (timers, the status writer): taken off, so the figure is the cost of events.
+            quiet_cpu, quiet_from = cpu_seconds(d.proc.pid), time.monotonic()
+            time.sleep(3)
+            idle_rate = (cpu_seconds(d.proc.pid) - quiet_cpu) / (time.monotonic() - quiet_from)
+            cpu_start, cpu_from = cpu_seconds(d.proc.pid), time.monotonic()
             at = time.time()
             go.touch()
             results = [c.result() for c in clients]
             cpu = cpu_seconds(d.proc.pid) - cpu_start
+            cpu -= idle_rate * (time.monotonic() - cpu_from)
             stop.set()
             statuses = [wait_terminal(http, run_id) for run_id in ids]
         events = sum(s["lastEventId"] for s in statuses)
@@ -118,6 +125,7 @@ def measure(runs: int) -> dict[str, float | bool]:
         return {
             "p99": percentile(weighted, 99) * 1000,
             "cpu_per_100k": cpu / events * 100_000,
+            "idle_cpu": idle_rate,
             "rss": peak[0],
             "idle_rss": idle_rss,
             "complete": complete and mcp_ok,

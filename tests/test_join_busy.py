@@ -108,6 +108,29 @@ def test_a_crowd_replaying_the_same_history_frames_it_once(
     assert sum(framed) == 2000
 
 
+def test_one_huge_log_does_not_push_the_others_out_of_the_shared_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 7: the shared frames stay within their budget, and one log takes a quarter
+    of it at most, so a reader going through a huge run leaves a crowd's run cached."""
+    monkeypatch.setattr(eventlog, "_span_cache", eventlog._SpanCache(400_000))
+    framed: list[int] = []
+    real = eventlog._frames
+    monkeypatch.setattr(eventlog, "_frames", lambda data: framed.append(1) or real(data))
+    crowd = EventLog.create(tmp_path / "crowd")
+    append(crowd, 1, 500)
+    expected = expected_frames(crowd, 0, 500)
+    assert b"".join(f for f, _, _ in slices(crowd, 0, 500)) == expected
+    huge = EventLog.create(tmp_path / "huge")
+    for first in range(1, 20_001, 1000):
+        append(huge, first, 1000)
+    assert b"".join(f for f, _, _ in slices(huge, 0, 20_000)) == expected_frames(huge, 0, 20_000)
+    assert eventlog._span_cache._bytes <= 400_000
+    before = len(framed)
+    assert b"".join(f for f, _, _ in slices(crowd, 0, 500)) == expected
+    assert len(framed) == before  # served from the shared frames, not framed again
+
+
 def test_a_log_this_process_did_not_write_is_left_to_the_reader_off_the_loop(
     tmp_path: Path,
 ) -> None:

@@ -64,12 +64,17 @@ class _Span:
 
 
 class _SpanCache:
-    """Framed spans of every log of the process, within a byte budget (least recent out)."""
+    """Framed spans of every log of the process, within a byte budget (least recent out).
+
+    One log may fill a quarter of it at most: a reader going through a huge log frames
+    its spans without pushing out every other run's history.
+    """
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self._spans: OrderedDict[tuple[int, int], _Span] = OrderedDict()
         self._bytes = 0
+        self._per_log: dict[int, int] = {}
 
     def get(self, key: tuple[int, int]) -> _Span | None:
         """The span under key, now the most recently used; None if not kept."""
@@ -82,12 +87,22 @@ class _SpanCache:
         """Keep span under key, dropping the least recently used beyond the budget."""
         old = self._spans.pop(key, None)
         if old is not None:
-            self._bytes -= len(old.frames)
+            self._account(key[0], -len(old.frames))
+        if self._per_log.get(key[0], 0) + len(span.frames) > self.budget // 4:
+            return  # this log has its share: the span serves the reader that built it only
         self._spans[key] = span
-        self._bytes += len(span.frames)
+        self._account(key[0], len(span.frames))
         while self._bytes > self.budget and self._spans:
-            _, dropped = self._spans.popitem(last=False)
-            self._bytes -= len(dropped.frames)
+            dropped_key, dropped = self._spans.popitem(last=False)
+            self._account(dropped_key[0], -len(dropped.frames))
+
+    def _account(self, log_key: int, size: int) -> None:
+        self._bytes += size
+        left = self._per_log.get(log_key, 0) + size
+        if left:
+            self._per_log[log_key] = left
+        else:
+            self._per_log.pop(log_key, None)
 
 
 _span_cache = _SpanCache(SPAN_CACHE_BYTES)
