@@ -112,6 +112,8 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=None if os.environ.get("BENCH_VERBOSE") else subprocess.DEVNULL,
         )
+        if os.environ.get("BENCH_VERBOSE"):
+            print(f"daemon pid {self.proc.pid}", file=sys.stderr, flush=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

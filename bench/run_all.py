@@ -12,7 +12,17 @@ from pathlib import Path
 
 from common import ROOT, machine
 
-SCRIPTS = ["ingest.py", "fanout.py", "replay.py", "memory.py", "latency.py", "cluster.py"]
+SCRIPTS = [
+    "ingest.py",
+    "fanout.py",
+    "join.py",
+    "replay.py",
+    "memory.py",
+    "latency.py",
+    "scale.py",
+    "streams.py",
+    "cluster.py",
+]
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 

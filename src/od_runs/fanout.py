@@ -17,11 +17,12 @@ from .eventlog import LogLine
 # Bytes of events a live reader may have pending before it is dropped (it resumes from the
 # log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
 SUBSCRIBER_LIMIT = int(os.environ.get("OD_RUNS_SUBSCRIBER_BUFFER", 8 * 1024 * 1024))
-# Publishing costs about this much loop time per reader; the window between publishes grows
-# with the readers so fan-out cannot take the whole loop (500 readers: 10 ms)...
-WINDOW_PER_READER = 20e-6
+# A publish costs the loop about 20 us per reader (a wake-up and a socket write); the window
+# between publishes is twice that, so fan-out takes at most about half the loop and leaves
+# the rest to readers catching up, new requests and the runs themselves (500 readers: 20 ms)...
+WINDOW_PER_READER = 40e-6
 # ...up to this bound on the delay it adds to an event.
-MAX_WINDOW = 0.010
+MAX_WINDOW = 0.040
 
 
 class Batch:
@@ -47,7 +48,9 @@ class Batch:
 class Subscriber:
     """One live reader of a run: a bounded backlog of batches and a wake-up."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, hub: Fanout | None = None) -> None:
+        self._hub = hub
+        self.taking = False  # past its replay: it waits in take() for each publish
         self._batches: list[Batch] = []
         self._pending = 0
         self._limit = limit
@@ -88,6 +91,10 @@ class Subscriber:
 
     async def take(self) -> list[Batch]:
         """Everything pending, in order; waits if nothing is. Empty once dropped or closed."""
+        if not self.taking:
+            self.taking = True
+            if self._hub is not None and self in self._hub.subscribers:
+                self._hub.taking += 1
         if not self._batches and not self.closed:
             await self._wake.wait()
         self._wake.clear()
@@ -100,19 +107,25 @@ class Fanout:
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
+        # Subscribers that are live (waiting in take()); one still replaying costs a publish
+        # only an append, so it does not widen the window.
+        self.taking = 0
         self._outbox: list[LogLine] = []
         self._timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
 
     def subscribe(self, limit: int | None = None) -> Subscriber:
         """A new reader; it gets every batch published from now on."""
-        subscriber = Subscriber(SUBSCRIBER_LIMIT if limit is None else limit)
+        subscriber = Subscriber(SUBSCRIBER_LIMIT if limit is None else limit, self)
         self.subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Forget a reader."""
-        self.subscribers.discard(subscriber)
+        if subscriber in self.subscribers:
+            self.subscribers.discard(subscriber)
+            if subscriber.taking:
+                self.taking -= 1
 
     def offer(self, lines: list[LogLine]) -> None:
         """Events just logged: publish now, or with the window's batch if one is open."""
@@ -125,7 +138,7 @@ class Fanout:
         if self._timer is not None:
             return
         loop = asyncio.get_running_loop()
-        window = min(MAX_WINDOW, len(self.subscribers) * WINDOW_PER_READER)
+        window = min(MAX_WINDOW, self.taking * WINDOW_PER_READER)
         delay = self._last_publish + window - loop.time()
         if delay <= 0:
             self.flush()

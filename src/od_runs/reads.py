@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -20,6 +21,7 @@ from .eventlog import LogLine
 from .lifecycle import Lifecycle
 from .live_run import Attachment, Run
 from .models import RUN_ID_PATTERN, TERMINAL_STATES, Event, RunStatus
+from .replay_turns import thread_limiter, turns
 from .storage import RunLog
 from .store import RunRow
 
@@ -29,14 +31,24 @@ _T = TypeVar("_T")
 _LISTED = ("queued", "running", *TERMINAL_STATES)
 
 
-async def _off_loop(items: Iterator[_T]) -> AsyncIterator[_T]:
-    """Iterate a blocking iterator in a worker thread, one item per hop."""
+async def _off_loop(items: Iterator[_T], limiter: bool = False) -> AsyncIterator[_T]:
+    """Iterate a blocking iterator in a worker thread, one item per hop.
+
+    limiter: share replay's few threads and wait a replay turn per item (replay_turns.py).
+    """
     done = object()
     while True:
-        item = await anyio.to_thread.run_sync(next, items, done)
+        if limiter:
+            await turns.turn()
+        item = await anyio.to_thread.run_sync(
+            next, items, done, limiter=thread_limiter() if limiter else None
+        )
         if item is done:
             return
+        started = time.perf_counter()
         yield item  # type: ignore[misc]  # `done` was ruled out just above
+        if limiter:
+            turns.charge(time.perf_counter() - started)
 
 
 class RunReads:
@@ -165,8 +177,26 @@ class RunReads:
     async def replay_frames(
         self, run_log: RunLog, after: int, upto: int | None
     ) -> AsyncIterator[tuple[bytes, int, str]]:
-        """SSE frames of logged events with after < id <= upto: (bytes, last id, last event)."""
-        async for chunk in _off_loop(run_log.read_frames_after(after, upto)):
+        """SSE frames of logged events with after < id <= upto: (bytes, last id, last event).
+
+        A log this process writes serves bounded slices of frames built once for all its
+        readers, one slice per replay turn, on the loop; any other log is read off the loop,
+        a turn per chunk. Either way a crowd catching up leaves room for live delivery.
+        """
+        slicer = getattr(run_log, "frame_slice", None)
+        if slicer is not None and upto is not None:
+            while after < upto:
+                await turns.turn()
+                started = time.perf_counter()
+                piece: tuple[bytes, int, str] | None = slicer(after, upto)
+                if piece is None:
+                    break  # not servable from spans: the rest comes off the loop
+                yield piece  # the stream sends it before asking for the next
+                turns.charge(time.perf_counter() - started)
+                after = piece[1]
+            if after >= upto:
+                return
+        async for chunk in _off_loop(run_log.read_frames_after(after, upto), limiter=True):
             yield chunk
 
     async def events(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import AsyncGenerator, Callable
 
@@ -46,6 +47,7 @@ class EventStream(Response):
         self._scope: anyio.CancelScope | None = None
         self._cancelled = False
         self._send_started: float | None = None
+        self._last_sent = float("-inf")
 
     def cancel(self) -> None:
         """End the stream now, wherever it is."""
@@ -82,6 +84,7 @@ class EventStream(Response):
                 self._send_started = time.monotonic()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self._send_started = None
+                self._last_sent = time.monotonic()
         finally:
             # A cancel that lands in send leaves the generator at a yield: close it here so
             # its cleanup (detaching the reader) runs now, not whenever it is collected.
@@ -97,13 +100,22 @@ class EventStream(Response):
             self.cancel()
 
     async def _keepalive(self, send: Send) -> None:
+        # The first wait is drawn at random, so that streams opened together (a reconnect
+        # storm) ping at spread-out moments rather than all in one pass of the loop: a ping
+        # is a socket write, tens of microseconds each, and thousands at once stall the loop.
+        delay = PING_SECONDS * random.uniform(0.5, 1.0)
         while True:
-            await anyio.sleep(PING_SECONDS)
+            await anyio.sleep(delay)
+            delay = PING_SECONDS
             started = self._send_started
             if started is not None:  # a write is under way: is it stuck?
                 if time.monotonic() - started > SEND_TIMEOUT:
                     self.cancel()
                     return
+                continue
+            quiet = time.monotonic() - self._last_sent
+            if quiet < PING_SECONDS:  # frames went out lately: the stream is not idle
+                delay = PING_SECONDS - quiet
                 continue
             with anyio.move_on_after(SEND_TIMEOUT) as ping:
                 await send({"type": "http.response.body", "body": _PING, "more_body": True})

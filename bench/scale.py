@@ -1,0 +1,183 @@
+"""Scaling: many runs at once, each streaming 100 events/s to two SSE viewers and one MCP client.
+
+For each size (10, 100, 500 runs by default) a fresh daemon starts that many runs whose
+children (a small Perl loop, so that 500 of them fit next to the daemon) wait until a go
+file appears, then print 100 timestamped lines/s in bursts of 5 for SECONDS. Each run has two
+SSE viewers (joined at after=0) and one MCP client over Streamable HTTP parked in `wait_run`
+until the run ends (a real JSON-RPC session, the call an outer agent makes), all from client
+processes of their own.
+
+Figures per size: p99 delivery latency (the child's stamp to the client's read) over the
+streaming window, the daemon's CPU seconds (utime + stime from /proc/<pid>/stat, less what
+it burns in the same time with everything in place but quiet) per 100k events logged, the
+daemon's peak RSS. The cost per event should stay flat from the smallest
+size to the largest (within 25%), and RSS grow at most linearly: the per-run figure is the
+slope between the smallest and largest size.
+
+Sizes: `python bench/scale.py [runs ...]`; BENCH_SCALE_SECONDS sets the streaming time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from common import Daemon, Figure, create_run, percentile, report, wait_terminal
+from join import Clients
+
+SECONDS = float(os.environ.get("BENCH_SCALE_SECONDS", "10"))
+RATE = 100
+BURST = 5
+VIEWERS = 2
+PROCS = 4
+PERL = r"""
+use Time::HiRes qw(time sleep);
+$| = 1;
+my ($go, $rate, $seconds, $burst) = @ARGV;
+my $n = int($rate * $seconds);
+sleep(0.05) until -e $go;
+my $at = time;
+for (my $i = 0; $i < $n; $i += $burst) {
+    my $due = $at + $i / $rate;
+    my $wait = $due - time;
+    sleep($wait) if $wait > 0;
+    for my $j (0 .. $burst - 1) { printf("t=%.6f n=%d\n", time, $i + $j); }
+}
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def watched(http: httpx.Client, ids: list[str]) -> None:
+    """Wait until every run has its SSE viewers and its MCP client attached."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        health = http.get("/api/health").json()
+        if health.get("openStreams", 0) >= len(ids) * VIEWERS:
+            time.sleep(1)  # the MCP calls come right behind their run's viewers
+            return
+        time.sleep(0.2)
+    raise TimeoutError("viewers did not connect")
+
+
+def measure(runs: int) -> dict[str, float | bool]:
+    """One size on a fresh daemon."""
+    data = Path(tempfile.mkdtemp(prefix="od-runs-bench-"))
+    d = Daemon(data / "runs_log").start()
+    assert d.proc is not None
+    try:
+        idle_rss = d.rss_mb()
+        # Children wait for the go file, so every run is created and watched before any
+        # of them streams.
+        go = data / "go"
+        with httpx.Client(base_url=d.url, timeout=120) as http:
+            child = ["perl", "-e", PERL, str(go), str(RATE), str(SECONDS), str(BURST)]
+            ids = [
+                create_run(http, agentId="command", command=child, prompt="s")["id"]
+                for _ in range(runs)
+            ]
+            parts = [ids[i::PROCS] for i in range(PROCS) if ids[i::PROCS]]
+            clients = [Clients(d.port, part, VIEWERS, 0, "--mcp") for part in parts]
+            peak = [0.0]
+            stop = threading.Event()
+
+            def sample_rss() -> None:
+                while not stop.wait(0.5):
+                    peak[0] = max(peak[0], d.rss_mb())
+
+            sampler = threading.Thread(target=sample_rss, daemon=True)
+            sampler.start()
+            watched(http, ids)
+            # What the daemon costs with every run and client in place but nothing streaming
+            # (timers, the status writer): taken off, so the figure is the cost of events.
+            quiet_cpu, quiet_from = cpu_seconds(d.proc.pid), time.monotonic()
+            time.sleep(3)
+            idle_rate = (cpu_seconds(d.proc.pid) - quiet_cpu) / (time.monotonic() - quiet_from)
+            cpu_start, cpu_from = cpu_seconds(d.proc.pid), time.monotonic()
+            at = time.time()
+            go.touch()
+            results = [c.result() for c in clients]
+            cpu = cpu_seconds(d.proc.pid) - cpu_start
+            cpu -= idle_rate * (time.monotonic() - cpu_from)
+            stop.set()
+            statuses = [wait_terminal(http, run_id) for run_id in ids]
+        events = sum(s["lastEventId"] for s in statuses)
+        expected = {s["id"]: s["lastEventId"] for s in statuses}
+        viewers = [v for r in results for v in r["viewers"]]
+        complete = len(viewers) == runs * VIEWERS and all(
+            v[3] and v[2] in expected.values() for v in viewers
+        )
+        mcp = [m for r in results for m in r["mcp"]]
+        mcp_ok = len(mcp) == runs and all(m[2] for m in mcp)
+        samples = [s for r in results for s in r["samples"] if at + 1 <= s[0] < at + SECONDS]
+        weighted = [lat for _, lat, n in samples for _ in range(n)]
+        return {
+            "p99": percentile(weighted, 99) * 1000,
+            "cpu_per_100k": cpu / events * 100_000,
+            "idle_cpu": idle_rate,
+            "rss": peak[0],
+            "idle_rss": idle_rss,
+            "complete": complete and mcp_ok,
+        }
+    finally:
+        d.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main() -> None:
+    """Each size on its own daemon, smallest first (its cost is the baseline)."""
+    sizes = sorted(int(a) for a in sys.argv[1:] if a.isdigit()) or [10, 100, 500]
+    results = {n: measure(n) for n in sizes}
+    if os.environ.get("BENCH_VERBOSE"):
+        print(results, file=sys.stderr)
+    small, large = sizes[0], sizes[-1]
+    base_cpu = float(results[small]["cpu_per_100k"])
+    per_run = (
+        (float(results[large]["rss"]) - float(results[small]["rss"])) / (large - small)
+        if large > small
+        else 0.0
+    )
+    figures = []
+    for n in sizes:
+        m = results[n]
+        cpu = float(m["cpu_per_100k"])
+        label = f"scale, {n} runs x {RATE} events/s, 2 SSE + 1 MCP wait_run each"
+        ok = "every viewer and MCP client got the whole run: " + ("yes" if m["complete"] else "NO")
+        figures += [
+            Figure(f"{label}: p99 latency", float(m["p99"]), "ms", "reported", "", None, ok),
+            Figure(
+                f"{label}: daemon CPU per 100k events",
+                cpu,
+                "s",
+                f"within 25% of {small} runs",
+                f"{small} runs {base_cpu:.2f} s",
+                abs(cpu - base_cpu) <= 0.25 * base_cpu and bool(m["complete"]),
+            ),
+            Figure(
+                f"{label}: daemon RSS",
+                float(m["rss"]),
+                "MB",
+                "linear in runs",
+                f"idle daemon {float(m['idle_rss']):.0f} MB",
+                None,
+                f"{per_run * 1024:.0f} KB per run from {small} to {large} runs"
+                if n == large and large > small
+                else "",
+            ),
+        ]
+    report(figures)
+
+
+if __name__ == "__main__":
+    main()
