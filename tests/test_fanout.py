@@ -36,7 +36,7 @@ async def test_many_readers_get_a_burst_as_one_shared_batch() -> None:
     window and reaches every reader as the same bytes, once, in order."""
     hub = Fanout()
     readers = [hub.subscribe() for _ in range(500)]
-    assert min(MAX_WINDOW, 500 * WINDOW_PER_READER) >= 0.010  # a window to gather a burst in
+    assert 500 * WINDOW_PER_READER >= MAX_WINDOW  # the window is at its bound here
     hub.offer([line(1)])
     first = [await r.take() for r in readers]
     assert all(ids(b) == [1] for b in first)

@@ -17,12 +17,13 @@ from .eventlog import LogLine
 # Bytes of events a live reader may have pending before it is dropped (it resumes from the
 # log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
 SUBSCRIBER_LIMIT = int(os.environ.get("OD_RUNS_SUBSCRIBER_BUFFER", 8 * 1024 * 1024))
-# A publish costs the loop about 20 us per reader (a wake-up and a socket write); the window
-# between publishes is twice that, so fan-out takes at most about half the loop and leaves
-# the rest to readers catching up, new requests and the runs themselves (500 readers: 20 ms)...
-WINDOW_PER_READER = 40e-6
+# Publishing costs about this much loop time per live reader; the window between publishes
+# grows with them so fan-out cannot take the whole loop (500 readers: 10 ms). A wider window
+# (40 us, up to 40 ms) left more room to viewers catching up but made the live p99 of 500
+# readers 45 ms instead of 24-28 ms (bench/fanout.py, same machine, same hour)...
+WINDOW_PER_READER = 20e-6
 # ...up to this bound on the delay it adds to an event.
-MAX_WINDOW = 0.040
+MAX_WINDOW = 0.010
 
 
 class Batch:
