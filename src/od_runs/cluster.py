@@ -353,10 +353,13 @@ class Cluster:
         elif kind == "e" and mirrors is not None:
             mirrors.poke(run_id)
         elif kind == "s":
+            status, _, conversation = extra.partition(" ")
             if mirrors is not None:
                 mirrors.poke(run_id, status=True)
-            if extra in TERMINAL_STATES:
-                self._wake.set()  # the next run of its conversation may go now
+            # A run's end frees a place here (ours), or lets its conversation's next run go:
+            # otherwise the queue has nothing new for this daemon.
+            if status in TERMINAL_STATES and (conversation or run_id in self.lifecycle.runs):
+                self._wake.set()
             if len(self.lifecycle.status_hub) and run_id not in self.lifecycle.runs:
                 self._tg.start_soon(self._publish_status, run_id)
         elif kind == "c":

@@ -413,8 +413,8 @@ class ClusterDb:
         )
         await conn.execute(
             "SELECT pg_notify('od_runs', 'e ' || %s || ' ' || %s),"
-            " pg_notify('od_runs', 's ' || %s || ' ' || %s)",
-            (body.id, body.lastEventId, body.id, body.status),
+            " pg_notify('od_runs', 's ' || %s || ' ' || %s || ' ' || %s)",
+            (body.id, body.lastEventId, body.id, body.status, body.conversationId or ""),
         )
 
 

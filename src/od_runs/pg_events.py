@@ -228,7 +228,6 @@ class PgEventStore:
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
             open=False,
             timeout=CONNECT_TIMEOUT,
-            check=ConnectionPool.check_connection,
             reconnect_timeout=RECONNECT_TIMEOUT,
         )
         try:

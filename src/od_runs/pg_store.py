@@ -194,8 +194,8 @@ async def open_pool(url: str, max_size: int = 4) -> AsyncConnectionPool[Any]:
         open=False,
         # A request waits this long for a connection, not the pool's 30 s: then it is a 503.
         timeout=CONNECT_TIMEOUT,
-        # A connection the server dropped is found and replaced when it is taken.
-        check=AsyncConnectionPool.check_connection,
+        # No check per checkout (a round trip per query): a connection the server dropped
+        # fails its one request with a 503, and the pool replaces it.
         reconnect_timeout=RECONNECT_TIMEOUT,
     )
     try:
@@ -226,7 +226,8 @@ _COLUMNS = "body::text, client_request_id, request_hash, child_start_time, worke
 # Every daemon LISTENs here; payloads carry ids only (cluster.py says which).
 CHANNEL = "od_runs"
 _NOTIFY_STATUS = """
-SELECT pg_notify('od_runs', 's ' || r || ' ' || s) FROM unnest(%s::text[], %s::text[]) AS u(r, s)
+SELECT pg_notify('od_runs', 's ' || r || ' ' || s || ' ' || c)
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(r, s, c)
 """
 
 _SESSION_UPSERT = """
@@ -309,7 +310,12 @@ class PgRunStore(CoalescingWriter):
             await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
             # Other daemons following these runs refresh their status (committed with it).
             await conn.execute(
-                _NOTIFY_STATUS, ([r.body.id for r in rows], [r.body.status for r in rows])
+                _NOTIFY_STATUS,
+                (
+                    [r.body.id for r in rows],
+                    [r.body.status for r in rows],
+                    [r.body.conversationId or "" for r in rows],
+                ),
             )
 
     # Reading ------------------------------------------------------------------------------
