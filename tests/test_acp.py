@@ -385,7 +385,8 @@ async def test_an_agent_that_ignores_session_cancel_gets_the_signal_ladder_after
     request = RunCreate(
         agentId="acp", prompt="hi", cwd=str(tmp_path), command=fake_agent("ignore-cancel", record)
     )
-    async with open_service(data_dir, grace=0.5) as service:
+    # A grace a loaded machine still honours: the agent handles SIGTERM, but not instantly.
+    async with open_service(data_dir, grace=2.0) as service:
         started = await service.start(request)
         # The agent's plan says the turn is under way.
         await wait_for_agent_event(service, started.id, lambda d: d.get("type") == "plan")
