@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from od_runs import eventlog
+from od_runs import eventlog, frame_spans
 from od_runs.eventlog import INDEX_EVERY, SLICE_BYTES, EventLog, MemoryLog, encode_lines
 from od_runs.models import RunCreate
 from od_runs.replay_turns import ReplayTurns
@@ -113,7 +113,7 @@ def test_one_huge_log_does_not_push_the_others_out_of_the_shared_frames(
 ) -> None:
     """Invariant 7: the shared frames stay within their budget, and one log takes a quarter
     of it at most, so a reader going through a huge run leaves a crowd's run cached."""
-    monkeypatch.setattr(eventlog, "_span_cache", eventlog._SpanCache(400_000))
+    monkeypatch.setattr(eventlog, "span_cache", frame_spans.SpanCache(400_000))
     framed: list[int] = []
     real = eventlog._frames
     monkeypatch.setattr(eventlog, "_frames", lambda data: framed.append(1) or real(data))
@@ -125,7 +125,7 @@ def test_one_huge_log_does_not_push_the_others_out_of_the_shared_frames(
     for first in range(1, 20_001, 1000):
         append(huge, first, 1000)
     assert b"".join(f for f, _, _ in slices(huge, 0, 20_000)) == expected_frames(huge, 0, 20_000)
-    assert eventlog._span_cache._bytes <= 400_000
+    assert eventlog.span_cache._bytes <= 400_000
     before = len(framed)
     assert b"".join(f for f, _, _ in slices(crowd, 0, 500)) == expected
     assert len(framed) == before  # served from the shared frames, not framed again

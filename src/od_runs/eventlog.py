@@ -11,12 +11,13 @@ import errno
 import json
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 from typing import BinaryIO
+
+from .frame_spans import SLICE_BYTES, SPAN_KEYS, SPAN_MAX_BYTES, Span, slice_spans, span_cache
 
 LOG_NAME = "events.jsonl"
 DIR_MODE = 0o700
@@ -34,126 +35,6 @@ def _frames(data: bytes) -> bytes:
     return b"".join(
         [b"id: %b\nevent: %b\ndata: %b\n\n" % (i, e, line) for line, i, e in _LINE_RE.findall(data)]
     )
-
-
-# Replay of a live run is served in spans of INDEX_EVERY events, framed once and kept for
-# every reader that replays the same history (a crowd opening a run at after=0): this many
-# bytes of frames at most, over all logs of the process, least recently used dropped first.
-SPAN_CACHE_BYTES = int(os.environ.get("OD_RUNS_REPLAY_CACHE", 64 * 1024 * 1024))
-# A span whose lines take more than this (huge events) is not framed on the event loop.
-SPAN_MAX_BYTES = 1024 * 1024
-# Bytes of frames one frame_slice() hands out at most (one span more at worst).
-SLICE_BYTES = 256 * 1024
-_SPAN_KEYS = count()
-
-
-class _Span:
-    """The frames of one span of a log: the events from first_id to last_id (maybe not all
-    of the span yet, while the run writes it), and the log offset where they end."""
-
-    __slots__ = ("end_offset", "first_id", "frames", "last_event", "last_id")
-
-    def __init__(
-        self, first_id: int, last_id: int, last_event: str, frames: bytes, end_offset: int
-    ) -> None:
-        self.first_id = first_id
-        self.last_id = last_id
-        self.last_event = last_event
-        self.frames = frames
-        self.end_offset = end_offset
-
-
-class _SpanCache:
-    """Framed spans of every log of the process, within a byte budget (least recent out).
-
-    One log may fill a quarter of it at most: a reader going through a huge log frames
-    its spans without pushing out every other run's history.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._spans: OrderedDict[tuple[int, int], _Span] = OrderedDict()
-        self._bytes = 0
-        self._per_log: dict[int, int] = {}
-
-    def get(self, key: tuple[int, int]) -> _Span | None:
-        """The span under key, now the most recently used; None if not kept."""
-        span = self._spans.get(key)
-        if span is not None:
-            self._spans.move_to_end(key)
-        return span
-
-    def put(self, key: tuple[int, int], span: _Span) -> None:
-        """Keep span under key, dropping the least recently used beyond the budget."""
-        old = self._spans.pop(key, None)
-        if old is not None:
-            self._account(key[0], -len(old.frames))
-        if self._per_log.get(key[0], 0) + len(span.frames) > self.budget // 4:
-            return  # this log has its share: the span serves the reader that built it only
-        self._spans[key] = span
-        self._account(key[0], len(span.frames))
-        while self._bytes > self.budget and self._spans:
-            dropped_key, dropped = self._spans.popitem(last=False)
-            self._account(dropped_key[0], -len(dropped.frames))
-
-    def _account(self, log_key: int, size: int) -> None:
-        self._bytes += size
-        left = self._per_log.get(log_key, 0) + size
-        if left:
-            self._per_log[log_key] = left
-        else:
-            self._per_log.pop(log_key, None)
-
-
-_span_cache = _SpanCache(SPAN_CACHE_BYTES)
-
-
-def _slice_spans(
-    cursor: int, upto: int, budget: int, span_at: Callable[[int, int], _Span | None]
-) -> tuple[bytes, int, str] | None:
-    """Frames of the events after cursor up to upto, from whole spans, about budget bytes.
-
-    span_at(k, need) is span k framed through at least id need, or None if it cannot be
-    had without blocking. Only the first and last span of a slice are cut, with a bytes
-    search for a frame start (`id: N` after a blank line): no work per event.
-    """
-    pieces: list[bytes] = []
-    size = 0
-    last_id, last_event = cursor, ""
-    while last_id < upto and size < budget:
-        k = last_id // INDEX_EVERY
-        need = min(upto, (k + 1) * INDEX_EVERY)
-        span = span_at(k, need)
-        if span is None or span.last_id <= last_id:
-            break
-        frames = span.frames
-        if span.first_id <= last_id:  # starts inside the span: cut its head
-            frames = frames[_frame_start(frames, last_id + 1) :]
-        if span.last_id > upto:  # ends inside the span: cut its tail
-            frames = frames[: _frame_start(frames, upto + 1)]
-            last_id, last_event = upto, _last_frame_event(frames)
-        else:
-            last_id, last_event = span.last_id, span.last_event
-        pieces.append(frames)
-        size += len(frames)
-    if not pieces:
-        return None
-    return (pieces[0] if len(pieces) == 1 else b"".join(pieces)), last_id, last_event
-
-
-def _frame_start(frames: bytes, event_id: int) -> int:
-    """Where the frame of event_id starts in frames (a JSON line holds no raw newline, so
-    `\n\nid: N\n` only occurs between frames)."""
-    head = b"id: %d\n" % event_id
-    if frames.startswith(head):
-        return 0
-    return frames.index(b"\n\n" + head) + 2
-
-
-def _last_frame_event(frames: bytes) -> str:
-    """The event name of the last frame."""
-    start = frames.rindex(b"\nevent: ") + 8
-    return frames[start : frames.index(b"\n", start)].decode()
 
 
 def now_iso() -> str:
@@ -248,7 +129,7 @@ class EventLog:
         # _index[k] is the byte offset of the line with id k * INDEX_EVERY + 1.
         self._index: list[int] = []
         self._indexed_upto = 0
-        self._span_key = next(_SPAN_KEYS)
+        self._span_key = next(SPAN_KEYS)
 
     @classmethod
     def create(cls, run_dir: Path) -> EventLog:
@@ -327,12 +208,12 @@ class EventLog:
         """
         if upto > self._indexed_upto:
             return None
-        return _slice_spans(cursor, upto, budget, self._span)
+        return slice_spans(cursor, upto, budget, self._span, INDEX_EVERY)
 
-    def _span(self, k: int, need: int) -> _Span | None:
+    def _span(self, k: int, need: int) -> Span | None:
         """Span k framed through at least event need, from the cache or the file."""
         key = (self._span_key, k)
-        span = _span_cache.get(key)
+        span = span_cache.get(key)
         if span is not None and span.last_id >= need:
             return span
         if k >= len(self._index):
@@ -355,8 +236,8 @@ class EventLog:
             return span
         last_id, last_event = _last_prefix(data)
         frames = _frames(data) if span is None else span.frames + _frames(data)
-        grown = _Span(k * INDEX_EVERY + 1, last_id, last_event, frames, offset + len(data))
-        _span_cache.put(key, grown)
+        grown = Span(k * INDEX_EVERY + 1, last_id, last_event, frames, offset + len(data))
+        span_cache.put(key, grown)
         return grown
 
     def read_after(self, cursor: int, upto: int | None = None) -> Iterator[list[LogLine]]:
@@ -517,7 +398,7 @@ class MemoryLog:
     def __init__(self) -> None:
         self._lines: list[LogLine] = []
         self.writable = True
-        self._span_key = next(_SPAN_KEYS)
+        self._span_key = next(SPAN_KEYS)
 
     def append_lines(self, lines: list[LogLine]) -> None:
         """Keep the lines; ids are dense and start at 1, so position is id - 1."""
@@ -541,19 +422,19 @@ class MemoryLog:
         self, cursor: int, upto: int, budget: int = SLICE_BYTES
     ) -> tuple[bytes, int, str] | None:
         """The same as EventLog.frame_slice, from memory."""
-        return _slice_spans(cursor, min(upto, len(self._lines)), budget, self._span)
+        return slice_spans(cursor, min(upto, len(self._lines)), budget, self._span, INDEX_EVERY)
 
-    def _span(self, k: int, need: int) -> _Span | None:
+    def _span(self, k: int, need: int) -> Span | None:
         key = (self._span_key, k)
-        span = _span_cache.get(key)
+        span = span_cache.get(key)
         if span is not None and span.last_id >= need:
             return span
         lines = self._lines[k * INDEX_EVERY : (k + 1) * INDEX_EVERY]
         if not lines:
             return None
         frames = b"".join([line.frame for line in lines])
-        span = _Span(lines[0].id, lines[-1].id, lines[-1].event, frames, 0)
-        _span_cache.put(key, span)
+        span = Span(lines[0].id, lines[-1].id, lines[-1].event, frames, 0)
+        span_cache.put(key, span)
         return span
 
     def read_frames_after(
