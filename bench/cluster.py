@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -51,6 +50,7 @@ from common import (
     report,
     wait_terminal,
 )
+from sse_read import FrameReader
 
 # PgServer lives with the tests; bench runs from bench/ or the repo root.
 sys.path.insert(0, str(ROOT))
@@ -188,31 +188,16 @@ def ingest_figure(cluster: Cluster, lone: Daemon, events: int) -> Figure:
 # (b) cross-daemon latency ----------------------------------------------------------------
 
 
-class Viewer(asyncio.Protocol):
-    """One raw HTTP/1.1 SSE reader; the child's stamp in each line dates what it reads."""
+class Viewer(FrameReader):
+    """One SSE reader; the child's stamp in each line dates what it reads."""
 
     def __init__(self, request: bytes, measure_from: list[float], done: asyncio.Event) -> None:
-        self.request = request
+        super().__init__(request)
         self.measure_from = measure_from
         self.done = done
-        self.events = 0
-        self.ended = False
         self.samples: list[tuple[float, int]] = []  # (latency s, events it covers)
-        self.carry = b""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport  # uvloop's transports are not asyncio.Transport
-        self.transport.write(self.request)
-
-    def data_received(self, chunk: bytes) -> None:
-        now = time.time()
-        data = self.carry + chunk
-        cut = data.rfind(b"\n\n")
-        whole, self.carry = data[: cut + 2], data[cut + 2 :]
-        count = whole.count(b"\nevent: ")
-        if not count:
-            return
-        self.events += count
+    def on_frames(self, whole: bytes, count: int, now: float) -> None:
         first = EMIT.search(whole)
         # The oldest line of a read waited longest: charging its latency to the whole read
         # over-states the tail, never under-states it.
@@ -220,12 +205,6 @@ class Viewer(asyncio.Protocol):
             sent = float(first.group(1))
             if sent >= self.measure_from[0]:
                 self.samples.append((now - sent, count))
-        if b"\nevent: end\n" in whole:
-            self.ended = True
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.done.set()
 
 
 async def view(port: int, run_id: str, after: int, clients: int, timeout: float) -> dict:

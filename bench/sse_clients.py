@@ -21,53 +21,32 @@ from typing import Any
 
 import uvloop
 
+from sse_read import FrameReader
+
 STAMP = re.compile(rb"t=(\d+\.\d+)")
 
 
-class Viewer(asyncio.Protocol):
-    """One raw HTTP/1.1 SSE reader; counts events and samples latency once it is live."""
+class Viewer(FrameReader):
+    """One SSE reader; counts events and samples latency once it is live."""
 
     def __init__(self, request: bytes, samples: list[tuple[float, float, int]]) -> None:
-        self.request = request
+        super().__init__(request)
         self.samples = samples
         self.joined = 0.0
         self.live = 0.0
-        self.events = 0
-        self.ended = False
-        self.carry = b""
-        self.done = asyncio.Event()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport
-        self.transport.write(self.request)
-
-    def data_received(self, chunk: bytes) -> None:
-        now = time.time()
-        data = self.carry + chunk
-        cut = data.rfind(b"\n\n")
-        whole, self.carry = data[: cut + 2], data[cut + 2 :]
-        count = whole.count(b"\nevent: ")
-        if not count:
-            return
-        self.events += count
+    def on_frames(self, whole: bytes, count: int, now: float) -> None:
         if not self.live:
             last = STAMP.match(whole, whole.rfind(b"t="))
             if last is not None and float(last.group(1)) >= self.joined:
                 self.live = now  # a line printed after the join: caught up
             return  # this read still carries history: no latency sample
-        if self.live:
-            first = STAMP.search(whole)
-            if first is not None:
-                # The oldest line of a read waited longest; charging it to every event of
-                # the read over-states the tail, never under-states it.
-                stamp = float(first.group(1))
-                self.samples.append((stamp, now - stamp, count))
-        if b"\nevent: end\n" in whole:
-            self.ended = True
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.done.set()
+        first = STAMP.search(whole)
+        if first is not None:
+            # The oldest line of a read waited longest; charging it to every event of the
+            # read over-states the tail, never under-states it.
+            stamp = float(first.group(1))
+            self.samples.append((stamp, now - stamp, count))
 
 
 class McpWaiter(asyncio.Protocol):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .conftest import Daemon, poll, wait_terminal
-from .test_status_events import frames_of
+from .test_status_events import delete_while_listening
 
 
 def test_a_run_deleted_on_one_daemon_is_gone_from_all_and_from_its_host(
@@ -33,23 +33,7 @@ def test_a_run_deleted_on_one_daemon_is_gone_from_all_and_from_its_host(
         run_dir = Path(done["eventsLogPath"]).parent
         assert run_dir.is_relative_to(a.data_dir) and run_dir.is_dir()
 
-        seen: list[tuple[str, dict]] = []
-        buffer = ""
-        with (
-            c.client() as http,
-            http.stream("GET", "/api/events", params={"projectId": "pd"}) as response,
-        ):
-            for chunk in response.iter_text():
-                buffer += chunk
-                complete, _, buffer = buffer.rpartition("\n\n")
-                seen += frames_of(complete)
-                if len(seen) == 1:
-                    assert seen[0][0] == "snapshot"
-                    with b.client() as other:
-                        deleted = other.delete(f"/api/runs/{run['id']}")
-                        assert deleted.status_code == 200, deleted.text
-                if any(name == "deleted" for name, _ in seen):
-                    break
+        seen = delete_while_listening(c, b, run["id"], "pd")
         assert [r["id"] for r in seen[0][1]["runs"]] == [run["id"]]
         assert ("deleted", {"id": run["id"]}) in seen[1:]
         for daemon in daemons:

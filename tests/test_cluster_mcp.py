@@ -38,39 +38,25 @@ async def test_mcp_on_a_daemon_that_does_not_execute_the_run(tmp_path: Path, pg_
         run = cluster.create("w1", body)
         assert cluster.executor(run["id"], "w1") == "w1"
         async with connect(cluster["w2"], "http") as client:
+
+            async def wait(cursor: int) -> dict:
+                args = {"runId": run["id"], "after": cursor, "timeoutSeconds": 20}
+                # returnOnEvent: back at each batch; limit: every event, none skipped.
+                result = await call(
+                    client, "wait_run", {**args, "returnOnEvent": True, "limit": 100}
+                )
+                assert result.get("skipped", 0) == 0
+                return result
+
             cursor, seen = 0, []
             while len([e for e in seen if e["event"] == "stdout"]) < 20:
-                result = await call(
-                    client,
-                    "wait_run",
-                    {
-                        "runId": run["id"],
-                        "after": cursor,
-                        "timeoutSeconds": 20,
-                        "returnOnEvent": True,
-                        "limit": 100,  # every event, none skipped
-                    },
-                )
-                assert not result["done"] and result.get("skipped", 0) == 0
-                seen += result["events"]
-                cursor = result["nextCursor"]
+                result = await wait(cursor)
+                assert not result["done"]
+                seen, cursor = seen + result["events"], result["nextCursor"]
             release(gate)
-            while True:
-                result = await call(
-                    client,
-                    "wait_run",
-                    {
-                        "runId": run["id"],
-                        "after": cursor,
-                        "timeoutSeconds": 20,
-                        "returnOnEvent": True,
-                        "limit": 100,  # every event, none skipped
-                    },
-                )
-                seen += result["events"]
-                cursor = result["nextCursor"]
-                if result["done"]:
-                    break
+            while not result["done"]:
+                result = await wait(cursor)
+                seen, cursor = seen + result["events"], result["nextCursor"]
             assert result["run"]["status"] == "succeeded"
             assert result["run"]["workerId"] == "w1"
             page = await call(

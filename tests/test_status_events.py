@@ -33,6 +33,31 @@ def frames_of(text: str) -> list[tuple[str, dict]]:
     return out
 
 
+def delete_while_listening(
+    listener: Daemon, deleter: Daemon, run_id: str, project: str
+) -> list[tuple[str, dict]]:
+    """Follow the project's list on listener; once its snapshot is in, delete the run through
+    deleter; the frames seen up to `event: deleted`."""
+    seen: list[tuple[str, dict]] = []
+    buffer = ""
+    with (
+        listener.client() as http,
+        http.stream("GET", "/api/events", params={"projectId": project}) as response,
+    ):
+        for chunk in response.iter_text():
+            buffer += chunk
+            complete, _, buffer = buffer.rpartition("\n\n")
+            seen += frames_of(complete)
+            if len(seen) == 1:
+                assert seen[0][0] == "snapshot"
+                with deleter.client() as other:
+                    deleted = other.delete(f"/api/runs/{run_id}")
+                    assert deleted.status_code == 200, deleted.text
+            if any(name == "deleted" for name, _ in seen):
+                break
+    return seen
+
+
 def test_a_subscriber_that_falls_behind_is_dropped_and_told_so() -> None:
     """Memory is bounded per client (invariant 10): past the limit the subscriber is closed
     and its on_drop runs, while other subscribers keep receiving."""
@@ -108,21 +133,6 @@ def test_a_deleted_run_is_announced_to_the_list_stream(shared: Daemon) -> None:
     one of its runs is deleted, so the web monitor drops the row without a reload."""
     run = shared.create({"projectId": "evs-del", "demo": {"events": 4, "fast": True}})
     poll("the run to finish", lambda: _status(shared, run["id"]) == "succeeded")
-    seen: list[tuple[str, dict]] = []
-    buffer = ""
-    with (
-        shared.client() as http,
-        http.stream("GET", "/api/events", params={"projectId": "evs-del"}) as response,
-    ):
-        for chunk in response.iter_text():
-            buffer += chunk
-            complete, _, buffer = buffer.rpartition("\n\n")
-            seen += frames_of(complete)
-            if len(seen) == 1:
-                assert seen[0][0] == "snapshot"
-                with shared.client() as other:
-                    assert other.delete(f"/api/runs/{run['id']}").status_code == 200
-            if any(name == "deleted" for name, _ in seen):
-                break
+    seen = delete_while_listening(shared, shared, run["id"], "evs-del")
     assert [run["id"]] == [r["id"] for r in seen[0][1]["runs"]]
     assert ("deleted", {"id": run["id"]}) in seen[1:]

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import count
@@ -130,6 +131,10 @@ class EventLog:
         self._index: list[int] = []
         self._indexed_upto = 0
         self._span_key = next(SPAN_KEYS)
+        # The file as frame_slice() reads it, opened at its first slice and held while this
+        # object lives: a reader replaying a run that is deleted meanwhile finishes what it
+        # began (the unlinked file stays readable), with no gap before its `end`.
+        self._reader: int | None = None
 
     @classmethod
     def create(cls, run_dir: Path) -> EventLog:
@@ -223,14 +228,13 @@ class EventLog:
         if end - start > SPAN_MAX_BYTES:
             return None
         offset = span.end_offset if span is not None else start
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:  # deleted: the reader falls back and finds nothing
-            return None
-        try:
-            data = os.pread(fd, end - offset, offset)
-        finally:
-            os.close(fd)
+        if self._reader is None:
+            try:
+                self._reader = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # deleted before any slice: the reader finds nothing
+                return None
+            weakref.finalize(self, os.close, self._reader)
+        data = os.pread(self._reader, end - offset, offset)
         data = data[: data.rfind(b"\n") + 1]
         if not data:
             return span
