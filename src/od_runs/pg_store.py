@@ -305,8 +305,8 @@ class PgRunStore(CoalescingWriter):
             raise DuplicateRequest(row.client_request_id) from None
 
     async def _commit_rows(self, rows: builtins.list[RunRow]) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
-            # executemany pipelines the statements: one round trip for the batch.
+        # One pipeline: BEGIN, the upserts, the notifications and COMMIT in one round trip.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.cursor().executemany(_UPSERT, [_params(r) for r in rows])
             # Other daemons following these runs refresh their status (committed with it).
             await conn.execute(
