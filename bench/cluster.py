@@ -50,7 +50,7 @@ from common import (
     report,
     wait_terminal,
 )
-from sse_read import FrameReader
+from sse_read import LatencyReader
 
 # PgServer lives with the tests; bench runs from bench/ or the repo root.
 sys.path.insert(0, str(ROOT))
@@ -188,23 +188,10 @@ def ingest_figure(cluster: Cluster, lone: Daemon, events: int) -> Figure:
 # (b) cross-daemon latency ----------------------------------------------------------------
 
 
-class Viewer(FrameReader):
-    """One SSE reader; the child's stamp in each line dates what it reads."""
-
-    def __init__(self, request: bytes, measure_from: list[float], done: asyncio.Event) -> None:
-        super().__init__(request)
-        self.measure_from = measure_from
-        self.done = done
-        self.samples: list[tuple[float, int]] = []  # (latency s, events it covers)
-
-    def on_frames(self, whole: bytes, count: int, now: float) -> None:
-        first = EMIT.search(whole)
-        # The oldest line of a read waited longest: charging its latency to the whole read
-        # over-states the tail, never under-states it.
-        if first and self.measure_from[0]:
-            sent = float(first.group(1))
-            if sent >= self.measure_from[0]:
-                self.samples.append((now - sent, count))
+def _child_stamp(whole: bytes) -> float | None:
+    """The child's own wall-clock stamp in the first line of a read."""
+    first = EMIT.search(whole)
+    return float(first.group(1)) if first else None
 
 
 async def view(port: int, run_id: str, after: int, clients: int, timeout: float) -> dict:
@@ -217,7 +204,7 @@ async def view(port: int, run_id: str, after: int, clients: int, timeout: float)
     measure_from = [0.0]
     viewers = []
     for _ in range(clients):
-        viewer = Viewer(request, measure_from, asyncio.Event())
+        viewer = LatencyReader(request, measure_from, asyncio.Event(), _child_stamp)
         await loop.create_connection(lambda v=viewer: v, "127.0.0.1", port)
         viewers.append(viewer)
     deadline = time.monotonic() + 30

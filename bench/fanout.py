@@ -17,7 +17,7 @@ import httpx
 import uvloop
 
 from common import Figure, create_run, daemon, percentile, report, ts_epoch, wait_terminal
-from sse_read import FrameReader
+from sse_read import LatencyReader
 
 CLIENTS = 500
 RATE = 2000
@@ -25,26 +25,13 @@ SECONDS = 20.0
 TS = re.compile(rb'"ts":"([^"]{24})"')
 
 
-class Client(FrameReader):
-    """One SSE reader; latency from each read's oldest event's `ts`."""
-
-    def __init__(self, request: bytes, measure_from: list[float], done: asyncio.Event) -> None:
-        super().__init__(request)
-        self.measure_from = measure_from
-        self.done = done
-        self.samples: list[tuple[float, int]] = []  # (latency s, events it covers)
-
-    def on_frames(self, whole: bytes, count: int, now: float) -> None:
-        first = TS.search(whole)
-        # The oldest event of a read waited longest: charging its latency to every event of
-        # the read over-states the tail, never under-states it.
-        if first and self.measure_from[0]:
-            sent = ts_epoch(first.group(1))
-            if sent >= self.measure_from[0]:
-                self.samples.append((now - sent, count))
+def _daemon_ts(whole: bytes) -> float | None:
+    """The daemon's `ts` of the first event of a read."""
+    first = TS.search(whole)
+    return ts_epoch(first.group(1)) if first else None
 
 
-async def fan_out(port: int, run_id: str, clients: int, after: int) -> list[Client]:
+async def fan_out(port: int, run_id: str, clients: int, after: int) -> list[LatencyReader]:
     """Connect all clients, then note the time from which latency counts."""
     loop = asyncio.get_running_loop()
     request = (
@@ -55,7 +42,7 @@ async def fan_out(port: int, run_id: str, clients: int, after: int) -> list[Clie
     began = time.monotonic()
     readers = []
     for _ in range(clients):
-        reader = Client(request, measure_from, asyncio.Event())
+        reader = LatencyReader(request, measure_from, asyncio.Event(), _daemon_ts)
         await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
         readers.append(reader)
     # Events stamped once everyone is connected and streaming (plus a beat) are measured.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,4 +48,29 @@ class FrameReader(asyncio.Protocol):
         self.done.set()
 
 
-__all__ = ["FrameReader"]
+class LatencyReader(FrameReader):
+    """A reader that dates each read by the oldest stamp in it (stamp() of the read's bytes)
+    and samples its latency once measure_from[0] is set."""
+
+    def __init__(
+        self,
+        request: bytes,
+        measure_from: list[float],
+        done: asyncio.Event,
+        stamp: Callable[[bytes], float | None],
+    ) -> None:
+        super().__init__(request)
+        self.measure_from = measure_from
+        self.done = done
+        self.stamp = stamp
+        self.samples: list[tuple[float, int]] = []  # (latency s, events it covers)
+
+    def on_frames(self, whole: bytes, count: int, now: float) -> None:
+        sent = self.stamp(whole) if self.measure_from[0] else None
+        # The oldest event of a read waited longest: charging its latency to every event of
+        # the read over-states the tail, never under-states it.
+        if sent is not None and sent >= self.measure_from[0]:
+            self.samples.append((now - sent, count))
+
+
+__all__ = ["FrameReader", "LatencyReader"]

@@ -318,12 +318,7 @@ class ClusterDb:
             for record in await cur.fetchall():
                 row = _row(record[:6])
                 if row.body.status == "queued" and record[6] is not None:
-                    await conn.execute(
-                        "UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1"
-                        " WHERE id = %s",
-                        (row.body.id,),
-                    )
-                    await conn.execute("SELECT pg_notify('od_runs', 'q ' || %s)", (row.body.id,))
+                    await _requeue(conn, row.body.id)
                     requeued += 1
                     continue
                 await self._close(conn, row.body, WORKER_LOST, message, lost=True)
@@ -355,12 +350,7 @@ class ClusterDb:
                 if record[7]:  # another daemon concluded it: only its processes were left
                     await conn.execute("UPDATE runs SET lost = false WHERE id = %s", (row.body.id,))
                 elif row.body.status == "queued" and record[6] is not None:
-                    await conn.execute(
-                        "UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1"
-                        " WHERE id = %s",
-                        (row.body.id,),
-                    )
-                    await conn.execute("SELECT pg_notify('od_runs', 'q ' || %s)", (row.body.id,))
+                    await _requeue(conn, row.body.id)
                 else:
                     await self._close(conn, row.body, None, None, lost=False, local=data_dir)
         return count
@@ -416,6 +406,15 @@ class ClusterDb:
             " pg_notify('od_runs', 's ' || %s || ' ' || %s || ' ' || %s)",
             (body.id, body.lastEventId, body.id, body.status, body.conversationId or ""),
         )
+
+
+async def _requeue(conn: AsyncConnection[Any], run_id: str) -> None:
+    """A claimed run that never started goes back to the queue, under a new epoch."""
+    await conn.execute(
+        "UPDATE runs SET worker_id = NULL, lease_epoch = lease_epoch + 1 WHERE id = %s",
+        (run_id,),
+    )
+    await conn.execute("SELECT pg_notify('od_runs', 'q ' || %s)", (run_id,))
 
 
 def _prefixed(columns: str) -> str:

@@ -21,10 +21,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .errors import Unavailable
-from .models import RunStatus, SessionDetail, SessionStatus
+from .models import SessionDetail
 from .row_writer import CoalescingWriter
+from .sql_reads import SqlReads
 from .storage import DuplicateRequest
-from .store import RunRow, row_from_record, row_params, where_sql
+from .store import RunRow, row_from_record, row_params
 
 log = logging.getLogger("od_runs.pg_store")
 
@@ -254,13 +255,13 @@ def _row(record: Sequence[Any]) -> RunRow:
     return row
 
 
-def _session_status(body: str) -> SessionStatus:
-    detail = SessionDetail.model_validate_json(body)
-    return SessionStatus.model_validate(detail.model_dump(exclude={"recentEvents"}))
+class PgRunStore(SqlReads, CoalescingWriter):
+    """storage.RunStore on PostgreSQL: the runs and sessions tables (most reads are
+    sql_reads.SqlReads')."""
 
-
-class PgRunStore(CoalescingWriter):
-    """storage.RunStore on PostgreSQL: the runs and sessions tables."""
+    PLACEHOLDER = "%s"
+    BODY = "body::text"
+    ROW_COLUMNS = _COLUMNS
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         super().__init__()
@@ -285,6 +286,12 @@ class PgRunStore(CoalescingWriter):
             log.error("run statuses not written at shutdown: %s", exc)
         self._closed = True
         await self.pool.close()
+
+    async def _fetch(self, query: str, params: Sequence[object] = ()) -> builtins.list[Any]:
+        return await self._execute(query, params)
+
+    def _to_row(self, record: Sequence[Any]) -> RunRow:
+        return _row(record)
 
     async def _execute(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -320,11 +327,6 @@ class PgRunStore(CoalescingWriter):
 
     # Reading ------------------------------------------------------------------------------
 
-    async def get(self, run_id: str) -> RunRow | None:
-        """The stored row of a run, or None."""
-        records = await self._execute(f"SELECT {_COLUMNS} FROM runs WHERE id = %s", (run_id,))
-        return _row(records[0]) if records else None
-
     async def delete(self, run_id: str) -> bool:
         """Remove a finished run's row (and any update still queued for it); False if none."""
         self._pending.pop(run_id, None)
@@ -338,33 +340,6 @@ class PgRunStore(CoalescingWriter):
             (run_id,),
         )
         return bool(records)
-
-    async def by_request_id(self, client_request_id: str) -> RunRow | None:
-        """The run created with this clientRequestId, or None."""
-        records = await self._execute(
-            f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = %s", (client_request_id,)
-        )
-        return _row(records[0]) if records else None
-
-    async def list(
-        self,
-        *,
-        project_id: str | None = None,
-        conversation_id: str | None = None,
-        statuses: Sequence[str] | None = None,
-        limit: int = 200,
-    ) -> builtins.list[RunStatus]:
-        """Status bodies, newest first, filtered."""
-        where, params = where_sql(
-            "%s",
-            {"project_id": project_id, "conversation_id": conversation_id},
-            ("status", statuses),
-        )
-        records = await self._execute(
-            f"SELECT body::text FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT %s",
-            (*params, limit),
-        )
-        return [RunStatus.model_validate_json(r[0]) for r in records]
 
     async def unfinished(self) -> builtins.list[RunRow]:
         """Rows this worker left queued or running, or that others concluded as lost."""
@@ -396,38 +371,6 @@ class PgRunStore(CoalescingWriter):
                 self.worker_id,
             ),
         )
-
-    async def get_session(self, session_id: str) -> SessionDetail | None:
-        """A session with its recent events, or None."""
-        records = await self._execute(
-            "SELECT body::text FROM sessions WHERE id = %s", (session_id,)
-        )
-        return SessionDetail.model_validate_json(records[0][0]) if records else None
-
-    async def session_of(self, conversation_id: str, agent_id: str) -> SessionDetail | None:
-        """The session of a conversation (one per conversation and agent), or None."""
-        records = await self._execute(
-            "SELECT body::text FROM sessions WHERE conversation_id = %s AND agent_id = %s",
-            (conversation_id, agent_id),
-        )
-        return SessionDetail.model_validate_json(records[0][0]) if records else None
-
-    async def list_sessions(
-        self,
-        *,
-        conversation_id: str | None = None,
-        status: str | None = None,
-        limit: int = 200,
-    ) -> builtins.list[SessionStatus]:
-        """Sessions without their events, most recently updated first."""
-        where, params = where_sql(
-            "%s", {"conversation_id": conversation_id, "status": status}, ("status", None)
-        )
-        records = await self._execute(
-            f"SELECT body::text FROM sessions {where} ORDER BY updated_at DESC, id DESC LIMIT %s",
-            (*params, limit),
-        )
-        return [_session_status(r[0]) for r in records]
 
     async def live_sessions(self) -> builtins.list[tuple[SessionDetail, int | None]]:
         """Sessions this worker left with a process (active or idle), with its start time."""

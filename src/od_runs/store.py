@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import anyio
 
-from .models import RunStatus, SessionDetail, SessionStatus
+from .models import RunStatus, SessionDetail
 from .row_writer import CoalescingWriter
+from .sql_reads import SqlReads
 
 DB_NAME = "od-runs.sqlite3"
 
@@ -89,24 +91,6 @@ def row_params(row: RunRow) -> tuple[object, ...]:
     )
 
 
-def where_sql(
-    placeholder: str, filters: dict[str, object | None], any_of: tuple[str, Sequence[str] | None]
-) -> tuple[str, builtins.list[object]]:
-    """`WHERE column = ? AND …` for each filter that is set, plus `column IN (…)` for any_of
-    (skipped when None), with the driver's placeholder; the clause and its parameters."""
-    clauses: builtins.list[str] = []
-    params: builtins.list[object] = []
-    for column, value in filters.items():
-        if value is not None:
-            clauses.append(f"{column} = {placeholder}")
-            params.append(value)
-    column, values = any_of
-    if values is not None:
-        clauses.append(f"{column} IN ({', '.join([placeholder] * len(values))})")
-        params.extend(values)
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
-
-
 def upsert_sql(placeholder: str) -> str:
     """INSERT … ON CONFLICT of one runs row, with the driver's placeholder (? or %s)."""
     marks = ", ".join([placeholder] * 10)
@@ -131,8 +115,9 @@ def row_from_record(record: tuple[str, str | None, str | None, int | None]) -> R
     return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
 
 
-class SqliteRunStore(CoalescingWriter):
-    """The runs table behind one aiosqlite connection (its own thread, one writer)."""
+class SqliteRunStore(SqlReads, CoalescingWriter):
+    """The runs table behind one aiosqlite connection (its own thread, one writer); its
+    reads are sql_reads.SqlReads'."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         super().__init__()
@@ -209,43 +194,14 @@ class SqliteRunStore(CoalescingWriter):
             cursor = await self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return cursor.rowcount > 0
 
-    # Reading ------------------------------------------------------------------------------
+    # Reading (the queries are sql_reads.py's) -------------------------------------------
 
-    async def get(self, run_id: str) -> RunRow | None:
-        """The stored row of a run, or None."""
-        cursor = await self._db.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        record = await cursor.fetchone()
-        # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
-        return row_from_record(record) if record else None  # type: ignore[arg-type]
+    async def _fetch(self, query: str, params: Sequence[object] = ()) -> builtins.list[Any]:
+        cursor = await self._db.execute(query, params)
+        return list(await cursor.fetchall())
 
-    async def by_request_id(self, client_request_id: str) -> RunRow | None:
-        """The run created with this clientRequestId, or None."""
-        cursor = await self._db.execute(
-            f"SELECT {_COLUMNS} FROM runs WHERE client_request_id = ?", (client_request_id,)
-        )
-        record = await cursor.fetchone()
-        # aiosqlite types a row as Row (a tuple of Any); our SELECT fixes its columns.
-        return row_from_record(record) if record else None  # type: ignore[arg-type]
-
-    async def list(
-        self,
-        *,
-        project_id: str | None = None,
-        conversation_id: str | None = None,
-        statuses: Sequence[str] | None = None,
-        limit: int = 200,
-    ) -> builtins.list[RunStatus]:
-        """Status bodies, newest first, filtered."""
-        where, params = where_sql(
-            "?",
-            {"project_id": project_id, "conversation_id": conversation_id},
-            ("status", statuses),
-        )
-        cursor = await self._db.execute(
-            f"SELECT body FROM runs {where} ORDER BY created_at DESC, id DESC LIMIT ?",
-            (*params, limit),
-        )
-        return [RunStatus.model_validate_json(r[0]) for r in await cursor.fetchall()]
+    def _to_row(self, record: Sequence[Any]) -> RunRow:
+        return RunRow(RunStatus.model_validate_json(record[0]), record[1], record[2], record[3])
 
     async def unfinished(self) -> builtins.list[RunRow]:
         """Rows a crash left queued or running."""
@@ -281,43 +237,6 @@ class SqliteRunStore(CoalescingWriter):
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
-
-    async def get_session(self, session_id: str) -> SessionDetail | None:
-        """A session with its recent events, or None."""
-        cursor = await self._db.execute("SELECT body FROM sessions WHERE id = ?", (session_id,))
-        record = await cursor.fetchone()
-        return SessionDetail.model_validate_json(record[0]) if record else None
-
-    async def session_of(self, conversation_id: str, agent_id: str) -> SessionDetail | None:
-        """The session of a conversation (one per conversation and agent), or None."""
-        cursor = await self._db.execute(
-            "SELECT body FROM sessions WHERE conversation_id = ? AND agent_id = ?",
-            (conversation_id, agent_id),
-        )
-        record = await cursor.fetchone()
-        return SessionDetail.model_validate_json(record[0]) if record else None
-
-    async def list_sessions(
-        self,
-        *,
-        conversation_id: str | None = None,
-        status: str | None = None,
-        limit: int = 200,
-    ) -> builtins.list[SessionStatus]:
-        """Sessions without their events, most recently updated first."""
-        where, params = where_sql(
-            "?", {"conversation_id": conversation_id, "status": status}, ("status", None)
-        )
-        cursor = await self._db.execute(
-            f"SELECT body FROM sessions {where} ORDER BY updated_at DESC, id DESC LIMIT ?",
-            (*params, limit),
-        )
-        return [
-            SessionStatus.model_validate(
-                SessionDetail.model_validate_json(r[0]).model_dump(exclude={"recentEvents"})
-            )
-            for r in await cursor.fetchall()
-        ]
 
     async def live_sessions(self) -> builtins.list[tuple[SessionDetail, int | None]]:
         """Sessions a crash left with a process (active or idle), with the pid's start time."""
