@@ -50,7 +50,7 @@ from common import (
     report,
     wait_terminal,
 )
-from sse_read import LatencyReader
+from sse_read import connect_readers
 
 # PgServer lives with the tests; bench runs from bench/ or the repo root.
 sys.path.insert(0, str(ROOT))
@@ -196,21 +196,7 @@ def _child_stamp(whole: bytes) -> float | None:
 
 async def view(port: int, run_id: str, after: int, clients: int, timeout: float) -> dict:
     """Connect the viewers, measure from once all stream, return what each got."""
-    loop = asyncio.get_running_loop()
-    request = (
-        f"GET /api/runs/{run_id}/events?after={after} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Accept: text/event-stream\r\n\r\n"
-    ).encode()
-    measure_from = [0.0]
-    viewers = []
-    for _ in range(clients):
-        viewer = LatencyReader(request, measure_from, asyncio.Event(), _child_stamp)
-        await loop.create_connection(lambda v=viewer: v, "127.0.0.1", port)
-        viewers.append(viewer)
-    deadline = time.monotonic() + 30
-    while sum(1 for v in viewers if v.events) < clients and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench polls a count
-        await asyncio.sleep(0.05)
-    measure_from[0] = time.time() + 0.2
+    viewers = await connect_readers(port, run_id, after, clients, _child_stamp)
     for viewer in viewers:
         await asyncio.wait_for(viewer.done.wait(), timeout=timeout)
     weighted = [lat for v in viewers for lat, n in v.samples for _ in range(n)]

@@ -17,7 +17,7 @@ import httpx
 import uvloop
 
 from common import Figure, create_run, daemon, percentile, report, ts_epoch, wait_terminal
-from sse_read import LatencyReader
+from sse_read import LatencyReader, connect_readers
 
 CLIENTS = 500
 RATE = 2000
@@ -33,23 +33,9 @@ def _daemon_ts(whole: bytes) -> float | None:
 
 async def fan_out(port: int, run_id: str, clients: int, after: int) -> list[LatencyReader]:
     """Connect all clients, then note the time from which latency counts."""
-    loop = asyncio.get_running_loop()
-    request = (
-        f"GET /api/runs/{run_id}/events?after={after} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Accept: text/event-stream\r\n\r\n"
-    ).encode()
-    measure_from = [0.0]
     began = time.monotonic()
-    readers = []
-    for _ in range(clients):
-        reader = LatencyReader(request, measure_from, asyncio.Event(), _daemon_ts)
-        await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
-        readers.append(reader)
     # Events stamped once everyone is connected and streaming (plus a beat) are measured.
-    deadline = time.monotonic() + 30
-    while sum(1 for c in readers if c.events) < clients and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench polls a count
-        await asyncio.sleep(0.05)
-    measure_from[0] = time.time() + 0.2
+    readers = await connect_readers(port, run_id, after, clients, _daemon_ts)
     if os.environ.get("BENCH_VERBOSE"):
         print(f"connected and streaming after {time.monotonic() - began:.2f} s", file=sys.stderr)
     for reader in readers:

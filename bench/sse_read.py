@@ -73,4 +73,27 @@ class LatencyReader(FrameReader):
             self.samples.append((now - sent, count))
 
 
-__all__ = ["FrameReader", "LatencyReader"]
+async def connect_readers(
+    port: int, run_id: str, after: int, count: int, stamp: Callable[[bytes], float | None]
+) -> list[LatencyReader]:
+    """count readers of a run from `after`; once all stream (30 s at most), latency counts
+    for events stamped from a beat later on."""
+    loop = asyncio.get_running_loop()
+    request = (
+        f"GET /api/runs/{run_id}/events?after={after} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    measure_from = [0.0]
+    readers = []
+    for _ in range(count):
+        reader = LatencyReader(request, measure_from, asyncio.Event(), stamp)
+        await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+        readers.append(reader)
+    deadline = time.monotonic() + 30
+    while sum(1 for r in readers if r.events) < count and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench polls a count
+        await asyncio.sleep(0.05)
+    measure_from[0] = time.time() + 0.2
+    return readers
+
+
+__all__ = ["FrameReader", "LatencyReader", "connect_readers"]

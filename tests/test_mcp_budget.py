@@ -29,8 +29,8 @@ from od_runs.mcp_budget import DEFAULT_RESULT_BYTES
 from od_runs.mcp_cut import dumps_compact, json_size
 
 from .conftest import Daemon, connect, parse_frames, read_log, wait_terminal, write_script
-from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer, write_codex_home
-from .test_mcp_resources import CODEX, CODEX_NAMESPACE, CODEX_TIMEOUT, codex_config
+from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer
+from .test_mcp_resources import CODEX_NAMESPACE, CODEX_TIMEOUT, codex_exec
 
 pytestmark = pytest.mark.anyio
 
@@ -315,11 +315,7 @@ def test_codex_hands_the_model_budgeted_parts_of_a_3_mb_line(
         hold = Hold()
         wait = FunctionCall("wait_run", {"runId": run_id}, namespace=CODEX_NAMESPACE)
         server.script([wait], hold, [Message("I have read the line in two parts.")])
-        home = write_codex_home(
-            tmp_path / "codex-home", server, model="scripted-model", extra_toml=codex_config(shared)
-        )
-        env = {**os.environ, "CODEX_HOME": str(home), **server.env()}
-        argv = [str(CODEX), "exec", "--json", "--skip-git-repo-check", "Read the run's output."]
+        argv, env = codex_exec(tmp_path, server, shared, "Read the run's output.")
         # stdout to a file: each MCP call's event line is ~60 KB, more than a pipe holds.
         with subprocess.Popen(
             argv,

@@ -467,6 +467,18 @@ default_tools_approval_mode = "approve"
 """
 
 
+def codex_exec(
+    tmp_path: Path, server: ResponsesServer, daemon: Daemon, prompt: str
+) -> tuple[list[str], dict[str, str]]:
+    """argv and env of `codex exec --json` on the scripted model, with od-runs as its MCP
+    server (started by Codex as `od-runs mcp`, reaching daemon)."""
+    home = write_codex_home(
+        tmp_path / "codex-home", server, model="scripted-model", extra_toml=codex_config(daemon)
+    )
+    env = {**os.environ, "CODEX_HOME": str(home), **server.env()}
+    return [str(CODEX), "exec", "--json", "--skip-git-repo-check", prompt], env
+
+
 def offered_namespace(request: dict[str, Any], tool: str) -> str | None:
     """The namespace tool Codex offered `tool` in, if any."""
     for offered in request.get("tools") or []:
@@ -495,11 +507,7 @@ def test_codex_reads_a_run_resource_after_start_run(shared: Daemon, tmp_path: Pa
             "start_run", {"prompt": "count to ten", "demo": SLOW_DEMO}, namespace=CODEX_NAMESPACE
         )
         server.script([start], hold, [Message("The run is under way.")])
-        home = write_codex_home(
-            tmp_path / "codex-home", server, model="scripted-model", extra_toml=codex_config(shared)
-        )
-        env = {**os.environ, "CODEX_HOME": str(home), **server.env()}
-        argv = [str(CODEX), "exec", "--json", "--skip-git-repo-check", "Delegate: count to ten."]
+        argv, env = codex_exec(tmp_path, server, shared, "Delegate: count to ten.")
         with subprocess.Popen(
             argv,
             cwd=workdir,
