@@ -1,18 +1,22 @@
 """Fan-out of one run's live events to its readers: shared batches, bounded backlogs.
 
-A published batch is encoded to SSE bytes once and the same bytes go to every reader, so a
-reader costs one wake-up and one socket write per batch, never work per event. With many
-readers, events are published in short windows: the first event after a quiet spell goes
-out at once, and a burst behind it goes out together once the window has passed.
+A published batch is encoded to SSE bytes once and the same bytes go to every reader, never
+work per event. A reader parked at the head with a direct sink (sse_sink.py) costs one
+socket write per batch, made by the publisher; any other reader a wake-up and a write
+through ASGI. With many readers, events are published in short windows: the first event
+after a quiet spell goes out at once, and a burst behind it goes out together once the
+window has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 
 from .eventlog import LogLine
+from .sse_sink import DirectSink
 
 # Bytes of events a live reader may have pending before it is dropped (it resumes from the
 # log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
@@ -29,11 +33,20 @@ MAX_WINDOW = 0.010
 class Batch:
     """Events published together, with their SSE frames encoded once for every reader."""
 
-    __slots__ = ("frames", "lines")
+    __slots__ = ("_chunk", "at", "frames", "lines")
 
-    def __init__(self, lines: list[LogLine]) -> None:
+    def __init__(self, lines: list[LogLine], at: float = 0.0) -> None:
         self.lines = lines
         self.frames = b"".join([line.frame for line in lines])
+        self.at = at  # monotonic time of the publish
+        self._chunk: bytes | None = None
+
+    @property
+    def chunk(self) -> bytes:
+        """The frames as one HTTP/1.1 chunk, framed once for every direct reader."""
+        if self._chunk is None:
+            self._chunk = b"%x\r\n%b\r\n" % (len(self.frames), self.frames)
+        return self._chunk
 
     @property
     def first_id(self) -> int:
@@ -62,10 +75,33 @@ class Subscriber:
         self.closed = False
         # Called once on drop: a reader stuck writing to a full socket never calls take().
         self.on_drop: Callable[[], None] | None = None
+        # The reader's socket, written by push() itself while the reader is parked in take()
+        # with nothing pending: a write then cannot overtake one of the reader's own.
+        self.sink: DirectSink | None = None
+        self._parked = False
+        self.sent = 0  # the last event id the reader (or push on its behalf) has sent
+        self.ended = False  # push wrote the `end` event directly
+        self.direct_writes = 0  # batches push wrote itself, for tests
 
     def push(self, batch: Batch) -> None:
-        """Queue a batch, or drop the subscriber if it is too far behind."""
+        """Write a batch to a parked reader's socket, queue it, or drop the subscriber if it
+        is too far behind."""
         if self.dropped:
+            return
+        sink = self.sink
+        if (
+            sink is not None
+            and self._parked
+            and not self._batches
+            and batch.lines[0].id > self.sent
+            and sink.writable()
+        ):
+            sink.write(batch.chunk, batch.frames, batch.at)
+            self.direct_writes += 1
+            self.sent = batch.lines[-1].id
+            if batch.lines[-1].event == "end":
+                self.ended = True
+                self.close()
             return
         size = len(batch.frames)
         if self._pending + size > self._limit:
@@ -90,14 +126,23 @@ class Subscriber:
         self.closed = True
         self._wake.set()
 
-    async def take(self) -> list[Batch]:
-        """Everything pending, in order; waits if nothing is. Empty once dropped or closed."""
+    async def take(self, sent: int = 0) -> list[Batch]:
+        """Everything pending, in order; waits if nothing is. Empty once dropped or closed.
+
+        sent is the last event id the reader has sent; while it waits, batches past it may
+        be written straight to its sink, and `sent` then says how far they went.
+        """
         if not self.taking:
             self.taking = True
             if self._hub is not None and self in self._hub.subscribers:
                 self._hub.taking += 1
+        self.sent = max(self.sent, sent)
         if not self._batches and not self.closed:
-            await self._wake.wait()
+            self._parked = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._parked = False
         self._wake.clear()
         batches, self._batches, self._pending = self._batches, [], 0
         return [] if self.dropped else batches
@@ -155,7 +200,7 @@ class Fanout:
         if not self._outbox:
             return
         self._last_publish = asyncio.get_running_loop().time()
-        batch = Batch(self._outbox)
+        batch = Batch(self._outbox, time.monotonic())
         self._outbox = []
         for subscriber in list(self.subscribers):
             subscriber.push(batch)

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from . import (
     __version__,
@@ -46,6 +47,7 @@ from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
 from .sse import CURSOR_HEADER_PATTERN, CURSOR_PATTERN, resolve_cursor, run_stream
 from .sse_response import EventStream, close_open_streams, open_stream_count
+from .sse_sink import RAW_SEND
 from .status_events import status_frames
 
 
@@ -93,6 +95,15 @@ RunId = Annotated[str, Path(json_schema_extra={"pattern": RUN_ID_PATTERN})]
 SessionId = Annotated[str, Path(json_schema_extra={"pattern": SESSION_ID_PATTERN})]
 
 
+class App(FastAPI):
+    """The FastAPI app, leaving the server's own `send` in each HTTP scope (sse_sink.py)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app of a daemon with these settings."""
     mcp = McpMount()
@@ -120,7 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.service = service
             yield
 
-    app = FastAPI(
+    app = App(
         title="od-runs",
         version=__version__,
         summary="Runs coding agents and lets everyone watch them.",
@@ -195,14 +206,14 @@ def create_app(settings: Settings) -> FastAPI:
         (a status body) on every change of a run in the project and conversation."""
         service = service_of(request)
         return EventStream(
-            lambda on_drop: status_frames(
+            lambda outlet: status_frames(
                 service.status_hub,
                 service.list,
                 project_id=projectId,
                 conversation_id=conversationId,
                 status=status,
                 limit=limit,
-                on_drop=on_drop,
+                on_drop=outlet.cancel,
             )
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 
 import anyio
 
@@ -17,6 +17,7 @@ from .eventlog import now_iso
 from .models import TERMINAL_STATES
 from .runs import Attachment, RunService
 from .sse_response import RETRY_MS, EventStream
+from .sse_sink import Outlet
 
 # A cursor is an event id: ASCII digits, leading zeros allowed, at most 16 significant ones
 # (event ids are dense per run, far below that), padded with spaces or tabs at most.
@@ -44,11 +45,11 @@ def resolve_cursor(last_event_id: str | None, after: str | None) -> int:
 
 def run_stream(service: RunService, run_id: str, cursor: int) -> EventStream:
     """The SSE response of one run from cursor on."""
-    return EventStream(lambda on_drop: run_frames(service, run_id, cursor, on_drop))
+    return EventStream(lambda outlet: run_frames(service, run_id, cursor, outlet))
 
 
 async def run_frames(
-    service: RunService, run_id: str, cursor: int, on_drop: Callable[[], None] | None = None
+    service: RunService, run_id: str, cursor: int, outlet: Outlet | None = None
 ) -> AsyncGenerator[bytes, None]:
     """SSE bytes for a run from cursor on: replay from the log, then live, then close.
 
@@ -56,8 +57,9 @@ async def run_frames(
     `end` event always arrives, even if the cursor is at or past it.
     """
     attachment = await service.attach(run_id)
-    if attachment.subscriber is not None:
-        attachment.subscriber.on_drop = on_drop
+    if attachment.subscriber is not None and outlet is not None:
+        attachment.subscriber.on_drop = outlet.cancel
+        attachment.subscriber.sink = outlet.sink
     try:
         yield b"retry: %d\n\n" % RETRY_MS
         sent = cursor
@@ -71,7 +73,9 @@ async def run_frames(
         subscriber = attachment.subscriber
         if subscriber is not None:
             while not ended:
-                batches = await subscriber.take()
+                batches = await subscriber.take(sent)
+                # Batches the publisher wrote to the socket itself while this reader waited.
+                sent, ended = subscriber.sent, subscriber.ended
                 if not batches:
                     if subscriber.dropped:
                         return  # fell behind: the client resumes from the log

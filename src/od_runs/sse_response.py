@@ -18,6 +18,8 @@ import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .sse_sink import DirectSink, Outlet, sink_for
+
 # Browsers wait this long before reconnecting after the stream drops.
 RETRY_MS = 1000
 # A comment line this often keeps proxies and idle-timeouts from closing a quiet stream.
@@ -26,15 +28,16 @@ PING_SECONDS = float(os.environ.get("OD_RUNS_SSE_PING", "15"))
 SEND_TIMEOUT = float(os.environ.get("OD_RUNS_SSE_SEND_TIMEOUT", "30"))
 _PING = b": ping\n\n"
 
-FrameSource = Callable[[Callable[[], None]], AsyncGenerator[bytes, None]]
+FrameSource = Callable[[Outlet], AsyncGenerator[bytes, None]]
 
 
 class EventStream(Response):
     """A `text/event-stream` response of the bytes an async iterator yields.
 
-    frames gets a callback that tears the response down at once; a reader dropped for
-    falling behind calls it, since a client that stopped reading leaves the response blocked
-    in a socket write where no queue check runs (invariant 10).
+    frames gets an Outlet: a callback that tears the response down at once (a reader
+    dropped for falling behind calls it, since a client that stopped reading leaves the
+    response blocked in a socket write where no queue check runs: invariant 10), and the
+    response's direct sink, if the server has one, for live batches (sse_sink.py).
     """
 
     media_type = "text/event-stream"
@@ -48,6 +51,7 @@ class EventStream(Response):
         self._cancelled = False
         self._send_started: float | None = None
         self._last_sent = float("-inf")
+        self._sink: DirectSink | None = None
 
     def cancel(self) -> None:
         """End the stream now, wherever it is."""
@@ -57,6 +61,7 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        self._sink = sink_for(scope)
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -78,7 +83,7 @@ class EventStream(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream(self, send: Send) -> None:
-        frames = self._source(self.cancel)
+        frames = self._source(Outlet(self.cancel, self._sink))
         try:
             async for chunk in frames:
                 self._send_started = time.monotonic()
@@ -86,6 +91,8 @@ class EventStream(Response):
                 self._send_started = None
                 self._last_sent = time.monotonic()
         finally:
+            if self._sink is not None:
+                self._sink.open = False  # the body's last chunk comes next: nothing after it
             # A cancel that lands in send leaves the generator at a yield: close it here so
             # its cleanup (detaching the reader) runs now, not whenever it is collected.
             with anyio.CancelScope(shield=True):
@@ -113,7 +120,10 @@ class EventStream(Response):
                     self.cancel()
                     return
                 continue
-            quiet = time.monotonic() - self._last_sent
+            last = self._last_sent
+            if self._sink is not None:
+                last = max(last, self._sink.written_at)
+            quiet = time.monotonic() - last
             if quiet < PING_SECONDS:  # frames went out lately: the stream is not idle
                 delay = PING_SECONDS - quiet
                 continue
