@@ -97,6 +97,9 @@ def measure(url: str, port: int, joiners: int) -> dict[str, float | bool | int]:
     all_live = max(v[1] if v[1] else float("inf") for v in joined)
     end = started + SECONDS
     all_samples = [s for r in results for s in r["samples"]]
+    if os.environ.get("BENCH_JOIN_DUMP"):
+        with open(os.environ["BENCH_JOIN_DUMP"], "w") as fh:
+            json.dump({"joined": joined, "started": started, "early": early["samples"]}, fh)
     return {
         "max_to_live": to_live[-1],
         "p50_to_live": to_live[len(to_live) // 2],

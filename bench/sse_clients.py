@@ -33,9 +33,18 @@ class Viewer(FrameReader):
         super().__init__(request)
         self.samples = samples
         self.joined = 0.0
+        self.first = 0.0
+        self.headers = 0.0
         self.live = 0.0
 
+    def data_received(self, chunk: bytes) -> None:
+        if not self.headers:
+            self.headers = time.time()
+        super().data_received(chunk)
+
     def on_frames(self, whole: bytes, count: int, now: float) -> None:
+        if not self.first:
+            self.first = now
         if not self.live:
             last = STAMP.match(whole, whole.rfind(b"t="))
             if last is not None and float(last.group(1)) >= self.joined:
@@ -131,7 +140,7 @@ async def clients(
         await asyncio.wait_for(item.done.wait(), timeout=3600)
     return {
         "connected": connected,
-        "viewers": [[r.joined, r.live, r.events, r.ended] for r in readers],
+        "viewers": [[r.joined, r.live, r.events, r.ended, r.first, r.headers] for r in readers],
         "samples": samples,
         "mcp": [[w.run_id, w.answered, w.ok] for w in waiters],
     }

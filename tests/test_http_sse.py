@@ -128,6 +128,7 @@ async def test_a_client_that_falls_behind_is_dropped_and_resumes_from_the_log(
 ) -> None:
     """Invariant 10: a full queue drops the client; reconnecting from its cursor is gap-free."""
     monkeypatch.setattr(fanout, "SUBSCRIBER_LIMIT", 1000)  # bytes: about a dozen events
+    monkeypatch.setattr(fanout, "WINDOW_PER_READER", 0.0)  # each emit is published at once
     async with open_service(tmp_path / "data") as service:
         run = await service.create(RunCreate())
         frames = run_frames(service, run.id, 0)

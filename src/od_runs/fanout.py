@@ -21,13 +21,16 @@ from .sse_sink import DirectSink
 # Bytes of events a live reader may have pending before it is dropped (it resumes from the
 # log with its cursor): bounds memory per reader, and sets how far behind a reader may fall.
 SUBSCRIBER_LIMIT = int(os.environ.get("OD_RUNS_SUBSCRIBER_BUFFER", 8 * 1024 * 1024))
-# Publishing costs about this much loop time per live reader; the window between publishes
-# grows with them so fan-out cannot take the whole loop (500 readers: 10 ms). A wider window
-# (40 us, up to 40 ms) left more room to viewers catching up but made the live p99 of 500
-# readers 45 ms instead of 24-28 ms (bench/fanout.py, same machine, same hour)...
-WINDOW_PER_READER = 20e-6
+# The window between publishes grows with the live readers, so that fan-out cannot take the
+# whole loop. A publish costs each reader one socket write (about 8 us on loopback, most of
+# it the kernel's), so at 50 us per reader fan-out takes at most a sixth of the loop. With 500
+# readers joining a run at 2,000 events/s, a window of 20 us (up to 10 ms) let fan-out take
+# half the loop, and the last viewer took 4.4 s to catch up instead of 2.0 s; the fan-out
+# p99 of 500 readers was 20-56 ms with it and 40 ms with this one (bench/join.py,
+# bench/fanout.py, same hour, before accept.py)...
+WINDOW_PER_READER = 50e-6
 # ...up to this bound on the delay it adds to an event.
-MAX_WINDOW = 0.010
+MAX_WINDOW = 0.025
 
 
 class Batch:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -20,6 +22,7 @@ from . import (
     __version__,
     http_ids,  # noqa: F401  (registers the run and worktree id path convertors)
 )
+from .accept import Drain
 from .cluster import ClusterSettings
 from .config import Settings
 from .errors import OdRunsError
@@ -364,6 +367,30 @@ class Server(uvicorn.Server):
         super().__init__(config)
         if isinstance(config.app, FastAPI):
             config.app.state.stop_server = self.stop
+        self.drains: list[Drain] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does, then drain each listening socket's backlog (accept.py)."""
+        await super().startup(sockets)
+        config = self.config
+
+        def protocol() -> asyncio.Protocol:
+            # The protocol uvicorn's own server builds for each connection.
+            made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            return made
+
+        for server in getattr(self, "servers", []):
+            for listener in server.sockets or ():
+                self.drains.append(Drain(cast(socket.socket, listener), protocol))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop the drains with the servers, then shut down as uvicorn does."""
+        for drain in self.drains:
+            drain.close()
+        self.drains = []
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         close_open_streams()

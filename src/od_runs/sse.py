@@ -26,6 +26,9 @@ _CURSOR_RE = re.compile(r"[ \t]*0*([0-9]{1,16})[ \t]*")
 # HTTP cannot pad (an empty header is no header).
 CURSOR_PATTERN = r"^([ \t]*0*[0-9]{1,16}[ \t]*)?$"
 CURSOR_HEADER_PATTERN = r"^(0*[0-9]{1,16})?$"
+# Events a reader may be behind the head when its replay ends and still take the rest from
+# its live backlog; further behind, it replays again.
+CATCH_UP = 512
 
 
 def resolve_cursor(last_event_id: str | None, after: str | None) -> int:
@@ -64,12 +67,21 @@ async def run_frames(
         yield b"retry: %d\n\n" % RETRY_MS
         sent = cursor
         ended = False
-        async for frames, last_id, last_event in service.replay_frames(
-            attachment.log, cursor, attachment.head
-        ):
-            yield frames
-            sent = last_id
-            ended = last_event == "end"
+        upto = attachment.head
+        while True:
+            async for frames, last_id, last_event in service.replay_frames(
+                attachment.log, sent, upto
+            ):
+                yield frames
+                sent = last_id
+                ended = last_event == "end"
+            # A long replay of a busy run leaves the reader far behind its head: it catches
+            # up again from the log, in replay turns, rather than taking everything that
+            # was published meanwhile in one write outside them.
+            run = attachment.run
+            if ended or run is None or upto is None or run.last_event_id - sent < CATCH_UP:
+                break
+            upto = run.last_event_id
         subscriber = attachment.subscriber
         if subscriber is not None:
             while not ended:
@@ -84,6 +96,8 @@ async def run_frames(
                 for batch in batches:
                     if batch.first_id > sent:  # past the handoff: the shared bytes as they are
                         chunks.append(batch.frames)
+                    elif batch.last.id <= sent and batch.last.event != "end":
+                        continue  # replayed already (or before a cursor past the head)
                     else:  # overlaps the replay: only what it did not send
                         new = [x for x in batch.lines if x.id > sent or x.event == "end"]
                         chunks += [line.frame for line in new]

@@ -27,6 +27,7 @@ PING_SECONDS = float(os.environ.get("OD_RUNS_SSE_PING", "15"))
 # A client that has not taken a frame for this long is treated as gone.
 SEND_TIMEOUT = float(os.environ.get("OD_RUNS_SSE_SEND_TIMEOUT", "30"))
 _PING = b": ping\n\n"
+_PING_CHUNK = b"%x\r\n%b\r\n" % (len(_PING), _PING)
 
 FrameSource = Callable[[Outlet], AsyncGenerator[bytes, None]]
 
@@ -123,9 +124,15 @@ class EventStream(Response):
             last = self._last_sent
             if self._sink is not None:
                 last = max(last, self._sink.written_at)
-            quiet = time.monotonic() - last
+            now = time.monotonic()
+            quiet = now - last
             if quiet < PING_SECONDS:  # frames went out lately: the stream is not idle
                 delay = PING_SECONDS - quiet
+                continue
+            if self._sink is not None and self._sink.writable():
+                # No write of the stream's own is pending (the socket is not back-pressured)
+                # and the loop is single-threaded: a whole chunk here lands between frames.
+                self._sink.write(_PING_CHUNK, _PING, now)
                 continue
             with anyio.move_on_after(SEND_TIMEOUT) as ping:
                 await send({"type": "http.response.body", "body": _PING, "more_body": True})
