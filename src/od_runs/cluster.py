@@ -26,6 +26,7 @@ import psycopg
 from anyio.abc import TaskGroup
 
 from .agents import Adapter
+from .agents.process import kill_recorded_group
 from .config import LEASE_SECONDS
 from .errors import Conflict, NotFound, OdRunsError, Unavailable
 from .eventlog import now_iso
@@ -42,6 +43,7 @@ from .store import RunRow
 if TYPE_CHECKING:
     from .pg_events import PgEventStore
     from .pg_store import PgRunStore
+    from .sessions import SessionManager
 
 log = logging.getLogger("od_runs.cluster")
 
@@ -88,6 +90,8 @@ class Cluster:
         self.launch = launch
         self.db = ClusterDb(store.pool, self.worker_id, self.host, settings.lease_seconds)
         self.mirrors: Mirrors | None = None
+        # The daemon's sessions (runs.py sets them): those another daemon took over stop here.
+        self.sessions: SessionManager | None = None
         self._wake = anyio.Event()
         self._deleted_here: set[str] = set()
         store.worker_id = events.worker_id = self.worker_id
@@ -97,6 +101,9 @@ class Cluster:
     async def join(self, kill: Callable[[RunRow], None]) -> int:
         """Register, then reap and end what this worker left behind (before serving)."""
         await self.db.register(self.data_dir)
+        reaped = await self.db.reap_lost_sessions(kill_recorded_group)
+        if reaped:
+            log.info("reaped %d session processes left from before this worker was lost", reaped)
         return await self.db.recover_own(kill, self.data_dir)
 
     async def run(self, task_group: TaskGroup) -> None:
@@ -252,6 +259,7 @@ class Cluster:
                     self._lost_here(run_id)
                 for run_id in canceled:
                     self._cancel_here(run_id)
+                await self._check_sessions()
                 if anyio.current_time() - connected_since < lease:
                     continue
                 for worker in await self.db.lost_workers():
@@ -266,6 +274,16 @@ class Cluster:
             except (psycopg.Error, DatabaseUnavailable, Unavailable) as exc:
                 connected_since = None
                 log.warning("heartbeat failed: %s", exc)
+
+    async def _check_sessions(self) -> None:
+        """Stop the processes of sessions here whose rows another daemon retired (this one
+        was lost, e.g. paused past its lease) or resumed: now, not after the idle TTL."""
+        if self.sessions is None:
+            return
+        held = self.sessions.held()
+        moved = self.sessions.moved_away(await self.db.sessions_moved(list(held)), held)
+        for session_id in moved:
+            log.warning("session %s was retired or taken over elsewhere: stopping it", session_id)
 
     def _lost_here(self, run_id: str) -> None:
         """Another daemon concluded a run this one executes: stop it, write nothing more."""

@@ -29,6 +29,7 @@ from .models import RunStatus, WorkerInfo
 from .pg_events import _LAST, _TS_TAIL
 from .pg_store import _COLUMNS, _row, unavailable
 from .recovery import as_logged, failed_by_restart, restart_lines
+from .session_turn import RECENT_EVENTS
 from .store import RunRow
 
 WORKER_LOST = "WORKER_LOST"
@@ -69,6 +70,35 @@ _IN_TURN = """q.conversation_id IS NOT NULL
         WHERE s.conversation_id = q.conversation_id AND s.agent_id = q.agent_id
             AND s.status IN ('active', 'idle') AND s.worker_id <> %(me)s
             AND w.stopped IS NULL AND w.heartbeat > now() - make_interval(secs => %(lease)s))"""
+
+# A session retired for a lost worker: its body as _retire() in sessions.py leaves one (a
+# `retired` recent event, RECENT_EVENTS kept), and its process group in lost_sessions.
+_RETIRE_LOST = """
+WITH retired AS (
+    UPDATE sessions SET status = 'retired', updated_at = now(), body = (
+        body::jsonb || jsonb_build_object(
+            'status', 'retired', 'pid', null, 'retiredReason', 'worker lost',
+            'updatedAt', %(ts)s::text,
+            'recentEvents', (
+                SELECT coalesce(jsonb_agg(k.e ORDER BY k.n), '[]'::jsonb) FROM (
+                    SELECT a.e, a.n FROM jsonb_array_elements(
+                        coalesce(body::jsonb -> 'recentEvents', '[]'::jsonb)
+                        || jsonb_build_array(jsonb_build_object(
+                            'ts', %(ts)s::text, 'type', 'retired', 'data', jsonb_build_object(
+                                'reason', 'worker lost', 'pid', body::jsonb -> 'pid')))
+                    ) WITH ORDINALITY AS a(e, n)
+                    ORDER BY a.n DESC LIMIT %(keep)s
+                ) k
+            )
+        )
+    )::json
+    WHERE worker_id = %(worker)s AND status IN ('active', 'idle')
+    RETURNING id, pid, pid_start_time
+)
+INSERT INTO lost_sessions (worker_id, session_id, pid, pid_start_time)
+SELECT %(worker)s, id, pid, pid_start_time FROM retired WHERE pid IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
 
 _INSERT_LINES = """
 INSERT INTO events (run_id, id, event, data, ts)
@@ -325,12 +355,10 @@ class ClusterDb:
                 ended += 1
             # Its live sessions are gone with it: the conversation resumes its thread elsewhere.
             # The body says no process, as every retired session does; the pid columns keep
-            # what the lost daemon recorded.
+            # what the lost daemon recorded, and lost_sessions what it must reap on return.
             await conn.execute(
-                "UPDATE sessions SET status = 'retired', body = (body::jsonb || jsonb_build_object("
-                "'status', 'retired', 'pid', null, 'retiredReason', 'worker lost'))::json"
-                " WHERE worker_id = %s AND status IN ('active', 'idle')",
-                (worker,),
+                _RETIRE_LOST,
+                {"worker": worker, "ts": now_iso(), "keep": RECENT_EVENTS},
             )
         return ended, requeued
 
@@ -354,6 +382,32 @@ class ClusterDb:
                 else:
                     await self._close(conn, row.body, None, None, lost=False, local=data_dir)
         return count
+
+    async def reap_lost_sessions(self, kill: Callable[[int, int | None], bool]) -> int:
+        """At start: kill the process groups of sessions others retired for this worker
+        while it was gone (kill(pid, start time) spares a reused pid); each one once."""
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM lost_sessions WHERE worker_id = %s RETURNING pid, pid_start_time",
+                (self.worker_id,),
+            )
+            records = await cur.fetchall()
+            # Killed before the commit: a crash here leaves the rows for the next start.
+            for pid, started in records:
+                await anyio.to_thread.run_sync(kill, int(pid), started)
+        return len(records)
+
+    async def sessions_moved(self, ids: Sequence[str]) -> builtins.set[str]:
+        """Of sessions live here: those whose row another daemon retired or took over."""
+        if not ids:
+            return set()
+        records = await self._all(
+            "SELECT f.id FROM unnest(%s::text[]) AS f(id) LEFT JOIN sessions s ON s.id = f.id"
+            " WHERE s.id IS NULL OR s.worker_id IS DISTINCT FROM %s"
+            " OR s.status NOT IN ('active', 'idle')",
+            (list(ids), self.worker_id),
+        )
+        return {r[0] for r in records}
 
     # Ending a run for someone else --------------------------------------------------------
 

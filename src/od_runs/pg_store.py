@@ -105,6 +105,17 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE workers ADD COLUMN stopped timestamptz;
     ALTER TABLE sessions ADD COLUMN worker_id text;
     """,
+    # 3: the process groups of sessions another daemon retired for a lost worker, which that
+    # worker reaps (once) when it comes back: a kill -9 leaves the app-server running.
+    """
+    CREATE TABLE lost_sessions (
+        worker_id text NOT NULL,
+        session_id text NOT NULL,
+        pid integer NOT NULL,
+        pid_start_time bigint,
+        PRIMARY KEY (worker_id, session_id, pid)
+    );
+    """,
 )
 
 _VERSION_TABLE = """
@@ -231,7 +242,15 @@ SELECT pg_notify('od_runs', 's ' || r || ' ' || s || ' ' || c)
 FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(r, s, c)
 """
 
+# A daemon taking over a session still live on another (whose lease ran out before anyone
+# concluded it) leaves the other's process group in lost_sessions, for it to reap on return.
 _SESSION_UPSERT = """
+WITH orphaned AS (
+    INSERT INTO lost_sessions (worker_id, session_id, pid, pid_start_time)
+    SELECT worker_id, id, pid, pid_start_time FROM sessions
+    WHERE id = %s AND worker_id <> %s AND status IN ('active', 'idle') AND pid IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
 INSERT INTO sessions (id, conversation_id, agent_id, status, pid, pid_start_time, created_at,
                       updated_at, body, worker_id)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -359,6 +378,8 @@ class PgRunStore(SqlReads, CoalescingWriter):
         await self._execute(
             _SESSION_UPSERT,
             (
+                detail.id,
+                self.worker_id,
                 detail.id,
                 detail.conversationId,
                 detail.agentId,

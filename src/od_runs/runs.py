@@ -374,6 +374,7 @@ async def open_service(
                 # Before serving: reap and end what this worker left (pid + start time).
                 await service.cluster.join(lambda row: recovery.kill_leftovers(row, RUN_ID_ENV))
                 service.reads.remote = service.cluster.remote
+                service.cluster.sessions = service.sessions
                 service.retention.on_delete = service.cluster.deleted_here
             tg.start_soon(store.run_writer)
             if pg_events is not None:

@@ -94,6 +94,12 @@ class Session:
     live: Live | None = None
     turn: Turn | None = None
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+    # Saves under way and saves done: a look at the stored row is only current for the
+    # session if neither moved meanwhile (cluster.py compares them around its query).
+    saving: int = 0
+    saved: int = 0
+    # Another daemon retired or took over the stored row: this one writes it no more.
+    moved: bool = False
 
     @property
     def id(self) -> str:

@@ -11,7 +11,9 @@ a new thread). A run without a conversation gets a session of its own, retired a
 Every process is a managed_process (agents/process.py): its own process group, with
 OD_RUNS_SESSION_ID in its environment, owned by one task (_serve) from spawn to reap. Its pid
 and start time are stored before the handshake, so a daemon that crashed can kill what its
-sessions left behind (recover()) without ever killing a reused pid.
+sessions left behind (recover()) without ever killing a reused pid. With several daemons
+(cluster.py), a session whose row another daemon retired or took over is `moved`: its process
+stops at once and this daemon writes its row no more.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ SESSION_ID_RE = re.compile(r"^ses-[0-9a-f]{16}$")
 MAX_LIVE_SESSIONS = 16
 # An idle process unused this long is retired (its thread resumes on the next run).
 IDLE_TTL = 30 * 60.0
+# Why a daemon stops a process whose session another daemon retired or resumed meanwhile.
+MOVED = "another daemon retired or took over its session"
 
 
 class SessionManager:
@@ -119,7 +123,7 @@ class SessionManager:
             return self._remember(self._new_session(None, adapter.agent_id))
         key = (request.conversationId, adapter.agent_id)
         session = self._by_conversation.get(key)
-        if session is not None:
+        if session is not None and not session.moved:
             return session
         stored = await self.store.session_of(*key)
         if stored is not None:
@@ -146,7 +150,8 @@ class SessionManager:
 
     def _forget_if_retired(self, session: Session) -> None:
         if session.body.status == "retired" and not session.lock.locked():
-            self._sessions.pop(session.id, None)
+            if self._sessions.get(session.id) is session:
+                del self._sessions[session.id]
             key = (session.body.conversationId or "", session.body.agentId)
             if self._by_conversation.get(key) is session:
                 del self._by_conversation[key]
@@ -259,6 +264,8 @@ class SessionManager:
         note(session, "turn.ended", runId=turn.run_id, status=status)
         if turn.must_retire is not None:
             await self._retire(session, turn.must_retire)
+        elif session.moved:
+            await self._retire(session, MOVED)
         elif request.conversationId is None:
             await self._retire(session, "its run had no conversation to continue")
         elif not session.alive():
@@ -393,9 +400,45 @@ class SessionManager:
             await self._trim()
 
     async def _save(self, session: Session) -> None:
+        if session.moved:
+            return  # the row is another daemon's now (fencing, as for runs: invariant 11)
         session.body.updatedAt = now_iso()
         start = session.live.child.start_time if session.live is not None else None
-        await self.store.save_session(session.body, start)
+        session.saving += 1
+        try:
+            await self.store.save_session(session.body, start)
+        finally:
+            session.saving -= 1
+            session.saved += 1
+
+    # Several daemons ----------------------------------------------------------------------
+
+    def held(self) -> dict[str, int]:
+        """Sessions with a process here and no save under way, each with its saves so far."""
+        return {
+            s.id: s.saved
+            for s in self._sessions.values()
+            if s.live is not None and not s.moved and s.saving == 0
+        }
+
+    def moved_away(self, ids: set[str], held: dict[str, int]) -> list[str]:
+        """Another daemon retired or took over these sessions' rows (as held() saw them):
+        stop their processes here, in the background, and never write the rows again."""
+        moved = []
+        for session_id in ids:
+            session = self._sessions.get(session_id)
+            if session is None or session.saving or session.saved != held.get(session_id):
+                continue  # written since the look: the look says nothing of it
+            session.moved = True
+            moved.append(session_id)
+            if not session.lock.locked():  # else the turn's end retires it
+                self._tg.start_soon(self._drop_moved, session)
+        return moved
+
+    async def _drop_moved(self, session: Session) -> None:
+        async with session.lock:
+            await self._retire(session, MOVED)
+        self._forget_if_retired(session)
 
     # API ----------------------------------------------------------------------------------
 
