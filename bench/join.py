@@ -11,7 +11,8 @@ the p99 once everyone is live, and whether every viewer got every event. Clients
 their own processes (sse_clients.py), each holding many raw asyncio connections.
 
 Sizes: `python bench/join.py [viewers ...]` (default 500 1000); BENCH_JOIN_SECONDS,
-BENCH_JOIN_RATE and BENCH_JOIN_PROCS change the run.
+BENCH_JOIN_RATE and BENCH_JOIN_PROCS change the run; BENCH_JOIN_DUMP=FILE writes every
+viewer's join, first-byte and live times and every latency sample there as JSON.
 """
 
 from __future__ import annotations
@@ -92,14 +93,14 @@ def measure(url: str, port: int, joiners: int) -> dict[str, float | bool | int]:
     joined = [v for r in rest for v in r["viewers"]]
     everyone = joined + early["viewers"]
     complete = all(v[3] and v[2] == expected for v in everyone)
+    all_samples = [s for r in results for s in r["samples"]]
     to_live = sorted((v[1] - v[0]) if v[1] else float("inf") for v in joined)
     first_join = min(v[0] for v in joined)
     all_live = max(v[1] if v[1] else float("inf") for v in joined)
     end = started + SECONDS
-    all_samples = [s for r in results for s in r["samples"]]
-    if os.environ.get("BENCH_JOIN_DUMP"):
+    if os.environ.get("BENCH_JOIN_DUMP"):  # every sample, to look at by hand
         with open(os.environ["BENCH_JOIN_DUMP"], "w") as fh:
-            json.dump({"joined": joined, "started": started, "early": early["samples"]}, fh)
+            json.dump({"started": started, "joined": joined, "samples": all_samples}, fh)
     return {
         "max_to_live": to_live[-1],
         "p50_to_live": to_live[len(to_live) // 2],

@@ -68,18 +68,23 @@ async def run_frames(
         sent = cursor
         ended = False
         upto = attachment.head
+        # A long replay of a busy run leaves the reader far behind its head: from a log
+        # framed in shared slices it catches up again, in replay turns, rather than taking
+        # everything published meanwhile in one write outside them. A log read off the loop
+        # (another daemon's run, a database log) is not worth a second pass: the backlog is.
+        again = getattr(attachment.log, "frame_slice", None) is not None
         while True:
+            before = sent
             async for frames, last_id, last_event in service.replay_frames(
                 attachment.log, sent, upto
             ):
                 yield frames
                 sent = last_id
                 ended = last_event == "end"
-            # A long replay of a busy run leaves the reader far behind its head: it catches
-            # up again from the log, in replay turns, rather than taking everything that
-            # was published meanwhile in one write outside them.
             run = attachment.run
-            if ended or run is None or upto is None or run.last_event_id - sent < CATCH_UP:
+            if ended or not again or run is None or upto is None or sent == before:
+                break
+            if run.last_event_id - sent < CATCH_UP:
                 break
             upto = run.last_event_id
         subscriber = attachment.subscriber
