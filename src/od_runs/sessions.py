@@ -14,6 +14,11 @@ and start time are stored before the handshake, so a daemon that crashed can kil
 sessions left behind (recover()) without ever killing a reused pid. With several daemons
 (cluster.py), a session whose row another daemon retired or took over is `moved`: its process
 stops at once and this daemon writes its row no more.
+
+Why this module is over 500 lines: SessionManager is one state machine. A session's lock,
+its process and its stored row change together (spawn, turn, retire, trim, recover, moved),
+and every path that changes one takes the same lock; split across modules, that locking
+would have to be followed from file to file. The turn itself lives in session_turn.py.
 """
 
 from __future__ import annotations
