@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
@@ -32,6 +31,7 @@ import psutil
 from anyio.abc import Process
 
 from .lines import LineSink, pump
+from .spawn import spawn
 
 # After the leader exits, grandchildren holding the pipes get this long before we stop reading.
 DRAIN_TIMEOUT = 1.0
@@ -255,15 +255,8 @@ class Child:
 async def _spawn(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, stdin: bool
 ) -> Process:
-    return await anyio.open_process(
-        list(argv),
-        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
+    # Not anyio.open_process: under uvloop that forks the whole daemon (spawn.py).
+    return await spawn(argv, stdin=stdin, cwd=cwd, env=env, start_new_session=True)
 
 
 @asynccontextmanager
