@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,23 @@ async def _store_of(url: str, worker: str) -> PgRunStore:
     return store
 
 
+@asynccontextmanager
+async def _wa_holds(
+    url: str, pid: int
+) -> AsyncIterator[tuple[PgRunStore, PgRunStore, SessionDetail]]:
+    """wA registered and holding conv-1's session on process pid; wB's store beside it."""
+    store_a = await _store_of(url, "wA")
+    store_b = await _store_of(url, "wB")
+    try:
+        await ClusterDb(store_a.pool, "wA", "here", lease=10).register(None)
+        session = _session("conv-1", pid)
+        await store_a.save_session(session, start_time(pid))
+        yield store_a, store_b, session
+    finally:
+        await store_a.close()
+        await store_b.close()
+
+
 async def _conclude(url: str, lost: str) -> None:
     """Daemon wB finds `lost` past its lease and concludes it (as its heartbeat would)."""
     pool = await open_pool(url)
@@ -157,21 +175,13 @@ async def test_a_daemon_back_from_kill_9_reaps_the_app_server_its_retired_sessio
     old = spawn()  # what wA's app-server left running
     reused = spawn()  # a stranger holding a pid wA recorded for another session
     on_b = spawn()  # wB's app-server for the conversation, after the takeover
-    store_a = await _store_of(pg_url, "wA")
-    store_b = await _store_of(pg_url, "wB")
-    try:
-        await ClusterDb(store_a.pool, "wA", "here", lease=10).register(None)
-        moved = _session("conv-1", old.pid)
-        await store_a.save_session(moved, start_time(old.pid))
+    async with _wa_holds(pg_url, old.pid) as (store_a, store_b, moved):
         stranger = _session("conv-2", reused.pid)
         await store_a.save_session(stranger, (start_time(reused.pid) or 0) - 5000)
         _sql(pg_url, "UPDATE workers SET heartbeat = now() - interval '1 hour'")
         await _conclude(pg_url, "wA")
         takeover = moved.model_copy(update={"pid": on_b.pid})
         await store_b.save_session(takeover, start_time(on_b.pid))
-    finally:
-        await store_a.close()
-        await store_b.close()
     assert not _gone(old)  # a kill -9 of the daemon leaves it (its own process group)
 
     settings = ClusterSettings(worker_id="wA", lease_seconds=3600)
@@ -232,16 +242,8 @@ async def test_a_takeover_before_the_loss_is_concluded_still_leaves_the_old_grou
     lease ran out, nobody concluded it yet): wA's recorded process group is kept for wA to
     reap when it starts again, and wB's process lives on."""
     old, on_b = spawn(), spawn()
-    store_a = await _store_of(pg_url, "wA")
-    store_b = await _store_of(pg_url, "wB")
-    try:
-        await ClusterDb(store_a.pool, "wA", "here", lease=10).register(None)
-        session = _session("conv-1", old.pid)
-        await store_a.save_session(session, start_time(old.pid))
+    async with _wa_holds(pg_url, old.pid) as (_, store_b, session):
         await store_b.save_session(session.model_copy(update={"pid": on_b.pid}), None)
-    finally:
-        await store_a.close()
-        await store_b.close()
     assert _sql(pg_url, "SELECT worker_id, pid FROM lost_sessions") == [("wA", old.pid)]
 
     settings = ClusterSettings(worker_id="wA", lease_seconds=3600)

@@ -13,12 +13,7 @@ OD_RUNS_SESSION_ID in its environment, owned by one task (_serve) from spawn to 
 and start time are stored before the handshake, so a daemon that crashed can kill what its
 sessions left behind (recover()) without ever killing a reused pid. With several daemons
 (cluster.py), a session whose row another daemon retired or took over is `moved`: its process
-stops at once and this daemon writes its row no more.
-
-Why this module is over 500 lines: SessionManager is one state machine. A session's lock,
-its process and its stored row change together (spawn, turn, retire, trim, recover, moved),
-and every path that changes one takes the same lock; split across modules, that locking
-would have to be followed from file to file. The turn itself lives in session_turn.py.
+stops at once and this daemon writes its row no more (session_moves.py).
 """
 
 from __future__ import annotations
@@ -48,6 +43,7 @@ from .errors import Conflict, NotFound
 from .eventlog import now_iso
 from .failures import AgentFailure, failure
 from .models import RunCreate, SessionDetail, SessionStatus
+from .session_moves import MOVED, MovedSessions
 from .session_turn import (
     EXIT_WAIT,
     STDERR_TAIL_LINES,
@@ -74,11 +70,9 @@ SESSION_ID_RE = re.compile(r"^ses-[0-9a-f]{16}$")
 MAX_LIVE_SESSIONS = 16
 # An idle process unused this long is retired (its thread resumes on the next run).
 IDLE_TTL = 30 * 60.0
-# Why a daemon stops a process whose session another daemon retired or resumed meanwhile.
-MOVED = "another daemon retired or took over its session"
 
 
-class SessionManager:
+class SessionManager(MovedSessions):
     """Keeps each conversation's session and its process; the runs borrow them."""
 
     def __init__(self, store: RunStore, task_group: TaskGroup, grace: float) -> None:
@@ -415,35 +409,6 @@ class SessionManager:
         finally:
             session.saving -= 1
             session.saved += 1
-
-    # Several daemons ----------------------------------------------------------------------
-
-    def held(self) -> dict[str, int]:
-        """Sessions with a process here and no save under way, each with its saves so far."""
-        return {
-            s.id: s.saved
-            for s in self._sessions.values()
-            if s.live is not None and not s.moved and s.saving == 0
-        }
-
-    def moved_away(self, ids: set[str], held: dict[str, int]) -> list[str]:
-        """Another daemon retired or took over these sessions' rows (as held() saw them):
-        stop their processes here, in the background, and never write the rows again."""
-        moved = []
-        for session_id in ids:
-            session = self._sessions.get(session_id)
-            if session is None or session.saving or session.saved != held.get(session_id):
-                continue  # written since the look: the look says nothing of it
-            session.moved = True
-            moved.append(session_id)
-            if not session.lock.locked():  # else the turn's end retires it
-                self._tg.start_soon(self._drop_moved, session)
-        return moved
-
-    async def _drop_moved(self, session: Session) -> None:
-        async with session.lock:
-            await self._retire(session, MOVED)
-        self._forget_if_retired(session)
 
     # API ----------------------------------------------------------------------------------
 
