@@ -13,8 +13,9 @@ their children here and nowhere else. A managed child:
 - is stopped on the way out, shielded from cancellation: adapter abort, SIGTERM to the group,
   a grace period, SIGKILL; then whatever is left of the group and every marked escapee dies.
 
-Portability: identity (pid + create time), group membership and marker scans come from
-psutil, which reads /proc on Linux and sysctl/libproc on macOS, so one code path serves both.
+Portability: identity (pid + create time) and group membership come from psutil, which reads
+/proc on Linux and sysctl/libproc on macOS, so one code path serves both; marker scans
+(marks.py) read /proc directly where it exists and fall back to psutil.
 Process groups and signals are POSIX (os.killpg). Windows is not supported.
 """
 
@@ -31,6 +32,7 @@ import psutil
 from anyio.abc import Process
 
 from .lines import LineSink, pump
+from .marks import processes_marked, sweeper
 from .spawn import spawn
 
 # After the leader exits, grandchildren holding the pipes get this long before we stop reading.
@@ -100,8 +102,21 @@ def is_alive(pid: int) -> bool:
         return False
 
 
+def _no_group(pgid: int) -> bool:
+    """True if the group has no member at all, not even a zombie (one cheap syscall)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in a process group."""
+    if _no_group(pgid):
+        return []  # no walk over every process
     members: list[int] = []
     for pid in psutil.pids():
         try:
@@ -112,22 +127,6 @@ def group_members(pgid: int) -> list[int]:
         if is_alive(pid):
             members.append(pid)
     return members
-
-
-def processes_marked(marker: str) -> list[int]:
-    """Pids whose environment carries marker (NAME=value): our children's descendants."""
-    name, _, value = marker.partition("=")
-    found: list[int] = []
-    me = os.getpid()
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        try:
-            if proc.environ().get(name) == value:
-                found.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-    return found
 
 
 # Signals ----------------------------------------------------------------------------------
@@ -165,6 +164,8 @@ async def wait_group_gone(pgid: int, timeout: float = REAP_TIMEOUT) -> bool:
     """SIGKILL whatever is left of a group and wait until no live member remains."""
     with anyio.move_on_after(timeout):
         while True:
+            if _no_group(pgid):
+                return True
             members = await anyio.to_thread.run_sync(group_members, pgid)
             if not members:
                 return True
@@ -175,7 +176,7 @@ async def wait_group_gone(pgid: int, timeout: float = REAP_TIMEOUT) -> bool:
 
 async def kill_marked(marker: str) -> list[int]:
     """SIGKILL every process carrying marker (those that left their group); their pids."""
-    pids = await anyio.to_thread.run_sync(processes_marked, marker)
+    pids = await sweeper().find(marker)
     return [pid for pid in pids if signal_pid(pid, signal.SIGKILL)]
 
 
