@@ -50,6 +50,7 @@ from .runs import RunService, open_service
 from .security import BodyTooLarge, GuardMiddleware
 from .sse import CURSOR_HEADER_PATTERN, CURSOR_PATTERN, resolve_cursor, run_stream
 from .sse_response import EventStream, close_open_streams, open_stream_count
+from .sse_route import FastEvents
 from .sse_sink import RAW_SEND
 from .status_events import status_frames
 
@@ -148,6 +149,8 @@ def create_app(settings: Settings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = contract  # type: ignore[method-assign]
+    # Innermost, so inside the guard: the plain SSE request skips the router (sse_route.py).
+    app.add_middleware(FastEvents, service=lambda: getattr(app.state, "service", None))
     app.add_middleware(
         GuardMiddleware,
         token=settings.token,

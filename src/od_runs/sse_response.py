@@ -3,12 +3,13 @@
 A live run may have hundreds of readers, each taking a write per published batch, so the
 write path is one `send` with no lock, task or cancel scope around it. Everything slow (a
 stalled socket, a vanished client, a shutting-down server) is watched by one companion
-task per stream that wakes only on its own timer or on the client's disconnect.
+task per stream that wakes only on the client's disconnect, and one timer for pings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -28,6 +29,8 @@ PING_SECONDS = float(os.environ.get("OD_RUNS_SSE_PING", "15"))
 SEND_TIMEOUT = float(os.environ.get("OD_RUNS_SSE_SEND_TIMEOUT", "30"))
 _PING = b": ping\n\n"
 _PING_CHUNK = b"%x\r\n%b\r\n" % (len(_PING), _PING)
+
+log = logging.getLogger("od_runs.sse")
 
 FrameSource = Callable[[Outlet], AsyncGenerator[bytes, None]]
 
@@ -53,6 +56,9 @@ class EventStream(Response):
         self._send_started: float | None = None
         self._last_sent = float("-inf")
         self._sink: DirectSink | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pinging: asyncio.Task[None] | None = None
+        self._ended = False
 
     def cancel(self) -> None:
         """End the stream now, wherever it is."""
@@ -66,17 +72,27 @@ class EventStream(Response):
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        async with anyio.create_task_group() as tg:
-            self._scope = tg.cancel_scope
-            if self._cancelled:
-                tg.cancel_scope.cancel()
-            _open_streams.add(self)
-            try:
-                tg.start_soon(self._watch, receive, send)
+        # One task watches for the client leaving and a timer pings a quiet stream: a crowd
+        # opening streams pays each one's setup on the loop that delivers the run, and task
+        # groups (two per stream, as this was) cost more than everything else of the setup.
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(self._watch(receive))
+        self._arm(loop, send, PING_SECONDS * random.uniform(0.5, 1.0))
+        _open_streams.add(self)
+        try:
+            with anyio.CancelScope() as cancel_scope:
+                self._scope = cancel_scope
+                if self._cancelled:
+                    cancel_scope.cancel()
                 await self._stream(send)
-                tg.cancel_scope.cancel()
-            finally:
-                _open_streams.discard(self)
+        finally:
+            self._ended = True
+            _open_streams.discard(self)
+            watcher.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._pinging is not None:
+                self._pinging.cancel()
         if self._send_started is None:
             # Not stuck in a write: end the body cleanly. A reader cancelled mid-write is
             # not read from; returning unfinished makes uvicorn close its socket.
@@ -86,7 +102,15 @@ class EventStream(Response):
     async def _stream(self, send: Send) -> None:
         frames = self._source(Outlet(self.cancel, self._sink))
         try:
+            sink = self._sink
             async for chunk in frames:
+                if sink is not None and sink.writable():
+                    # Straight to the socket (a replay slice is up to 256 KB): no ASGI chain,
+                    # and no copy to frame it as a chunk. A socket that fills up pauses the
+                    # sink, and the next write waits in send as any other would.
+                    sink.write_chunk(chunk)
+                    self._last_sent = time.monotonic()
+                    continue
                 self._send_started = time.monotonic()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 self._send_started = None
@@ -99,46 +123,55 @@ class EventStream(Response):
             with anyio.CancelScope(shield=True):
                 await frames.aclose()
 
-    async def _watch(self, receive: Receive, send: Send) -> None:
-        """Ping a quiet stream, give up on a stalled one, stop when the client goes."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._keepalive, send)
+    async def _watch(self, receive: Receive) -> None:
+        """Stop the stream when the client goes."""
+        try:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            self.cancel()
+        except Exception as exc:  # the server's receive failing is the client gone too
+            log.debug("SSE receive failed: %r", exc)
+        self.cancel()
 
-    async def _keepalive(self, send: Send) -> None:
-        # The first wait is drawn at random, so that streams opened together (a reconnect
+    def _arm(self, loop: asyncio.AbstractEventLoop, send: Send, delay: float) -> None:
+        if not self._ended:
+            self._timer = loop.call_later(delay, self._ping_due, loop, send)
+
+    def _ping_due(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        """Ping a quiet stream, give up on a stalled one (the keep-alive timer's callback)."""
+        # The first wait was drawn at random, so that streams opened together (a reconnect
         # storm) ping at spread-out moments rather than all in one pass of the loop: a ping
         # is a socket write, tens of microseconds each, and thousands at once stall the loop.
-        delay = PING_SECONDS * random.uniform(0.5, 1.0)
-        while True:
-            await anyio.sleep(delay)
-            delay = PING_SECONDS
-            started = self._send_started
-            if started is not None:  # a write is under way: is it stuck?
-                if time.monotonic() - started > SEND_TIMEOUT:
-                    self.cancel()
-                    return
-                continue
-            last = self._last_sent
-            if self._sink is not None:
-                last = max(last, self._sink.written_at)
-            now = time.monotonic()
-            quiet = now - last
-            if quiet < PING_SECONDS:  # frames went out lately: the stream is not idle
-                delay = PING_SECONDS - quiet
-                continue
-            if self._sink is not None and self._sink.writable():
-                # No write of the stream's own is pending (the socket is not back-pressured)
-                # and the loop is single-threaded: a whole chunk here lands between frames.
-                self._sink.write(_PING_CHUNK, _PING, now)
-                continue
-            with anyio.move_on_after(SEND_TIMEOUT) as ping:
-                await send({"type": "http.response.body", "body": _PING, "more_body": True})
-            if ping.cancelled_caught:  # the client stopped reading while the run was quiet
+        self._timer = None
+        now = time.monotonic()
+        started = self._send_started
+        if started is not None:  # a write is under way: is it stuck?
+            if now - started > SEND_TIMEOUT:
                 self.cancel()
-                return
+            else:
+                self._arm(loop, send, PING_SECONDS)
+            return
+        last = self._last_sent
+        if self._sink is not None:
+            last = max(last, self._sink.written_at)
+        quiet = now - last
+        if quiet < PING_SECONDS:  # frames went out lately: the stream is not idle
+            self._arm(loop, send, PING_SECONDS - quiet)
+        elif self._sink is not None and self._sink.writable():
+            # No write of the stream's own is pending (the socket is not back-pressured)
+            # and the loop is single-threaded: a whole chunk here lands between frames.
+            self._sink.write(_PING_CHUNK, _PING, now)
+            self._arm(loop, send, PING_SECONDS)
+        else:  # a ping through send may block on the client: in a task of its own
+            self._pinging = loop.create_task(self._ping(loop, send))
+
+    async def _ping(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        with anyio.move_on_after(SEND_TIMEOUT) as ping:
+            await send({"type": "http.response.body", "body": _PING, "more_body": True})
+        self._pinging = None
+        if ping.cancelled_caught:  # the client stopped reading while the run was quiet
+            self.cancel()
+        else:
+            self._arm(loop, send, PING_SECONDS)
 
 
 class _OpenStreams:

@@ -65,6 +65,13 @@ class DirectSink:
         self._cycle.transport.write(chunk if self.chunked else raw)
         self.written_at = at
 
+    def write_chunk(self, body: bytes) -> None:
+        """Write one body chunk, framed here without copying it (a vectored write)."""
+        if self.chunked:
+            self._cycle.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+        else:
+            self._cycle.transport.write(body)
+
 
 def sink_for(scope: Scope) -> DirectSink | None:
     """The direct sink of this response, if its server is one the sink knows."""
