@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from sse_read import FrameReader
+from sse_read import FrameReader, Read
 
 STAMP = re.compile(rb"t=(\d+\.\d+)")
 
@@ -42,15 +42,15 @@ class Viewer(FrameReader):
             self.headers = time.time()
         super().data_received(chunk)
 
-    def on_frames(self, whole: bytes, count: int, now: float) -> None:
+    def on_frames(self, read: Read, count: int, now: float) -> None:
         if not self.first:
             self.first = now
         if not self.live:
-            last = STAMP.match(whole, whole.rfind(b"t="))
+            last = read.last(STAMP, b"t=")
             if last is not None and float(last.group(1)) >= self.joined:
                 self.live = now  # a line printed after the join: caught up
             return  # this read still carries history: no latency sample
-        first = STAMP.search(whole)
+        first = read.first(STAMP)
         if first is not None:
             # The oldest line of a read waited longest; charging it to every event of the
             # read over-states the tail, never under-states it.
