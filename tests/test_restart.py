@@ -21,7 +21,7 @@ import pytest
 
 from od_runs import recovery
 from od_runs.agents.process import group_members, start_time
-from od_runs.eventlog import now_iso
+from od_runs.encoding import now_iso
 from od_runs.models import RunStatus
 from od_runs.runs import RUN_ID_ENV
 from od_runs.store import DB_NAME, RunRow, SqliteRunStore

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from od_runs.eventlog import now_iso
+from od_runs.encoding import now_iso
 from od_runs.models import RunStatus
 from od_runs.store import DB_NAME, RunRow, SqliteRunStore
 
@@ -55,4 +55,47 @@ async def test_flush_waits_for_a_write_that_is_already_under_way(tmp_path: Path)
             tg.cancel_scope.cancel()
     finally:
         blocker.close()
+        await store.close()
+
+
+async def test_a_row_scheduled_to_be_built_is_built_once_when_written(tmp_path: Path) -> None:
+    """A streaming run schedules its row after every batch: the row is built when the writer
+    takes it (the run's newest state), once for all the batches since the last write."""
+    store = await SqliteRunStore.open(tmp_path / DB_NAME)
+    try:
+        await store.insert(row("running"))
+        built: list[int] = []
+        state = {"last": 0}
+
+        def build() -> RunRow:
+            built.append(state["last"])
+            current = row("running")
+            current.body.lastEventId = state["last"]
+            return current
+
+        for last in range(1, 21):  # 20 batches before the writer runs
+            state["last"] = last
+            store.schedule_build("run-0000000000000001", build)
+        assert built == []  # scheduling builds nothing
+        state["last"] = 25  # more events came before the write
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_writer)
+            with anyio.fail_after(5):
+                await store.flush()
+            tg.cancel_scope.cancel()
+        assert built == [25]
+        stored = await store.get("run-0000000000000001")
+        assert stored is not None and stored.body.lastEventId == 25
+        # A row given as is (a status change) replaces a pending build of the same run.
+        store.schedule_build("run-0000000000000001", build)
+        store.schedule(row("succeeded"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_writer)
+            with anyio.fail_after(5):
+                await store.flush()
+            tg.cancel_scope.cancel()
+        assert built == [25]
+        stored = await store.get("run-0000000000000001")
+        assert stored is not None and stored.body.status == "succeeded"
+    finally:
         await store.close()

@@ -28,8 +28,8 @@ from anyio.abc import TaskGroup
 from .agents import Adapter
 from .agents.process import kill_recorded_group
 from .config import LEASE_SECONDS
+from .encoding import now_iso
 from .errors import Conflict, NotFound, OdRunsError, Unavailable
-from .eventlog import now_iso
 from .lifecycle import Lifecycle, new_run_id
 from .live_run import Run, request_hash
 from .mirrors import Mirrors

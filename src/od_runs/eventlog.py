@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 from typing import BinaryIO
 
+from .encoding import compact_json
 from .frame_spans import SLICE_BYTES, SPAN_KEYS, SPAN_MAX_BYTES, Span, slice_spans, span_cache
 
 LOG_NAME = "events.jsonl"
@@ -36,11 +35,6 @@ def _frames(data: bytes) -> bytes:
     return b"".join(
         [b"id: %b\nevent: %b\ndata: %b\n\n" % (i, e, line) for line, i, e in _LINE_RE.findall(data)]
     )
-
-
-def now_iso() -> str:
-    """The ts of a line: ISO-8601 UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RawJSON(str):
@@ -86,7 +80,7 @@ def to_log_line(raw: bytes) -> LogLine:
 def _dumps(value: object) -> str:
     if isinstance(value, RawJSON):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 def encode_lines(

@@ -12,6 +12,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ import anyio
 
 from .agents import Adapter, make_adapter
 from .conversations import Conversations
+from .encoding import now_iso
 from .errors import BadRequest, Conflict
-from .eventlog import LogLine, encode_lines, now_iso
+from .eventlog import LogLine, encode_lines
 from .live_run import DEFAULT_GRACE, Run, request_hash
 from .models import TERMINAL_STATES, RunCreate, RunError, RunState, RunStatus
 from .redact import Scrubber, bundle_secrets, daemon_secrets, secret_env_values
@@ -243,7 +245,7 @@ class Lifecycle:
     def _published(self, run: Run, lines: list[LogLine]) -> None:
         run.last_event_id = lines[-1].id
         self._publish(run, lines)
-        self.store.schedule(self.row(run))
+        self.store.schedule_build(run.id, partial(self.row, run))
 
     def emit_error(self, run: Run, error: RunError) -> None:
         """Log an `error` event that says what went wrong, and why the run will fail."""
@@ -278,13 +280,7 @@ class Lifecycle:
     def _publish(self, run: Run, lines: list[LogLine]) -> None:
         run.tail.extend(lines)
         run.fanout.offer(lines)
-        self.wake(run)
-
-    @staticmethod
-    def wake(run: Run) -> None:
-        """Wake everyone waiting on a change of the run."""
-        run.changed.set()
-        run.changed = anyio.Event()
+        run.wake()
 
     # Ending -------------------------------------------------------------------------------
 
@@ -331,7 +327,7 @@ class Lifecycle:
             self.conversations.abandon(run.ticket)
         run.finished_mono = anyio.current_time()
         run.done.set()
-        self.wake(run)
+        run.wake()
         self.store.schedule(self.row(run))
         self.status_changed(run)
 

@@ -64,8 +64,9 @@ class Run:
     supervised: bool = False
     tail: deque[LogLine] = field(default_factory=lambda: deque(maxlen=TAIL_SIZE))
     fanout: Fanout = field(default_factory=Fanout)
-    # Set and replaced on every change (events, status): waiters wake on it.
-    changed: anyio.Event = field(default_factory=anyio.Event)
+    # The event the next change (events, status) sets; made only once somebody waits, so
+    # a batch nobody waits for costs no Event.
+    _changed: anyio.Event | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
     cancel_event: anyio.Event = field(default_factory=anyio.Event)
     # Set when events.jsonl cannot be written: nothing more is published (invariant 3).
@@ -89,6 +90,19 @@ class Run:
     remote_body: RunStatus | None = None
     workspace_info: WorkspaceInfo | None = None
     workspace_prepared: bool = False
+
+    @property
+    def changed(self) -> anyio.Event:
+        """The event the run's next change sets: wait on it, then read the run again."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        return self._changed
+
+    def wake(self) -> None:
+        """Wake everyone waiting on a change of the run."""
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     @property
     def terminal(self) -> bool:

@@ -115,7 +115,7 @@ class Mirrors:
             self._refresh.discard(run.id)
             run.fanout.close()
             run.done.set()
-            Lifecycle.wake(run)
+            run.wake()
 
     async def _catch_up(self, run: Run) -> bool:
         """Publish the rows past what this mirror has; True once the `end` is among them."""
@@ -129,7 +129,7 @@ class Mirrors:
                     run.last_event_id = run.assigned_id = lines[-1].id
                     run.tail.extend(lines)
                     run.fanout.offer(lines)
-                    Lifecycle.wake(run)
+                    run.wake()
             if len(batches) < PAGES_PER_READ:
                 return bool(run.tail) and run.tail[-1].event == "end"
 
@@ -141,7 +141,7 @@ class Mirrors:
         run.remote_body = row.body
         run.status = row.body.status
         run.worker_id = row.body.workerId
-        Lifecycle.wake(run)
+        run.wake()
         return True
 
 

@@ -24,7 +24,8 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from .eventlog import EventLog, LogLine, encode_lines, now_iso, recover_tail
+from .encoding import now_iso
+from .eventlog import EventLog, LogLine, encode_lines, recover_tail
 from .models import RunStatus, WorkerInfo
 from .pg_events import _LAST, _TS_TAIL
 from .pg_store import _COLUMNS, _row, unavailable

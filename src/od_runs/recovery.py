@@ -12,7 +12,8 @@ from pathlib import Path
 import anyio
 
 from .agents.process import kill_recorded_group, processes_marked
-from .eventlog import EventLog, LogLine, encode_lines, ensure_private_dir, now_iso, recover_tail
+from .encoding import now_iso
+from .eventlog import EventLog, LogLine, encode_lines, ensure_private_dir, recover_tail
 from .models import RunStatus
 from .retention import DeleteJournal, sweep_leftovers
 from .storage import EventStore, RunStore

@@ -23,8 +23,9 @@ from .agents import Adapter
 from .cluster import Cluster, ClusterSettings
 from .conversations import DEFAULT_LIMIT as CONVERSATION_LIMIT
 from .conversations import Conversations
+from .encoding import now_iso
 from .errors import BadRequest, NotFound, Unavailable
-from .eventlog import LogLine, now_iso
+from .eventlog import LogLine
 from .lifecycle import FINISHED_TTL, ExistingRun, Lifecycle
 from .live_run import DEFAULT_GRACE, Attachment, Run
 from .models import (

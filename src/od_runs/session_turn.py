@@ -18,7 +18,7 @@ import anyio
 from .agents.base import EventItem, SessionAdapter, TurnEnded
 from .agents.jsonrpc import JsonRpcPeer, Notification, PeerClosed, RpcError
 from .agents.process import Child, is_alive
-from .eventlog import now_iso
+from .encoding import now_iso
 from .failures import failure
 from .models import RunError, SessionDetail, SessionEvent
 

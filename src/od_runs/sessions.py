@@ -39,8 +39,8 @@ from .agents.process import (
     kill_recorded_group,
     managed_process,
 )
+from .encoding import now_iso
 from .errors import Conflict, NotFound
-from .eventlog import now_iso
 from .failures import AgentFailure, failure
 from .models import RunCreate, SessionDetail, SessionStatus
 from .session_moves import MOVED, MovedSessions

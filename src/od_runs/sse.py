@@ -12,8 +12,8 @@ from collections.abc import AsyncGenerator
 
 import anyio
 
+from .encoding import now_iso
 from .errors import BadRequest, NotFound
-from .eventlog import now_iso
 from .models import TERMINAL_STATES
 from .runs import Attachment, RunService
 from .sse_response import RETRY_MS, EventStream

@@ -43,6 +43,9 @@ class RunStore(Protocol):
     def schedule(self, row: RunRow) -> None:
         """Queue a status update; later rows of the same run replace earlier ones."""
 
+    def schedule_build(self, run_id: str, build: Callable[[], RunRow]) -> None:
+        """Queue an update that build() makes when it is written (a live run's state then)."""
+
     async def flush(self) -> None:
         """Return once every update scheduled so far is durable."""
 

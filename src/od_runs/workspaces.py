@@ -24,8 +24,8 @@ from pathlib import Path
 
 import anyio
 
+from .encoding import now_iso
 from .errors import Conflict, Invalid, NotFound
-from .eventlog import now_iso
 from .git_cli import WorkspaceError, git, git_bounded, parse_numstat, snapshot_index
 from .models import (
     RunCreate,

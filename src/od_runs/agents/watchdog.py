@@ -9,6 +9,8 @@ idle timeout.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Literal
 
 import anyio
@@ -16,6 +18,17 @@ import anyio
 from ..models import RunCreate
 
 Expiry = Literal["stalled", "quiet", "timeout"]
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The event loop's clock, the one anyio's deadlines use, read without anyio's lookup.
+
+    touch() runs for every batch of output; anyio.current_time() finds the backend each time.
+    """
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return anyio.current_time
 
 
 class Watchdog:
@@ -27,7 +40,8 @@ class Watchdog:
         self.idle = idle
         self.timeout = timeout
         self.post_tool = post_tool
-        self._started = self._last = anyio.current_time()
+        self._clock = _loop_clock()
+        self._started = self._last = self._clock()
         self._after_tool = False
         self._sooner = anyio.Event()
 
@@ -60,7 +74,7 @@ class Watchdog:
         after_tool: a tool call has finished and nothing has happened since but chatter,
         so the post-tool quiet limit applies until the agent shows progress again.
         """
-        self._last = anyio.current_time()
+        self._last = self._clock()
         if after_tool and not self._after_tool and self.post_tool is not None:
             self._sooner.set()  # the deadline moved earlier: wake expired() to see it
         self._after_tool = after_tool
@@ -70,7 +84,7 @@ class Watchdog:
         if self.idle is None and self.timeout is None and self.post_tool is None:
             await anyio.sleep_forever()
         while True:
-            now = anyio.current_time()
+            now = self._clock()
             deadlines: list[float] = []
             if self.timeout is not None:
                 if now >= self._started + self.timeout:
