@@ -6,9 +6,10 @@ opening a live run does. Latency is the child's timestamp to the moment a client
 returns the line, so it covers the whole path (pipe, log, replay or fan-out, socket).
 
 Figures, per size: the slowest viewer's time from its join to live (it reads a line the
-child printed after it joined), the p99 of the already-live viewers while the others join,
-the p99 once everyone is live, and whether every viewer got every event. Clients run in
-their own processes (sse_clients.py), each holding many raw asyncio connections.
+child printed after it joined and at most 100 ms before the read: it has caught up), the
+p99 of the already-live viewers while the others join, the p99 once everyone is live, and
+whether every viewer got every event. Clients run in their own processes (sse_clients.py),
+each holding many raw asyncio connections.
 
 Sizes: `python bench/join.py [viewers ...]` (default 500 1000); BENCH_JOIN_SECONDS,
 BENCH_JOIN_RATE and BENCH_JOIN_PROCS change the run; BENCH_JOIN_DUMP=FILE writes every

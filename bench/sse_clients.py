@@ -4,8 +4,9 @@
 connects N SSE viewers of each run at wall-clock time T (and, with --mcp, one MCP client per
 run parked in `wait_run`), follows them to the runs' ends (or for S seconds with --hold) and
 writes JSON to F: per viewer its join time, the time it was live (read a line the child
-printed after the join), its event count and whether it got `end`; latency samples (child's
-stamp, latency, events of the read) once live; per MCP client when its answer came.
+printed after the join and at most CAUGHT_UP ago), its event count and whether it got `end`;
+latency samples (child's stamp, latency, events of the read) once live; per MCP client when
+its answer came.
 
 It imports only asyncio and uvloop (and json) so that several start fast next to the daemon.
 """
@@ -24,6 +25,9 @@ import uvloop
 from sse_read import FrameReader, Read
 
 STAMP = re.compile(rb"t=(\d+\.\d+)")
+# A viewer is live once it reads a line printed after its join and at most this long ago:
+# it has caught up with the child, not merely reached the part of the run after its join.
+CAUGHT_UP = 0.1
 
 
 class Viewer(FrameReader):
@@ -47,8 +51,10 @@ class Viewer(FrameReader):
             self.first = now
         if not self.live:
             last = read.last(STAMP, b"t=")
-            if last is not None and float(last.group(1)) >= self.joined:
-                self.live = now  # a line printed after the join: caught up
+            if last is not None:
+                stamp = float(last.group(1))
+                if stamp >= self.joined and now - stamp <= CAUGHT_UP:
+                    self.live = now  # caught up with the child
             return  # this read still carries history: no latency sample
         first = read.first(STAMP)
         if first is not None:

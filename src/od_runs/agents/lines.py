@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
+from contextlib import suppress
 
 import anyio
 from anyio.abc import ByteReceiveStream
+
+from .pipes import PipeReader
 
 READ_SIZE = 64 * 1024
 # Longest piece of a line we hold; a longer line is split into continuation events.
@@ -73,17 +76,29 @@ class LineSplitter:
 
 
 async def pump(stream: ByteReceiveStream, sink: LineSink) -> None:
-    """Read a pipe to EOF in large chunks; hand each chunk's lines to sink as one batch."""
+    """Read a pipe to EOF in large chunks; hand each chunk's lines to sink as one batch.
+
+    A child's own pipe (PipeReader) pushes its reads: the lines go to sink from the pipe's
+    callback, with no task wake-up per read.
+    """
     splitter = LineSplitter()
+
+    def feed(chunk: bytes) -> None:
+        lines = splitter.feed(chunk)
+        if lines:
+            sink(lines)
+
     try:
+        if isinstance(stream, PipeReader):
+            with suppress(anyio.ClosedResourceError):
+                await stream.deliver_to(feed)
+            return
         while True:
             try:
                 chunk = await stream.receive(READ_SIZE)
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 break
-            lines = splitter.feed(chunk)
-            if lines:
-                sink(lines)
+            feed(chunk)
     finally:
         last = splitter.finish()
         if last:

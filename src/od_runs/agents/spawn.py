@@ -21,26 +21,7 @@ from typing import IO
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
-
-class _Receive(ByteReceiveStream):
-    """A child's stdout or stderr as an anyio byte stream."""
-
-    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport) -> None:
-        self._reader = reader
-        self._transport = transport
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        """The next bytes the child wrote; EndOfStream once it closed the pipe."""
-        data = await self._reader.read(max_bytes)
-        if not data:
-            raise anyio.EndOfStream
-        return data
-
-    async def aclose(self) -> None:
-        """Stop reading: later receives fail, and the pipe is closed."""
-        self._reader.set_exception(anyio.ClosedResourceError())
-        self._transport.close()
-        await anyio.lowlevel.checkpoint()
+from .pipes import PipeReader, open_reader
 
 
 class _Send(ByteSendStream):
@@ -77,8 +58,8 @@ class SpawnedProcess(Process):
         self,
         popen: subprocess.Popen[bytes],
         stdin: _Send | None,
-        stdout: _Receive | None,
-        stderr: _Receive | None,
+        stdout: PipeReader | None,
+        stderr: PipeReader | None,
     ) -> None:
         self._popen = popen
         self._stdin, self._stdout, self._stderr = stdin, stdout, stderr
@@ -182,14 +163,6 @@ def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> IO[bytes]
     return open(fd, mode, buffering=0, closefd=owns)
 
 
-async def _reader(loop: asyncio.AbstractEventLoop, fd: int) -> _Receive:
-    reader = asyncio.StreamReader(loop=loop)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), _pipe_file(fd, "rb", loop)
-    )
-    return _Receive(reader, transport)
-
-
 async def _writer(loop: asyncio.AbstractEventLoop, fd: int) -> _Send:
     transport, protocol = await loop.connect_write_pipe(
         lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop),
@@ -241,8 +214,8 @@ async def spawn(
             os.close(fd)  # the child has its copies
     try:
         send = await _writer(loop, ours[0]) if stdin else None
-        out = await _reader(loop, ours[-2])
-        err = await _reader(loop, ours[-1])
+        out = await open_reader(loop, _pipe_file(ours[-2], "rb", loop))
+        err = await open_reader(loop, _pipe_file(ours[-1], "rb", loop))
     except BaseException:
         popen.kill()
         popen.wait()
