@@ -188,14 +188,13 @@ class Fanout:
             return
         if self._timer is not None:
             return
-        loop = asyncio.get_running_loop()
         window = min(MAX_WINDOW, self.taking * WINDOW_PER_READER)
-        delay = self._last_publish + window - loop.time()
+        delay = self._last_publish + window - time.monotonic()
         if delay <= 0:
             self.flush()
         else:
             # A timer, not a task: a task per run would cost a wake-up of its own per batch.
-            self._timer = loop.call_later(delay, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.flush)
 
     def flush(self) -> None:
         """Publish the waiting events to every reader now."""
@@ -204,8 +203,8 @@ class Fanout:
             self._timer = None
         if not self._outbox:
             return
-        self._last_publish = asyncio.get_running_loop().time()
-        batch = Batch(self._outbox, time.monotonic())
+        self._last_publish = now = time.monotonic()
+        batch = Batch(self._outbox, now)
         self._outbox = []
         for subscriber in list(self.subscribers):
             subscriber.push(batch)
