@@ -58,6 +58,18 @@ async def test_flush_waits_for_a_write_that_is_already_under_way(tmp_path: Path)
         await store.close()
 
 
+async def write_pending(store: SqliteRunStore) -> RunRow:
+    """Run the writer until what is scheduled is committed; the stored row then."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.run_writer)
+        with anyio.fail_after(5):
+            await store.flush()
+        tg.cancel_scope.cancel()
+    stored = await store.get("run-0000000000000001")
+    assert stored is not None
+    return stored
+
+
 async def test_a_row_scheduled_to_be_built_is_built_once_when_written(tmp_path: Path) -> None:
     """A streaming run schedules its row after every batch: the row is built when the writer
     takes it (the run's newest state), once for all the batches since the last write."""
@@ -78,24 +90,14 @@ async def test_a_row_scheduled_to_be_built_is_built_once_when_written(tmp_path: 
             store.schedule_build("run-0000000000000001", build)
         assert built == []  # scheduling builds nothing
         state["last"] = 25  # more events came before the write
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.run_writer)
-            with anyio.fail_after(5):
-                await store.flush()
-            tg.cancel_scope.cancel()
+        stored = await write_pending(store)
         assert built == [25]
-        stored = await store.get("run-0000000000000001")
-        assert stored is not None and stored.body.lastEventId == 25
+        assert stored.body.lastEventId == 25
         # A row given as is (a status change) replaces a pending build of the same run.
         store.schedule_build("run-0000000000000001", build)
         store.schedule(row("succeeded"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(store.run_writer)
-            with anyio.fail_after(5):
-                await store.flush()
-            tg.cancel_scope.cancel()
+        stored = await write_pending(store)
         assert built == [25]
-        stored = await store.get("run-0000000000000001")
-        assert stored is not None and stored.body.status == "succeeded"
+        assert stored.body.status == "succeeded"
     finally:
         await store.close()
