@@ -65,10 +65,20 @@ def watched(http: httpx.Client, ids: list[str]) -> None:
     while time.monotonic() < deadline:
         health = http.get("/api/health").json()
         if health.get("openStreams", 0) >= len(ids) * VIEWERS:
-            time.sleep(1)  # the MCP calls come right behind their run's viewers
             return
         time.sleep(0.2)
     raise TimeoutError("viewers did not connect")
+
+
+def settled(pid: int, floor: float = 0.02, limit: float = 20.0) -> None:
+    """Wait until the daemon is done setting up: a second in which it used under `floor` of
+    a core (the MCP sessions come right behind their run's viewers, and each initializes)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        cpu, at = cpu_seconds(pid), time.monotonic()
+        time.sleep(1)
+        if (cpu_seconds(pid) - cpu) / (time.monotonic() - at) < floor:
+            return
 
 
 def measure(runs: int) -> dict[str, float | bool]:
@@ -99,6 +109,7 @@ def measure(runs: int) -> dict[str, float | bool]:
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
             watched(http, ids)
+            settled(d.proc.pid)
             # What the daemon costs with every run and client in place but nothing streaming
             # (timers, the status writer): taken off, so the figure is the cost of events.
             quiet_cpu, quiet_from = cpu_seconds(d.proc.pid), time.monotonic()
