@@ -11,7 +11,7 @@ import pytest
 
 from od_runs.agents.lines import pump
 from od_runs.agents.pipes import HIGH_WATER
-from od_runs.agents.spawn import spawn
+from od_runs.agents.spawn import SpawnedProcess, spawn
 
 pytestmark = pytest.mark.anyio
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -23,10 +23,10 @@ def anyio_backend() -> tuple[str, dict[str, bool]]:
     return "asyncio", {"use_uvloop": True}
 
 
-async def child(code: str, stdin: bool = False):  # type: ignore[no-untyped-def]
+async def child(code: str) -> SpawnedProcess:
     """A real child in a session of its own, its stdout and stderr piped."""
     return await spawn(
-        [sys.executable, "-c", code], stdin=stdin, cwd=None, env=ENV, start_new_session=True
+        [sys.executable, "-c", code], stdin=False, cwd=None, env=ENV, start_new_session=True
     )
 
 
