@@ -3,8 +3,10 @@
 A run changes status a handful of times but its lastEventId with every batch: writing each
 change would cost a transaction per batch. So rows wait in a dict (a later row of the same run
 replaces an earlier one) and the writer commits whatever is pending every FLUSH_INTERVAL, or at
-once when somebody waits in flush(). Both run stores (SQLite, PostgreSQL) share this; each says
-only how to commit a batch (_commit_rows).
+once when somebody waits in flush(). The update after each batch of events is scheduled as
+what builds the row (schedule_build), so the row is built once per write, not once per batch.
+Both run stores (SQLite, PostgreSQL) share this; each says only how to commit a batch
+(_commit_rows).
 """
 
 from __future__ import annotations
