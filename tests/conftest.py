@@ -135,6 +135,21 @@ def process_alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def marked(run_id: str) -> list[int]:
+    """Live processes whose environment carries the run's marker."""
+    needle = f"OD_RUNS_RUN_ID={run_id}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes() and process_alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def stop_with_parent() -> None:
     """In a child before exec: SIGTERM it when the test process dies, however it dies.
 

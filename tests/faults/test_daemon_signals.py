@@ -15,6 +15,7 @@ import pytest
 from ..conftest import (
     Daemon,
     assert_dense,
+    marked,
     parse_frames,
     poll,
     process_alive,
@@ -38,21 +39,6 @@ print(f"pids {os.getpid()}", flush=True)
 signal.pause()
 """
 GRACE = 1.0
-
-
-def marked(run_id: str) -> list[int]:
-    """Live processes whose environment carries the run's marker."""
-    needle = f"OD_RUNS_RUN_ID={run_id}".encode() + b"\0"
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes() and process_alive(int(entry.name)):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def printed_pids(daemon: Daemon, run_id: str) -> list[int]:
