@@ -14,6 +14,13 @@ daemon's peak RSS. The cost per event should stay flat from the smallest
 size to the largest (within 25%), and RSS grow at most linearly: the per-run figure is the
 slope between the smallest and largest size.
 
+The baseline for the cost is floor.py, a bare relay on the same loop that does only the
+syscalls any daemon must (a pipe read, a log write, a socket write per viewer) for the same
+children and viewers (no MCP client). Its cost per event falls with load too: on 2 shared
+cores a quiet loop pays each wake-up and each write to a sleeping client in full, a busy one
+shares them among many events. The ratio of the two says whether the daemon's own work per
+event grows with its size.
+
 Sizes: `python bench/scale.py [runs ...]`; BENCH_SCALE_SECONDS sets the streaming time.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +37,7 @@ from pathlib import Path
 
 import httpx
 
-from common import Daemon, Figure, create_run, percentile, report, wait_terminal
+from common import Daemon, Figure, create_run, free_port, percentile, report, wait_terminal
 from join import Clients
 
 SECONDS = float(os.environ.get("BENCH_SCALE_SECONDS", "10"))
@@ -37,6 +45,7 @@ RATE = 100
 BURST = 5
 VIEWERS = 2
 PROCS = 4
+FLOOR = Path(__file__).with_name("floor.py")
 PERL = r"""
 use Time::HiRes qw(time sleep);
 $| = 1;
@@ -81,6 +90,41 @@ def settled(pid: int, floor: float = 0.02, limit: float = 20.0) -> None:
             return
 
 
+def child(go: Path) -> list[str]:
+    """A run's child: waits for go, then prints RATE lines/s in bursts of BURST."""
+    return ["perl", "-e", PERL, str(go), str(RATE), str(SECONDS), str(BURST)]
+
+
+def lines_per_run() -> int:
+    """What each child prints: whole bursts, the last one complete."""
+    n = int(RATE * SECONDS)
+    return -(-n // BURST) * BURST
+
+
+def streamed(
+    pid: int, port: int, http: httpx.Client, ids: list[str], go: Path, *extra: str
+) -> tuple[float, float, float, list[dict]]:
+    """Connect every run's clients, wait till the server is quiet, let the children stream.
+
+    Returns the server's CPU seconds for the streaming, less what it burns in the same time
+    with everything in place but quiet (timers, the status writer), so the figure is the cost
+    of events; that quiet rate; the wall-clock time streaming began; the clients' results.
+    """
+    parts = [ids[i::PROCS] for i in range(PROCS) if ids[i::PROCS]]
+    clients = [Clients(port, part, VIEWERS, 0, *extra) for part in parts]
+    watched(http, ids)
+    settled(pid)
+    quiet_cpu, quiet_from = cpu_seconds(pid), time.monotonic()
+    time.sleep(3)
+    idle_rate = (cpu_seconds(pid) - quiet_cpu) / (time.monotonic() - quiet_from)
+    cpu_start, cpu_from = cpu_seconds(pid), time.monotonic()
+    at = time.time()
+    go.touch()
+    results = [c.result() for c in clients]
+    cpu = cpu_seconds(pid) - cpu_start - idle_rate * (time.monotonic() - cpu_from)
+    return cpu, idle_rate, at, results
+
+
 def measure(runs: int) -> dict[str, float | bool]:
     """One size on a fresh daemon."""
     data = Path(tempfile.mkdtemp(prefix="od-runs-bench-"))
@@ -92,13 +136,10 @@ def measure(runs: int) -> dict[str, float | bool]:
         # of them streams.
         go = data / "go"
         with httpx.Client(base_url=d.url, timeout=120) as http:
-            child = ["perl", "-e", PERL, str(go), str(RATE), str(SECONDS), str(BURST)]
             ids = [
-                create_run(http, agentId="command", command=child, prompt="s")["id"]
+                create_run(http, agentId="command", command=child(go), prompt="s")["id"]
                 for _ in range(runs)
             ]
-            parts = [ids[i::PROCS] for i in range(PROCS) if ids[i::PROCS]]
-            clients = [Clients(d.port, part, VIEWERS, 0, "--mcp") for part in parts]
             peak = [0.0]
             stop = threading.Event()
 
@@ -108,19 +149,7 @@ def measure(runs: int) -> dict[str, float | bool]:
 
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
-            watched(http, ids)
-            settled(d.proc.pid)
-            # What the daemon costs with every run and client in place but nothing streaming
-            # (timers, the status writer): taken off, so the figure is the cost of events.
-            quiet_cpu, quiet_from = cpu_seconds(d.proc.pid), time.monotonic()
-            time.sleep(3)
-            idle_rate = (cpu_seconds(d.proc.pid) - quiet_cpu) / (time.monotonic() - quiet_from)
-            cpu_start, cpu_from = cpu_seconds(d.proc.pid), time.monotonic()
-            at = time.time()
-            go.touch()
-            results = [c.result() for c in clients]
-            cpu = cpu_seconds(d.proc.pid) - cpu_start
-            cpu -= idle_rate * (time.monotonic() - cpu_from)
+            cpu, idle_rate, at, results = streamed(d.proc.pid, d.port, http, ids, go, "--mcp")
             stop.set()
             statuses = [wait_terminal(http, run_id) for run_id in ids]
         events = sum(s["lastEventId"] for s in statuses)
@@ -146,10 +175,36 @@ def measure(runs: int) -> dict[str, float | bool]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def measure_floor(runs: int) -> float:
+    """CPU seconds per 100k events of floor.py (a bare relay) streaming the same runs to the
+    same viewers: what the pipe reads, log writes and socket writes cost on this machine."""
+    data = Path(tempfile.mkdtemp(prefix="od-runs-floor-"))
+    go, port = data / "go", free_port()
+    command = [sys.executable, str(FLOOR), "--port", str(port), "--runs", str(runs), "--"]
+    proc = subprocess.Popen([*command, *child(go)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the floor relay did not start")
+        ids = [f"f{i}" for i in range(runs)]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            cpu, _, _, results = streamed(proc.pid, port, http, ids, go)
+        lines = lines_per_run()
+        viewers = [v for r in results for v in r["viewers"]]
+        if len(viewers) != runs * VIEWERS or not all(v[3] and v[2] == lines + 1 for v in viewers):
+            raise RuntimeError("the floor relay lost events")
+        return cpu / (runs * lines) * 100_000
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def main() -> None:
     """Each size on its own daemon, smallest first (its cost is the baseline)."""
     sizes = sorted(int(a) for a in sys.argv[1:] if a.isdigit()) or [10, 100, 500]
     results = {n: measure(n) for n in sizes}
+    floors = {n: measure_floor(n) for n in sizes}
     if os.environ.get("BENCH_VERBOSE"):
         print(results, file=sys.stderr)
     small, large = sizes[0], sizes[-1]
@@ -174,6 +229,13 @@ def main() -> None:
                 f"within 25% of {small} runs",
                 f"{small} runs {base_cpu:.2f} s",
                 abs(cpu - base_cpu) <= 0.25 * base_cpu and bool(m["complete"]),
+            ),
+            Figure(
+                f"{label}: daemon CPU per event over a bare relay's",
+                cpu / floors[n],
+                "x",
+                "reported",
+                f"bare relay {floors[n]:.2f} s per 100k events",
             ),
             Figure(
                 f"{label}: daemon RSS",
