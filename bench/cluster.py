@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -194,7 +195,7 @@ def _child_stamp(whole: bytes) -> float | None:
     return float(first.group(1)) if first else None
 
 
-async def view(port: int, run_id: str, after: int, clients: int, timeout: float) -> dict:
+async def view(port: int, run_id: str, after: int, clients: int, timeout: float) -> dict[str, Any]:
     """Connect the viewers, measure from once all stream, return what each got."""
     viewers = await connect_readers(port, run_id, after, clients, _child_stamp)
     for viewer in viewers:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -150,18 +151,19 @@ def daemon() -> Iterator[Daemon]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def create_run(client: httpx.Client, **body: object) -> dict:
+def create_run(client: httpx.Client, **body: object) -> dict[str, Any]:
     """POST /api/runs and return the status body."""
     response = client.post("/api/runs", json=body)
     response.raise_for_status()
-    return response.json()
+    status: dict[str, Any] = response.json()
+    return status
 
 
-def wait_terminal(client: httpx.Client, run_id: str, timeout: float = 600) -> dict:
+def wait_terminal(client: httpx.Client, run_id: str, timeout: float = 600) -> dict[str, Any]:
     """Poll until the run is terminal."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = client.get(f"/api/runs/{run_id}").json()
+        body: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
         if body["status"] in ("succeeded", "failed", "canceled"):
             return body
         time.sleep(0.05)

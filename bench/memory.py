@@ -27,7 +27,8 @@ def main() -> None:
             with httpx.Client(base_url=d.url, timeout=120) as own:
                 body = {"events": 40, "fast": True}
                 run = create_run(own, agentId="demo", prompt=f"old {i}", demo=body)
-                return wait_terminal(own, run["id"])["status"]
+                status: str = wait_terminal(own, run["id"])["status"]
+                return status
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(finished_run, range(FINISHED)))

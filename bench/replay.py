@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
+from typing import Any
 
 import httpx
 
@@ -30,13 +31,13 @@ SEEK_TARGET_MS = 20.0
 SEEK_TRIES = 30
 
 
-def make_run(client: httpx.Client, events: int) -> dict:
+def make_run(client: httpx.Client, events: int) -> dict[str, Any]:
     """A finished fast demo run of `events` agent events (+ start and end)."""
     run = create_run(client, agentId="demo", prompt="bench", demo={"events": events, "fast": True})
     return wait_terminal(client, run["id"])
 
 
-def replay_rate(client: httpx.Client, run: dict) -> float:
+def replay_rate(client: httpx.Client, run: dict[str, Any]) -> float:
     """Events/s reading the whole run over SSE from cursor 0."""
     counter = FrameCounter()
     started = time.perf_counter()
@@ -48,7 +49,7 @@ def replay_rate(client: httpx.Client, run: dict) -> float:
     return counter.events / elapsed
 
 
-def seek_ms(client: httpx.Client, run: dict) -> float:
+def seek_ms(client: httpx.Client, run: dict[str, Any]) -> float:
     """Median ms from request to the first event frame for a cursor 10 before the end."""
     cursor = run["lastEventId"] - 10
     path = f"/api/runs/{run['id']}/events?after={cursor}"
@@ -65,11 +66,11 @@ def health_ms(client: httpx.Client) -> float:
     return statistics.median(times)
 
 
-def cat_rate(run: dict) -> float:
+def cat_rate(run: dict[str, Any]) -> float:
     """Events/s of `cat events.jsonl > /dev/null`."""
     started = time.perf_counter()
     subprocess.run(["cat", run["eventsLogPath"]], stdout=subprocess.DEVNULL, check=True)
-    return run["lastEventId"] / (time.perf_counter() - started)
+    return float(run["lastEventId"]) / (time.perf_counter() - started)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -103,7 +104,7 @@ def lines_per_run() -> int:
 
 def streamed(
     pid: int, port: int, http: httpx.Client, ids: list[str], go: Path, *extra: str
-) -> tuple[float, float, float, list[dict]]:
+) -> tuple[float, float, float, list[dict[str, Any]]]:
     """Connect every run's clients, wait till the server is quiet, let the children stream.
 
     Returns the server's CPU seconds for the streaming, less what it burns in the same time

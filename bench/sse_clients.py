@@ -22,7 +22,7 @@ from typing import Any
 
 import uvloop
 
-from sse_read import FrameReader, Read
+from sse_read import FrameReader, Read, factory
 
 STAMP = re.compile(rb"t=(\d+\.\d+)")
 # A viewer is live once it reads a line printed after its join and at most this long ago:
@@ -131,19 +131,19 @@ async def clients(
         for _ in range(per_run):
             reader = Viewer(request, samples)
             reader.joined = time.time()
-            await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+            await loop.create_connection(factory(reader), "127.0.0.1", port)
             readers.append(reader)
         if mcp:
             waiter = McpWaiter(port, run_id)
-            await loop.create_connection(lambda w=waiter: w, "127.0.0.1", port)
+            await loop.create_connection(factory(waiter), "127.0.0.1", port)
             waiters.append(waiter)
     connected = time.time()
     if hold:
         await asyncio.sleep(hold)
         for reader in readers:
             reader.transport.close()
-    for item in [*readers, *waiters]:
-        await asyncio.wait_for(item.done.wait(), timeout=3600)
+    for done in [r.done for r in readers] + [w.done for w in waiters]:
+        await asyncio.wait_for(done.wait(), timeout=3600)
     return {
         "connected": connected,
         "viewers": [[r.joined, r.live, r.events, r.ended, r.first, r.headers] for r in readers],

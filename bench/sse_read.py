@@ -12,10 +12,11 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar, cast
 
 _EVENT = b"\nevent: "
 _END = b"\nevent: end\n"
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 class Read:
@@ -52,6 +53,11 @@ class Read:
         return needle in self.head or self.body.find(needle, self.start, self.end) >= 0
 
 
+def factory(protocol: P) -> Callable[[], P]:
+    """A protocol factory that returns this one protocol (create_connection wants one)."""
+    return lambda: protocol
+
+
 class FrameReader(asyncio.Protocol):
     """Sends one GET, then counts the events of each read and stops at `end`."""
 
@@ -66,7 +72,8 @@ class FrameReader(asyncio.Protocol):
         """A read of `count` whole frames at wall-clock time `now` (override to measure)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport  # uvloop's transports are not asyncio.Transport
+        # uvloop's transports are not asyncio.Transport, but they write like one.
+        self.transport = cast(asyncio.WriteTransport, transport)
         self.transport.write(self.request)
 
     def data_received(self, chunk: bytes) -> None:
@@ -139,7 +146,7 @@ async def connect_readers(
     readers = []
     for _ in range(count):
         reader = LatencyReader(request, measure_from, asyncio.Event(), stamp)
-        await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+        await loop.create_connection(factory(reader), "127.0.0.1", port)
         readers.append(reader)
     deadline = time.monotonic() + 30
     while sum(1 for r in readers if r.events) < count and time.monotonic() < deadline:  # noqa: ASYNC110 - a bench polls a count
