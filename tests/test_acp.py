@@ -32,6 +32,7 @@ from acp.schema import (
     ToolCallLocation,
     ToolCallProgress,
     ToolCallStart,
+    ToolCallStatus,
     UsageUpdate,
 )
 
@@ -44,13 +45,13 @@ from .agent_runs import agent, all_events, final_answer, process_tree, ps_live_p
 from .conftest import RUN_DEADLINE, assert_dense, process_alive, read_log
 from .fakes.responses_server import (
     CustomToolCall,
-    Fail,
     FunctionCall,
-    Hold,
+    Item,
     Message,
     ResponsesServer,
     write_codex_home,
 )
+from .fakes.scripted_server import Fail, Hold
 
 ROOT = Path(__file__).resolve().parents[1]
 CODEX_ACP = ROOT / "node_modules" / ".bin" / "codex-acp"
@@ -135,7 +136,7 @@ async def test_an_acp_run_streams_its_progress_and_succeeds_with_the_final_answe
     acp: Acp, data_dir: Path
 ) -> None:
     """Check 9: tool calls and message text arrive while the turn runs; the answer is final."""
-    hold = Hold(before=[Message("Almost there.")])
+    hold: Hold[Item] = Hold(before=[Message("Almost there.")])
     acp.server.script([FunctionCall("exec_command", {"cmd": "echo acp-says-hi"})], hold)
     async with open_service(data_dir) as service:
         started = await service.start(acp.request("Run echo."))
@@ -206,7 +207,7 @@ async def test_a_session_the_agent_does_not_know_fails_the_run_and_starts_none(
     async with open_service(data_dir) as service:
         body, events = await run_to_end(service, acp.request("Hello?", sessionRef=gone))
     assert (body.status, body.errorCode) == ("failed", "SESSION_RESUME_FAILED")
-    assert gone.threadId in (body.error or "")
+    assert gone.threadId is not None and gone.threadId in (body.error or "")
     assert acp.server.requests == []
     assert agent(events, "session") == []
 
@@ -220,7 +221,7 @@ async def test_cancel_sends_session_cancel_before_any_signal(
     does a signal reach it, and no process of the run is left."""
     record = tmp_path / "seen-by-agent.txt"
     recorder = [sys.executable, str(FAKES / "stdin_recorder.py"), str(record), str(CODEX_ACP)]
-    hold = Hold(after=[Message("too late")])
+    hold: Hold[Item] = Hold(after=[Message("too late")])
     acp.server.script(hold)
     grace = 10.0
     async with open_service(data_dir, grace=grace) as service:
@@ -515,7 +516,7 @@ def test_a_tool_call_shows_start_new_output_and_completion_with_its_file_changes
         }
     ]
 
-    def progress(status: str | None, *content: Any) -> ToolCallProgress:
+    def progress(status: ToolCallStatus | None, *content: Any) -> ToolCallProgress:
         return ToolCallProgress(
             session_update="tool_call_update",
             tool_call_id="c1",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from od_runs.agents import ADAPTERS, agent_ids, make_adapter
@@ -26,6 +28,6 @@ def test_an_unknown_agent_id_is_a_422_naming_the_known_ones() -> None:
     "fields",
     [{"model": "gpt-5.5"}, {"sessionRef": SessionRef(threadId="0199a213-81c0-7800-8aa1")}],
 )
-def test_options_an_agent_has_no_use_for_are_refused(fields: dict[str, object]) -> None:
+def test_options_an_agent_has_no_use_for_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(BadRequest, match="'demo'"):
         make_adapter(RunCreate(agentId="demo", **fields))

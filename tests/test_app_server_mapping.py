@@ -165,8 +165,9 @@ def test_noise_is_counted_by_method_in_one_summary_and_usage_is_summed(tmp_path:
         "some/futureNotification": 1,
     }
     assert summary["total"] == 11 and "secret" not in json.dumps(summary)
-    assert adapter.usage() is not None
-    assert (adapter.usage().inputTokens, adapter.usage().totalTokens) == (200, 220)
+    used = adapter.usage()
+    assert used is not None
+    assert (used.inputTokens, used.totalTokens) == (200, 220)
 
 
 def test_notifications_of_an_earlier_turn_are_not_this_runs_events(tmp_path: Path) -> None:
@@ -234,7 +235,8 @@ def test_a_lost_session_says_why(tmp_path: Path) -> None:
     garbage.session_lost("<html>", None)
     dead.session_lost(None, -9)
     auth.session_lost(None, 1, "Error: token refresh failed: invalid_grant (401)")
-    assert error_of(garbage.outcome(0)).code == "AGENT_PROTOCOL_ERROR"
+    garbled = error_of(garbage.outcome(0))
+    assert garbled is not None and garbled.code == "AGENT_PROTOCOL_ERROR"
     died = error_of(dead.outcome(0))
     assert died is not None and died.code == "AGENT_EXITED" and died.retryable
     assert "signal 9" in died.message
@@ -342,10 +344,10 @@ def test_permissions_and_elicitations_follow_the_policy(tmp_path: Path) -> None:
     granted = decide("allow", "item/permissions/requestApproval", net, root, {})
     assert granted is not None and granted.result["permissions"] == net["permissions"]
     form = {"message": "Your name?", "mode": "form", "requestedSchema": {}}
-    assert decide("default", "mcpServer/elicitation/request", form, root, {}).result == {
-        "action": "decline"
-    }
-    assert decide("allow", "mcpServer/elicitation/request", form, root, {}).allowed
+    declined = decide("default", "mcpServer/elicitation/request", form, root, {})
+    assert declined is not None and declined.result == {"action": "decline"}
+    accepted = decide("allow", "mcpServer/elicitation/request", form, root, {})
+    assert accepted is not None and accepted.allowed
     assert decide("allow", "item/tool/call", {}, root, {}) is None
 
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from od_runs.agents.claude import BINARY_ENV, ClaudeAdapter
-from od_runs.models import Event, RunCreate, SessionRef
+from od_runs.models import Event, RunCreate, SessionRef, ToolBundle
 from od_runs.redact import REDACTED
 from od_runs.runs import open_service
 
@@ -41,12 +41,11 @@ from .fakes.anthropic_server import (
     DUMMY_API_KEY,
     AnthropicServer,
     Block,
-    Fail,
-    Hold,
     Text,
     Thinking,
     ToolUse,
 )
+from .fakes.scripted_server import Fail, Hold
 
 CLAUDE = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "claude"
 pytestmark = [
@@ -373,7 +372,7 @@ async def test_cancel_while_the_model_holds_the_response_leaves_no_claude_proces
     claude: Claude, data_dir: Path
 ) -> None:
     """Canceled within the grace period, and no process of the run is left."""
-    hold = Hold(after=[Text("too late")])
+    hold: Hold[Block] = Hold(after=[Text("too late")])
     claude.server.script(hold)
     async with open_service(data_dir, grace=5.0) as service:
         started = await service.start(claude.request())
@@ -419,7 +418,7 @@ async def test_a_tool_bundle_reaches_claude_through_a_private_mcp_config(
     script = tmp_path / "ledger_server.py"
     script.write_text(LEDGER_SERVER)
     ledger = tmp_path / "ledger.txt"
-    hold = Hold(after=[Text("Recorded it.")])
+    hold: Hold[Block] = Hold(after=[Text("Recorded it.")])
     claude.server.script([ToolUse("mcp__ledger__record", {"note": "first"})], hold)
     bundle = {
         "mcpServers": [
@@ -471,18 +470,20 @@ def test_the_mcp_config_skips_disabled_servers_and_is_private(tmp_path: Path) ->
     only; cleanup removes it."""
     request = RunCreate(
         agentId="claude",
-        toolBundle={
-            "mcpServers": [
-                {
-                    "id": "web",
-                    "transport": "http",
-                    "url": "https://x.test/mcp",
-                    "headers": {"Authorization": "Bearer s3cret-value"},
-                },
-                {"id": "off", "command": "/bin/false", "enabled": False},
-                {"id": "nowhere", "transport": "sse"},
-            ]
-        },
+        toolBundle=ToolBundle.model_validate(
+            {
+                "mcpServers": [
+                    {
+                        "id": "web",
+                        "transport": "http",
+                        "url": "https://x.test/mcp",
+                        "headers": {"Authorization": "Bearer s3cret-value"},
+                    },
+                    {"id": "off", "command": "/bin/false", "enabled": False},
+                    {"id": "nowhere", "transport": "sse"},
+                ]
+            }
+        ),
     )
     adapter = ClaudeAdapter(request)
     argv = adapter.argv()

@@ -46,13 +46,13 @@ from .fakes.responses_server import (
     API_KEY_ENV,
     DUMMY_API_KEY,
     Disconnect,
-    Fail,
     FunctionCall,
-    Hold,
+    Item,
     Message,
     Reasoning,
     ResponsesServer,
 )
+from .fakes.scripted_server import Fail, Hold
 
 pytestmark = [
     pytest.mark.anyio,
@@ -255,7 +255,7 @@ async def test_cancel_while_the_model_holds_the_response_leaves_no_codex_process
     codex: Codex, data_dir: Path
 ) -> None:
     """Check 6: canceled within the grace period, and `ps` shows no process of the run."""
-    hold = Hold(after=[Message("too late")])
+    hold: Hold[Item] = Hold(after=[Message("too late")])
     codex.server.script(hold)
     grace = 5.0
     async with open_service(data_dir, grace=grace) as service:
@@ -297,7 +297,7 @@ async def test_a_codex_that_prints_nothing_for_idle_timeout_is_stalled_and_stopp
     On a loaded machine Codex can be silent for the whole limit before it even asks the
     model; that is the same stall, so the test waits for the run's end, not for the request.
     """
-    hold = Hold()
+    hold: Hold[Item] = Hold()
     codex.server.script(hold)
     seen: set[int] = set()
     async with open_service(data_dir) as service:
@@ -321,7 +321,7 @@ async def test_a_codex_that_prints_nothing_for_idle_timeout_is_stalled_and_stopp
 
 async def test_two_runs_of_one_conversation_never_overlap(codex: Codex, data_dir: Path) -> None:
     """Check 8: the second run waits `queued` until the first is done, then resumes its thread."""
-    hold = Hold(after=[Message("First, after a while.")])
+    hold: Hold[Item] = Hold(after=[Message("First, after a while.")])
     codex.server.script(hold, [Message("Second.")])
     async with open_service(data_dir) as service:
         first = await service.start(codex.request("one", conversationId="c-seq"))
@@ -342,7 +342,7 @@ async def test_two_runs_of_one_conversation_never_overlap(codex: Codex, data_dir
 
 async def test_runs_of_two_conversations_run_at_the_same_time(codex: Codex, data_dir: Path) -> None:
     """Check 8: both runs are talking to the model at once."""
-    holds = [Hold(after=[Message("done")]), Hold(after=[Message("done")])]
+    holds: list[Hold[Item]] = [Hold(after=[Message("done")]), Hold(after=[Message("done")])]
     codex.server.script(*holds)
     async with open_service(data_dir) as service:
         runs = [

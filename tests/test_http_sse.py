@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -16,10 +17,14 @@ from .conftest import Daemon, assert_dense, parse_frames, read_log, wait_termina
 
 
 def read_stream(
-    daemon: Daemon, run_id: str, *, headers: dict | None = None, stop_after: int | None = None
-) -> list[dict]:
+    daemon: Daemon,
+    run_id: str,
+    *,
+    headers: dict[str, str] | None = None,
+    stop_after: int | None = None,
+) -> list[dict[str, str]]:
     """Read a run's SSE stream until it closes (or stop_after frames, then hang up)."""
-    frames: list[dict] = []
+    frames: list[dict[str, str]] = []
     buffer = ""
     with (
         daemon.client() as http,
@@ -36,14 +41,15 @@ def read_stream(
     return frames
 
 
-def start_demo(daemon: Daemon, events: int, seconds: float) -> dict:
+def start_demo(daemon: Daemon, events: int, seconds: float) -> dict[str, Any]:
     with daemon.client() as http:
         response = http.post(
             "/api/runs",
             json={"prompt": "tour", "demo": {"events": events, "durationSeconds": seconds}},
         )
     assert response.status_code == 202, response.text
-    return response.json()
+    status: dict[str, Any] = response.json()
+    return status
 
 
 def test_a_client_reads_a_demo_run_to_its_end_and_the_stream_closes(daemon: Daemon) -> None:

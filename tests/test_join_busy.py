@@ -7,13 +7,15 @@ import asyncio
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
 from od_runs import eventlog, frame_spans
-from od_runs.eventlog import INDEX_EVERY, SLICE_BYTES, EventLog, MemoryLog, encode_lines
+from od_runs.eventlog import INDEX_EVERY, EventLog, MemoryLog, encode_lines
+from od_runs.frame_spans import SLICE_BYTES
 from od_runs.models import RunCreate
 from od_runs.replay_turns import ReplayTurns
 from od_runs.runs import open_service
@@ -113,10 +115,16 @@ def test_one_huge_log_does_not_push_the_others_out_of_the_shared_frames(
 ) -> None:
     """Invariant 7: the shared frames stay within their budget, and one log takes a quarter
     of it at most, so a reader going through a huge run leaves a crowd's run cached."""
-    monkeypatch.setattr(eventlog, "span_cache", frame_spans.SpanCache(400_000))
+    shared_frames = frame_spans.SpanCache(400_000)
+    monkeypatch.setattr(eventlog, "span_cache", shared_frames)
     framed: list[int] = []
     real = eventlog._frames
-    monkeypatch.setattr(eventlog, "_frames", lambda data: framed.append(1) or real(data))
+
+    def counted_frames(data: bytes) -> bytes:
+        framed.append(1)
+        return real(data)
+
+    monkeypatch.setattr(eventlog, "_frames", counted_frames)
     crowd = EventLog.create(tmp_path / "crowd")
     append(crowd, 1, 500)
     expected = expected_frames(crowd, 0, 500)
@@ -125,7 +133,7 @@ def test_one_huge_log_does_not_push_the_others_out_of_the_shared_frames(
     for first in range(1, 20_001, 1000):
         append(huge, first, 1000)
     assert b"".join(f for f, _, _ in slices(huge, 0, 20_000)) == expected_frames(huge, 0, 20_000)
-    assert eventlog.span_cache._bytes <= 400_000
+    assert shared_frames._bytes <= 400_000
     before = len(framed)
     assert b"".join(f for f, _, _ in slices(crowd, 0, 500)) == expected
     assert len(framed) == before  # served from the shared frames, not framed again
@@ -221,7 +229,7 @@ STREAMER = (
 )
 
 
-def start_streamer(daemon: Daemon, lines: int, seconds: float) -> dict:
+def start_streamer(daemon: Daemon, lines: int, seconds: float) -> dict[str, Any]:
     with daemon.client() as http:
         response = http.post(
             "/api/runs",
@@ -232,7 +240,8 @@ def start_streamer(daemon: Daemon, lines: int, seconds: float) -> dict:
             },
         )
     assert response.status_code == 202, response.text
-    return response.json()
+    status: dict[str, Any] = response.json()
+    return status
 
 
 async def watch(url: str, run_id: str, after: int) -> list[dict[str, str]]:

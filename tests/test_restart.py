@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -116,23 +117,25 @@ def reaper() -> Iterator[Callable[[int], None]]:
         kill_if_ours(pid, started)
 
 
-def post_run(daemon: Daemon, body: dict) -> dict:
+def post_run(daemon: Daemon, body: dict[str, Any]) -> dict[str, Any]:
     """POST /api/runs and return the 202 status body."""
     with daemon.client() as http:
         response = http.post("/api/runs", json=body)
     assert response.status_code == 202, response.text
-    return response.json()
+    status: dict[str, Any] = response.json()
+    return status
 
 
-def get_run(daemon: Daemon, run_id: str) -> dict:
+def get_run(daemon: Daemon, run_id: str) -> dict[str, Any]:
     """GET /api/runs/{id}."""
     with daemon.client() as http:
         response = http.get(f"/api/runs/{run_id}")
     assert response.status_code == 200, response.text
-    return response.json()
+    status: dict[str, Any] = response.json()
+    return status
 
 
-def json_events(daemon: Daemon, run_id: str, after: int = 0, limit: int = 1000) -> dict:
+def json_events(daemon: Daemon, run_id: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
     """One page of GET /api/runs/{id}/events?format=json."""
     with daemon.client() as http:
         response = http.get(
@@ -140,12 +143,13 @@ def json_events(daemon: Daemon, run_id: str, after: int = 0, limit: int = 1000) 
             params={"format": "json", "after": after, "limit": limit},
         )
     assert response.status_code == 200, response.text
-    return response.json()
+    page: dict[str, Any] = response.json()
+    return page
 
 
-def all_pages(daemon: Daemon, run_id: str, after: int, limit: int) -> list[dict]:
+def all_pages(daemon: Daemon, run_id: str, after: int, limit: int) -> list[dict[str, Any]]:
     """Every event after a cursor, following nextCursor page by page."""
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     for _ in range(1000):
         page = json_events(daemon, run_id, after, limit)
         assert len(page["items"]) <= limit
@@ -157,10 +161,10 @@ def all_pages(daemon: Daemon, run_id: str, after: int, limit: int) -> list[dict]
     raise AssertionError("paging did not end")
 
 
-def wait_for_stdout(daemon: Daemon, run_id: str, text: str) -> list[dict]:
+def wait_for_stdout(daemon: Daemon, run_id: str, text: str) -> list[dict[str, Any]]:
     """Poll the JSON events until the child printed a line equal to text; return the events."""
 
-    def check() -> list[dict] | None:
+    def check() -> list[dict[str, Any]] | None:
         items = json_events(daemon, run_id)["items"]
         hit = any(e["event"] == "stdout" and e["data"].get("text") == text for e in items)
         return items if hit else None
@@ -169,8 +173,8 @@ def wait_for_stdout(daemon: Daemon, run_id: str, text: str) -> list[dict]:
 
 
 def sse_events(
-    daemon: Daemon, run_id: str, *, query: str = "", headers: dict | None = None
-) -> list[dict]:
+    daemon: Daemon, run_id: str, *, query: str = "", headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Read a run's SSE stream until it closes; return each frame's data, the parsed log line."""
     with (
         daemon.client(timeout=10) as http,
@@ -280,7 +284,11 @@ def test_a_crash_fails_the_active_run_and_reaps_its_whole_process_tree(
         assert http.get("/api/health").json()["activeRuns"] == 0
 
     for pid in pids:
-        poll_until(lambda pid=pid: not process_alive(pid), REAP_DEADLINE, f"pid {pid} to die")
+
+        def dead(pid: int = pid) -> bool:
+            return not process_alive(pid)
+
+        poll_until(dead, REAP_DEADLINE, f"pid {pid} to die")
 
 
 def test_a_run_finished_before_a_crash_is_left_as_it_was(
@@ -465,7 +473,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-def failed_by_restart(body: RunStatus, log_path: Path, first_new_id: int) -> list[dict]:
+def failed_by_restart(body: RunStatus, log_path: Path, first_new_id: int) -> list[dict[str, Any]]:
     """Assert the run was closed out by recovery from first_new_id on; return its log."""
     assert (body.status, body.errorCode, body.retryable) == ("failed", "DAEMON_RESTARTED", True)
     assert body.finishedAt is not None

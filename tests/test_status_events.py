@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from od_runs.models import RunStatus
 from od_runs.status_events import StatusHub
@@ -21,7 +22,7 @@ def body(run_id: str, status: str = "running", project: str | None = None) -> Ru
     )
 
 
-def frames_of(text: str) -> list[tuple[str, dict]]:
+def frames_of(text: str) -> list[tuple[str, dict[str, Any]]]:
     """(event, data) of each SSE frame with a data line."""
     out = []
     for block in text.split("\n\n"):
@@ -35,10 +36,10 @@ def frames_of(text: str) -> list[tuple[str, dict]]:
 
 def delete_while_listening(
     listener: Daemon, deleter: Daemon, run_id: str, project: str
-) -> list[tuple[str, dict]]:
+) -> list[tuple[str, dict[str, Any]]]:
     """Follow the project's list on listener; once its snapshot is in, delete the run through
     deleter; the frames seen up to `event: deleted`."""
-    seen: list[tuple[str, dict]] = []
+    seen: list[tuple[str, dict[str, Any]]] = []
     buffer = ""
     with (
         listener.client() as http,
@@ -79,7 +80,7 @@ def test_the_stream_sends_a_snapshot_then_every_status_change(shared: Daemon) ->
     only for its project, over one connection."""
     before = shared.create({"projectId": "evs", "demo": {"events": 4, "fast": True}})
     poll("the first run to finish", lambda: _status(shared, before["id"]) == "succeeded")
-    seen: list[tuple[str, dict]] = []
+    seen: list[tuple[str, dict[str, Any]]] = []
     buffer = raw = ""
     with (
         shared.client() as http,
@@ -123,9 +124,10 @@ def _status(daemon: Daemon, run_id: str) -> str:
     return str(_body(daemon, run_id)["status"])
 
 
-def _body(daemon: Daemon, run_id: str) -> dict:
+def _body(daemon: Daemon, run_id: str) -> dict[str, Any]:
     with daemon.client() as http:
-        return http.get(f"/api/runs/{run_id}").json()  # type: ignore[no-any-return]
+        run: dict[str, Any] = http.get(f"/api/runs/{run_id}").json()
+        return run
 
 
 def test_a_deleted_run_is_announced_to_the_list_stream(shared: Daemon) -> None:

@@ -29,7 +29,8 @@ from od_runs.runs import open_service
 from .agent_runs import agent, all_events, final_answer, ps_args
 from .codex_helpers import APP_SERVER, CODEX, codex_daemon, make_codex
 from .conftest import RUN_DEADLINE, Daemon, read_log, wait_terminal
-from .fakes.responses_server import FunctionCall, Hold, Message, ResponsesServer, write_codex_home
+from .fakes.responses_server import FunctionCall, Item, Message, ResponsesServer, write_codex_home
+from .fakes.scripted_server import Hold
 from .test_acp import make_acp
 
 RECORDER = '''\
@@ -134,7 +135,11 @@ def test_codex_gets_the_bundle_as_a_private_profile_and_never_on_its_command_lin
     spec = bundle.spec(remote=True)
     home = tmp_path / "codex-home"
     adapter = CodexAdapter(
-        RunCreate(agentId="codex", env={"CODEX_HOME": str(home)}, toolBundle=spec)
+        RunCreate(
+            agentId="codex",
+            env={"CODEX_HOME": str(home)},
+            toolBundle=ToolBundle.model_validate(spec),
+        )
     )
     argv = adapter.argv()
     (profile,) = profiles(home)
@@ -171,7 +176,11 @@ def test_a_codex_run_without_enabled_tool_servers_writes_no_profile(tmp_path: Pa
     spec = {"mcpServers": [{"id": "off", "command": "true", "enabled": False}]}
     home = tmp_path / "codex-home"
     adapter = CodexAdapter(
-        RunCreate(agentId="codex", env={"CODEX_HOME": str(home)}, toolBundle=spec)
+        RunCreate(
+            agentId="codex",
+            env={"CODEX_HOME": str(home)},
+            toolBundle=ToolBundle.model_validate(spec),
+        )
     )
     assert "-p" not in adapter.argv()
     assert not home.exists()
@@ -207,7 +216,7 @@ def test_acp_gets_the_enabled_servers_in_session_new_as_the_agent_supports_them(
     assert skipped == [("old", "the agent does not support sse servers")]
     # The agent's argv never carries the bundle either.
     assert bundle.token not in " ".join(
-        AcpAdapter(RunCreate(agentId="acp", toolBundle=spec)).argv()
+        AcpAdapter(RunCreate(agentId="acp", toolBundle=ToolBundle.model_validate(spec))).argv()
     )
 
 
@@ -223,7 +232,7 @@ def test_a_codex_run_calls_a_bundle_tool_and_the_token_stays_with_the_tool_serve
     shows the call, and the token is in no event, log line, status body, SQLite row or `ps`
     listing; the disabled server was never started and its tools never offered."""
     bundle = Bundle(tmp_path)
-    hold = Hold(after=[Message("Recorded it.")])
+    hold: Hold[Item] = Hold(after=[Message("Recorded it.")])
     with ResponsesServer() as server:
         server.script(
             [FunctionCall("record", {"note": "from-codex"}, namespace="mcp__recorder")], hold
@@ -363,7 +372,7 @@ async def test_an_acp_run_gets_the_bundle_in_session_new_and_the_token_stays_wit
     model calls its tool, and the token is in no event, log line, SQLite row or `ps` listing."""
     caplog.set_level(logging.DEBUG)
     bundle = Bundle(tmp_path)
-    hold = Hold(after=[Message("Recorded it.")])
+    hold: Hold[Item] = Hold(after=[Message("Recorded it.")])
     with ResponsesServer() as server:
         server.script(
             [FunctionCall("record", {"note": "from-acp"}, namespace="mcp__recorder")], hold

@@ -8,6 +8,7 @@ for `timeoutMs` can fail AGENT_TIMEOUT.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import anyio
 import pytest
@@ -108,6 +109,11 @@ async def test_limits_come_from_the_run_or_the_agent_default() -> None:
 
 
 def test_a_negative_or_absurd_limit_is_refused() -> None:
-    for fields in ({"idleTimeoutMs": -1}, {"timeoutMs": 0}, {"timeoutMs": 10**12}):
+    limits: tuple[dict[str, Any], ...] = (
+        {"idleTimeoutMs": -1},
+        {"timeoutMs": 0},
+        {"timeoutMs": 10**12},
+    )
+    for fields in limits:
         with pytest.raises(ValueError):
             RunCreate(agentId="command", command=["true"], **fields)
