@@ -529,6 +529,12 @@ async def test_cancel_mid_run_returns_canceled_once_the_group_is_gone(
     check_run(body, events)
 
 
+async def running_body(service: RunService, run_id: str) -> RunStatus | None:
+    """The run's status body once it is running, else None."""
+    body = await service.get(run_id)
+    return body if body.status == "running" else None
+
+
 @pytest.mark.parametrize("agent", every_adapter())
 async def test_cancel_of_an_agent_that_ignores_sigterm_kills_its_group_after_the_grace(
     agent: str, bench: Bench, data_dir: Path
@@ -539,8 +545,9 @@ async def test_cancel_of_an_agent_that_ignores_sigterm_kills_its_group_after_the
     async with open_service(data_dir, grace=GRACE) as service:
         started = await service.start(case.program(exe))
         pids = await wait_ready(ready)
-        running = await service.get(started.id)
-        assert running.status == "running" and running.childPid == pids[0]
+        # The child can write its ready file before the daemon has marked the run running.
+        running = await apoll("the run is running", lambda: running_body(service, started.id))
+        assert running.childPid == pids[0]
         began = time.monotonic()
         body = await service.cancel(started.id, GRACE)
         took = time.monotonic() - began
