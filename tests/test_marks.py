@@ -16,6 +16,8 @@ import pytest
 from od_runs.agents import marks
 from od_runs.agents.marks import Sweeper, find_marked
 
+from .conftest import poll
+
 pytestmark = pytest.mark.anyio
 
 NAME = "OD_RUNS_TEST_MARK"
@@ -24,9 +26,22 @@ NAME = "OD_RUNS_TEST_MARK"
 def marked_sleeper(value: str) -> subprocess.Popen[bytes]:
     """A process in its own session (as an escapee would be) carrying NAME=value."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), NAME: value}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], env=env, start_new_session=True
     )
+    # Until the child has exec'd, /proc shows the environment it was forked with, not NAME.
+    needle = f"{NAME}={value}\0".encode()
+    poll(f"{NAME} in the sleeper's environment", lambda: needle in _environ(proc.pid))
+    return proc
+
+
+def _environ(pid: int) -> bytes:
+    """A process's environment as /proc holds it (empty if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
 
 
 @pytest.fixture
